@@ -1,0 +1,38 @@
+# Thin wrapper over meson/ninja. `make test` and `make demo` each install what they need
+# (Debian 12 packages) and build first, so either works alone on a fresh machine.
+BUILD ?= build
+PATH := /usr/local/cuda/bin:$(PATH)
+export PATH
+DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev \
+  liblapacke-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
+  zlib1g-dev libfmt-dev dataset-fashion-mnist
+MESON_FLAGS ?=
+
+.PHONY: deps build test demo bench clean
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+test: build
+	$(BUILD)/cpoison-tests
+
+demo: build
+	$(BUILD)/cpoison demo
+
+bench: build
+	$(BUILD)/cpoison bench conv
+	$(BUILD)/cpoison bench step --model resnet18 --batch 128 --device cpu
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,136 @@
+// CPU elementwise kernels: one pass over the output, OpenMP over contiguous chunks.
+#include "engine/backend/elementwise.h"
+
+#include <cmath>
+
+#include "engine/backend/dispatch.h"
+
+namespace cpoison::cpu {
+
+namespace {
+// Offsets of element i of a strided view of `shape` (walks the index like an odometer).
+struct StridedWalker {
+  Shape shape, strides;
+  int64_t offset;
+  bool contiguous;
+  explicit StridedWalker(const Tensor& t) : shape(t.shape()), strides(t.strides()), offset(t.offset()), contiguous(t.is_contiguous()) {}
+  int64_t at(int64_t linear) const {
+    if (contiguous) return offset + linear;
+    int64_t off = offset;
+    for (int64_t d = (int64_t)shape.size() - 1; d >= 0; --d) {
+      int64_t i = linear % shape[d];
+      linear /= shape[d];
+      off += i * strides[d];
+    }
+    return off;
+  }
+};
+
+template <class T>
+inline T binary_value(BinaryOp op, T x, T y) {
+  switch (op) {
+    case BinaryOp::add: return x + y;
+    case BinaryOp::sub: return x - y;
+    case BinaryOp::mul: return x * y;
+    case BinaryOp::div: return x / y;
+  }
+  return T(0);
+}
+
+template <class T>
+inline T unary_value(UnaryOp op, T x, double p0, double p1) {
+  switch (op) {
+    case UnaryOp::neg: return -x;
+    case UnaryOp::exp: return std::exp(x);
+    case UnaryOp::log: return std::log(x);
+    case UnaryOp::sqrt: return std::sqrt(x);
+    case UnaryOp::pow: return std::pow(x, (T)p0);
+    case UnaryOp::abs: return std::abs(x);
+    case UnaryOp::square: return x * x;
+    case UnaryOp::relu: return x > T(0) ? x : T(0);
+    case UnaryOp::clamp: return x < (T)p0 ? (T)p0 : (x > (T)p1 ? (T)p1 : x);
+    case UnaryOp::sign: return (T)((x > T(0)) - (x < T(0)));
+    case UnaryOp::add_scalar: return x + (T)p0;
+    case UnaryOp::mul_scalar: return x * (T)p0;
+    case UnaryOp::rsub_scalar: return (T)p0 - x;
+    case UnaryOp::rdiv_scalar: return (T)p0 / x;
+  }
+  return T(0);
+}
+
+// dy/dx times g for one element.
+template <class T>
+inline T unary_grad(UnaryOp op, T g, T x, T y, double p0, double p1) {
+  switch (op) {
+    case UnaryOp::neg: return -g;
+    case UnaryOp::exp: return g * y;
+    case UnaryOp::log: return g / x;
+    case UnaryOp::sqrt: return g / (T(2) * y);
+    case UnaryOp::pow: return g * (T)p0 * std::pow(x, (T)(p0 - 1));
+    case UnaryOp::abs: return g * (T)((x > T(0)) - (x < T(0)));
+    case UnaryOp::square: return g * T(2) * x;
+    case UnaryOp::relu: return x > T(0) ? g : T(0);
+    case UnaryOp::clamp: return (x >= (T)p0 && x <= (T)p1) ? g : T(0);
+    case UnaryOp::sign: return T(0);
+    case UnaryOp::add_scalar: return g;
+    case UnaryOp::mul_scalar: return g * (T)p0;
+    case UnaryOp::rsub_scalar: return -g;
+    case UnaryOp::rdiv_scalar: return -g * y / x;
+  }
+  return T(0);
+}
+}  // namespace
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cpu);
+  int64_t n = out.numel();
+  return float_dispatch(a.dtype(), "binary", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* pa = static_cast<const scalar_t*>(a.storage()->data());
+    const scalar_t* pb = static_cast<const scalar_t*>(b.storage()->data());
+    scalar_t* po = out.data<scalar_t>();
+    StridedWalker wa(a), wb(b);
+    if (wa.contiguous && wb.contiguous) {
+      pa += a.offset();
+      pb += b.offset();
+#pragma omp parallel for schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; ++i) po[i] = binary_value(op, pa[i], pb[i]);
+    } else {
+#pragma omp parallel for schedule(static) if (n > 8192)
+      for (int64_t i = 0; i < n; ++i) po[i] = binary_value(op, pa[wa.at(i)], pb[wb.at(i)]);
+    }
+    return out;
+  });
+}
+
+Tensor unary(UnaryOp op, const Tensor& a_in, double p0, double p1) {
+  Tensor a = a_in.contiguous();
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cpu);
+  int64_t n = out.numel();
+  return float_dispatch(a.dtype(), "unary", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* pa = a.data<scalar_t>();
+    scalar_t* po = out.data<scalar_t>();
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) po[i] = unary_value(op, pa[i], p0, p1);
+    return out;
+  });
+}
+
+Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& a_in, const Tensor& y_in, double p0, double p1) {
+  Tensor g = g_in.contiguous(), a = a_in.contiguous(), y = y_in.contiguous();
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), Device::cpu);
+  int64_t n = out.numel();
+  return float_dispatch(a.dtype(), "unary_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t* pg = g.data<scalar_t>();
+    const scalar_t* pa = a.data<scalar_t>();
+    const scalar_t* py = y.data<scalar_t>();
+    scalar_t* po = out.data<scalar_t>();
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) po[i] = unary_grad(op, pg[i], pa[i], py[i], p0, p1);
+    return out;
+  });
+}
+
+}  // namespace cpoison::cpu

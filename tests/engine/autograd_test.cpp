@@ -1,0 +1,178 @@
+// Tape behaviours: shared subgraphs, frozen weights with input gradients, grad of selected
+// leaves, no-grad scopes, hooks, tape clearing.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/ops/ops.h"
+#include "tests/support/gradcheck.h"
+
+using namespace cpoison;
+using cpoison::testing::rand64;
+
+TEST_CASE("backward accumulates a tensor used twice") {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3}).set_requires_grad(true);
+  Tensor y = sum(add(mul(x, x), x));  // d/dx = 2x + 1
+  autograd::backward(y);
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{3, 5, 7});
+  CHECK(autograd::tape_size() == 0);
+}
+
+TEST_CASE("gradients accumulate across backward calls until zero_grad") {
+  Tensor x = Tensor::from_vector(std::vector<double>{2}, {1}).set_requires_grad(true);
+  autograd::backward(sum(mul_scalar(x, 3)));
+  autograd::backward(sum(mul_scalar(x, 3)));
+  CHECK(x.grad().item() == doctest::Approx(6));
+  x.zero_grad();
+  CHECK_FALSE(x.grad().defined());
+}
+
+TEST_CASE("grad() computes only the requested leaves and leaves .grad alone") {
+  Tensor a = rand64({4}, 1), b = rand64({4}, 2);
+  Tensor y = sum(mul(a, b));
+  auto g = autograd::grad(y, {a});
+  REQUIRE(g.size() == 1);
+  CHECK(g[0].to_vector<double>() == b.to_vector<double>());
+  CHECK_FALSE(a.grad().defined());
+  CHECK_FALSE(b.grad().defined());
+}
+
+TEST_CASE("a frozen weight gets no gradient while the input gradient flows") {
+  Tensor w = rand64({3}, 3, false);  // frozen
+  Tensor x = rand64({3}, 4);
+  Tensor y = sum(mul(x, w));
+  autograd::backward(y);
+  CHECK(x.grad().to_vector<double>() == w.to_vector<double>());
+  CHECK_FALSE(w.grad().defined());
+}
+
+TEST_CASE("no-grad scope records nothing") {
+  Tensor x = rand64({3}, 5);
+  {
+    autograd::NoGradGuard ng;
+    Tensor y = mul(x, x);
+    CHECK_FALSE(y.requires_grad());
+  }
+  CHECK(autograd::tape_size() == 0);
+  Tensor y = mul(x, x);
+  CHECK(y.requires_grad());
+  autograd::clear_tape();
+}
+
+TEST_CASE("hooks scale and stop gradients") {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 1}, {2}).set_requires_grad(true);
+  x.register_hook([](const Tensor& g) { return mul_scalar(g, 10); });
+  autograd::backward(sum(mul_scalar(x, 2)));
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{20, 20});
+
+  // A hook on an intermediate tensor stops the gradient of one branch.
+  Tensor a = Tensor::from_vector(std::vector<double>{1}, {1}).set_requires_grad(true);
+  Tensor h = mul_scalar(a, 3);
+  h.register_hook([](const Tensor& g) { return mul_scalar(g, 0); });
+  Tensor y = add(h, mul_scalar(a, 5));
+  autograd::backward(sum(y));
+  CHECK(a.grad().item() == doctest::Approx(5));
+}
+
+TEST_CASE("keep_graph allows a second backward") {
+  Tensor x = Tensor::from_vector(std::vector<double>{3}, {1}).set_requires_grad(true);
+  Tensor y = sum(square(x));
+  autograd::backward(y, Tensor(), true);
+  autograd::backward(y);
+  CHECK(x.grad().item() == doctest::Approx(12));
+}
+
+TEST_CASE("backward of a tensor that needs no gradient is a clear error") {
+  Tensor x = rand64({2}, 6, false);
+  CHECK_THROWS_WITH_AS(autograd::backward(sum(x)), doctest::Contains("root does not require a gradient"), Error);
+}
+
+TEST_CASE("elementwise ops pass the f64 gradient check (broadcasting included)") {
+  Tensor a = rand64({2, 3}, 11), b = rand64({3}, 12), c = rand64({2, 1}, 13, true, 0.5, 2.0);
+  CHECK_GRADCHECK([](auto& v) { return add(v[0], v[1]); }, {a, b});
+  CHECK_GRADCHECK([](auto& v) { return sub(v[0], v[1]); }, {a, b});
+  CHECK_GRADCHECK([](auto& v) { return mul(v[0], v[1]); }, {a, c});
+  CHECK_GRADCHECK([](auto& v) { return div(v[0], v[1]); }, {a, c});
+  CHECK_GRADCHECK([](auto& v) { return div(v[1], v[0]); }, {a, c});
+  Tensor p = rand64({2, 3}, 14, true, 0.2, 2.0);
+  CHECK_GRADCHECK([](auto& v) { return exp(v[0]); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return log(v[0]); }, {p});
+  CHECK_GRADCHECK([](auto& v) { return sqrt(v[0]); }, {p});
+  CHECK_GRADCHECK([](auto& v) { return pow(v[0], 2.5); }, {p});
+  CHECK_GRADCHECK([](auto& v) { return abs(v[0]); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return square(v[0]); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return relu(v[0]); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return clamp(v[0], -0.3, 0.4); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return 2.0 - v[0] * 3.0 + 1.5; }, {a});
+  CHECK_GRADCHECK([](auto& v) { return 2.0 / v[0]; }, {p});
+  CHECK_GRADCHECK([](auto& v) { return neg(v[0]); }, {a});
+}
+
+TEST_CASE("reductions pass the f64 gradient check") {
+  Tensor a = rand64({2, 3, 4}, 21);
+  CHECK_GRADCHECK([](auto& v) { return sum(v[0]); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return sum(v[0], {0, 2}, false); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return mean(v[0], {1}, true); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return var(v[0], {0, 2}, true, false); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return var(v[0], {-1}, false, true); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return max(v[0], 1, false); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return sum_to(v[0], {3, 1}); }, {a});
+}
+
+TEST_CASE("reductions give known values") {
+  Tensor a = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
+  CHECK(sum(a, {1}).to_vector<double>() == std::vector<double>{6, 15});
+  CHECK(mean(a, {0}).to_vector<double>() == std::vector<double>{2.5, 3.5, 4.5});
+  CHECK(var(a, {1}, true).to_vector<double>() == std::vector<double>{1, 1});
+  CHECK(argmax(a, 0).to_vector<int64_t>() == std::vector<int64_t>{1, 1, 1});
+  CHECK(max(a, 1).to_vector<double>() == std::vector<double>{3, 6});
+}
+
+TEST_CASE("index ops scatter-add their gradients") {
+  Tensor a = rand64({3, 2}, 31);
+  Tensor idx = Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 2}, {4});
+  CHECK_GRADCHECK([idx](auto& v) { return index_select0(v[0], idx); }, {a});
+  Tensor src = rand64({4, 2}, 32);
+  CHECK_GRADCHECK([idx](auto& v) { return index_add0(v[0], idx, v[1]); }, {a, src});
+  Tensor lab = Tensor::from_vector(std::vector<int64_t>{1, 0, 1}, {3});
+  CHECK_GRADCHECK([lab](auto& v) { return gather1(v[0], lab); }, {a});
+  // Row 2 picked three times receives three gradients.
+  Tensor ones = Tensor::ones({3, 2}, DType::f64).set_requires_grad(true);
+  autograd::backward(sum(index_select0(ones, idx)));
+  CHECK(ones.grad().to_vector<double>() == std::vector<double>{1, 1, 0, 0, 3, 3});
+  CHECK_THROWS_WITH_AS(index_select0(a, Tensor::from_vector(std::vector<int64_t>{3}, {1})), doctest::Contains("out of range"), Error);
+}
+
+TEST_CASE("broadcast mismatch names both shapes") {
+  Tensor a = rand64({2, 3}, 41, false), b = rand64({4}, 42, false);
+  CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("[2, 3] and [4]"), Error);
+}
+
+TEST_CASE("layout ops: reshape, slice0, to(dtype) are differentiable") {
+  Tensor a = rand64({2, 3}, 51);
+  CHECK_GRADCHECK([](auto& v) { return v[0].reshape({3, 2}); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return v[0].slice0(1, 2); }, {a});
+  CHECK_GRADCHECK([](auto& v) { return v[0].to(DType::f32).to(DType::f64); }, {a}, 1e-3, 1e-4, 1e-3);
+}
+
+TEST_CASE("random draws depend only on (seed, stream, offset)") {
+  Generator g1(5), g2(5);
+  Tensor a = uniform({1000}, 0, 1, g1);
+  Tensor b1 = uniform({400}, 0, 1, g2);
+  Tensor b2 = uniform({600}, 0, 1, g2);
+  auto va = a.to_vector<float>();
+  auto v1 = b1.to_vector<float>(), v2 = b2.to_vector<float>();
+  v1.insert(v1.end(), v2.begin(), v2.end());
+  CHECK(va == v1);
+  double m = mean(a).item();
+  CHECK(m == doctest::Approx(0.5).epsilon(0.05));
+  Generator g3(6);
+  Tensor n = normal({20000}, 1.0, 2.0, g3, DType::f64);
+  CHECK(mean(n).item() == doctest::Approx(1.0).epsilon(0.05));
+  CHECK(std::sqrt(var(n, {0}, true).item()) == doctest::Approx(2.0).epsilon(0.03));
+  Tensor r = randint({1000}, 3, 7, g3);
+  auto rv = r.to_vector<int64_t>();
+  CHECK(*std::min_element(rv.begin(), rv.end()) == 3);
+  CHECK(*std::max_element(rv.begin(), rv.end()) == 6);
+}

@@ -1,0 +1,36 @@
+// `cpoison`: one executable, one subcommand per file in tools/.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include "engine/error.h"
+#include "tools/command.h"
+
+namespace cpoison::tools {
+std::vector<Command>& commands() {
+  static std::vector<Command> c;
+  return c;
+}
+}  // namespace cpoison::tools
+
+int main(int argc, char** argv) {
+  CLI::App app{"cpoison: indiscriminate poisoning of contrastive learning, and its defences"};
+  app.require_subcommand(1);
+  auto& cmds = cpoison::tools::commands();
+  std::sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (auto& c : cmds) c.setup(*app.add_subcommand(c.name, c.help));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const cpoison::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
