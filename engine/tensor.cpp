@@ -335,6 +335,17 @@ void Tensor::fill_(double value) {
   copy_(b);
 }
 
+void Tensor::assign_(const Tensor& src) {
+  TensorImpl& d = impl();
+  const TensorImpl& s = src.impl();
+  d.storage = s.storage;
+  d.shape = s.shape;
+  d.strides = s.strides;
+  d.offset = s.offset;
+  d.dtype = s.dtype;
+  d.grad_holder = nullptr;
+}
+
 Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
 
 template <class T>

@@ -117,6 +117,9 @@ public:
   // In-place value writes (outside autograd; used by optimisers, EMA, initialisation).
   void copy_(const Tensor& src);  // shapes must match; devices/dtypes may differ
   void fill_(double value);
+  // Replaces this tensor's data (storage, shape, strides, dtype) with src's, keeping its identity:
+  // every handle to this tensor sees the new data (used to move module parameters in place).
+  void assign_(const Tensor& src);
 
   // ---- autograd
   bool requires_grad() const { return impl().requires_grad; }
