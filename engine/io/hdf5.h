@@ -25,8 +25,11 @@ public:
   // Writes a tensor (copied to the host) as a chunked, gzip-compressed dataset. Names may
   // contain '/' (groups are created). attrs go on the dataset.
   void write(const std::string& name, const Tensor& t, const Attrs& attrs = {});
-  // Creates an empty dataset of the given shape and dtype to be filled by rows (large data).
+  // Creates an empty (zero-filled) dataset of the given shape and dtype to be filled by rows.
+  // Error when the name already exists.
   void create(const std::string& name, const Shape& shape, DType dtype, const Attrs& attrs = {});
+  // Writes rows [first_row, first_row + rows.size(0)) along dim 0. rows must have the dataset's
+  // dtype and trailing shape (Error naming file, dataset and shapes otherwise).
   void write_rows(const std::string& name, int64_t first_row, const Tensor& rows);
   void set_file_attr(const std::string& key, const Attr& value);  // attribute on the root group
   void commit();  // closes and renames path.tmp -> path
@@ -38,14 +41,21 @@ private:
 
 class H5Reader {
 public:
-  explicit H5Reader(const std::string& path);  // Error naming the path when missing or not HDF5
+  // Error naming the path when missing or not HDF5. Errors of the methods below name the file
+  // and the dataset: a missing dataset, an element type other than the five dtypes, rows out
+  // of range. Names may start with '/'; datasets() lists them without it.
+  explicit H5Reader(const std::string& path);
   ~H5Reader();
   bool has(const std::string& name) const;
   std::vector<std::string> datasets() const;  // every dataset, full names ("layer1.0.conv1.weight", "opt/...")
   Shape shape(const std::string& name) const;
   DType dtype(const std::string& name) const;
   Tensor read(const std::string& name) const;  // host tensor
+  // Same, with an Error naming the file, the dataset and both dtypes when it holds another dtype.
+  Tensor read(const std::string& name, DType expected) const;
   Tensor read_rows(const std::string& name, int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0
+  // Scalar string/integer/float attributes of a dataset or group ("" or "/" for the root);
+  // attributes of other kinds (arrays, enums) are skipped.
   Attrs attrs(const std::string& name) const;
   Attrs file_attrs() const;
   const std::string& path() const;

@@ -1,5 +1,8 @@
 // Basic layers. Initialisation (from nn::init_generator()):
-//   Conv2d: Kaiming normal, fan_out, ReLU gain (std = sqrt(2 / (out * k * k / groups))), no bias by default;
+//   Conv2d: Kaiming normal, fan_out, ReLU gain, no bias by default. fan_out is PyTorch's
+//     weight.size(0) * k * k = out * k * k (the group count does not enter, as in
+//     torch.nn.init.kaiming_normal_(mode="fan_out")), so std = sqrt(2 / (out * k * k));
+//     an enabled bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in / groups * k * k;
 //   Linear: PyTorch's default, weight and bias ~ U(-1/sqrt(in), 1/sqrt(in));
 //   BatchNorm: weight 1, bias 0, running mean 0, running var 1.
 #pragma once
@@ -22,6 +25,8 @@ public:
 class BatchNorm : public Module {
 public:
   explicit BatchNorm(int64_t channels, double momentum = 0.1, double eps = 1e-5, bool affine = true);
+  // Training: normalises with the batch statistics, updates running_mean/var and adds one to
+  // num_batches_tracked (an i64 scalar, as PyTorch's). Eval: uses the running statistics.
   Tensor forward(const Tensor& x) override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double momentum, eps;

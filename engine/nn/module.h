@@ -45,10 +45,14 @@ public:
   std::map<std::string, Tensor> state_dict() const;
   // Copies values (any dtype/device) into this module's tensors. strict: every name must match
   // both ways; shapes must always match. Errors name the missing/extra/mismatched entry.
+  // Registration checks: names are non-empty, contain no '.' or '/', and are unique among this
+  // module's parameters, buffers and children (Error naming the module entry otherwise).
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
 
   int64_t num_parameters() const;
+  // Drops the accumulated gradient of every parameter.
+  void zero_grad();
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

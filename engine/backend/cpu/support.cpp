@@ -1,8 +1,30 @@
-// Which ops the CPU backend and (when compiled) the CUDA backend provide.
+// Which ops each backend provides, and the process-wide backend settings (engine/backend/settings.h).
+#include <atomic>
+
 #include "engine/backend/dispatch.h"
+#include "engine/backend/settings.h"
 
 namespace cpoison {
-#ifndef CPOISON_CUDA
-bool supports(const std::string&, Device device) { return device == Device::cpu; }
+
+namespace {
+std::atomic<bool> g_allow_tf32{false};
+std::atomic<bool> g_deterministic{true};
+}  // namespace
+
+void set_allow_tf32(bool on) { g_allow_tf32 = on; }
+bool allow_tf32() { return g_allow_tf32; }
+void set_deterministic(bool on) { g_deterministic = on; }
+bool deterministic() { return g_deterministic; }
+
+// The CPU backend implements every op. A CUDA build links only when every kernel declared in
+// engine/backend/*.h has a CUDA version, so there an op runs on cuda exactly when a GPU is usable.
+bool supports(const std::string&, Device device) {
+  if (device == Device::cpu) return true;
+#ifdef CPOISON_CUDA
+  return cuda_available();
+#else
+  return false;
 #endif
+}
+
 }  // namespace cpoison

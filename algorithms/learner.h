@@ -1,0 +1,131 @@
+// The learners: an online encoder with its heads (and, for MoCo v2 and BYOL, momentum copies),
+// behind one loss call on two already-augmented, normalised views. Images are NCHW
+// (N batch, C channels, H rows, W columns); embeddings are [N, D].
+//
+// The same call serves victim training (views are plain data) and poisoning (views depend on
+// a δ that requires grad): the loss is built from differentiable ops all the way back to the
+// views. The momentum weights never require grad; `dual_branch` decides whether the momentum
+// branch is recorded so that ∂L/∂view also flows through it (reference-implementation.md §4).
+//
+// State-dict names (the checkpoint layout, PyTorch style):
+//   encoder.*              the online backbone (what the linear probe loads)
+//   projector.*            SimCLR / MoCo v2 projection head, BYOL projector
+//   predictor.*            BYOL predictor
+//   momentum_encoder.*     MoCo key encoder / BYOL target backbone
+//   momentum_projector.*   their heads
+//   queue [K, D], queue_ptr i64 [1]   MoCo v2 (rows are keys; the release stores [D, K])
+//   encoder.linear.*       the supervised classifier's head
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/nn/module.h"
+#include "models/encoder.h"
+
+namespace cpoison::algorithms {
+
+enum class Algo { simclr, moco, byol, supervised };
+// "simclr", "moco" (also "mocov2"), "byol", "supervised"; Error listing them otherwise.
+Algo parse_algo(const std::string& name);
+const char* algo_name(Algo a);
+
+// Hyper-parameters of the algorithms. AlgoConfig::defaults(algo) gives the spec's values
+// (reference-implementation.md §3); every field can be overridden (the CLI does).
+struct AlgoConfig {
+  double temperature = 0.5;      // SimCLR 0.5, MoCo v2 0.2 (unused by BYOL and supervised)
+  double momentum = 0.99;        // EMA of the momentum copy: MoCo v2 0.99, BYOL 0.999
+  int64_t queue_size = 4096;     // MoCo v2 negatives
+  int64_t proj_hidden = 0;       // projector hidden width; 0 = the encoder's feature dim (SimCLR/MoCo)
+  int64_t proj_dim = 128;        // projector output: 128 (SimCLR/MoCo), 256 (BYOL)
+  int64_t pred_hidden = 4096;    // BYOL predictor hidden width
+  // Keep the gradient path from the loss through the momentum branch back to the input view
+  // (the momentum weights still get none). MoCo: through the positive key; BYOL: through the
+  // target projections (unless byol_detach_target).
+  bool dual_branch = false;
+  // BYOL: detach the target projections inside the loss, as the authors' release does (its
+  // dual-branch flag then adds no gradient path). Default false: the paper's behaviour.
+  bool byol_detach_target = false;
+  // Multiplies the loss. 1 = the textbook losses. The authors' release multiplies the
+  // SimCLR and MoCo losses by temperature / 0.07; set temperature / 0.07 to match it.
+  double loss_scale = 1.0;
+  uint64_t seed = 0;  // MoCo's initial queue (Philox stream kQueueStream)
+
+  static AlgoConfig defaults(Algo a);
+  // Error naming the field when a value is out of range (temperature <= 0, momentum outside
+  // [0, 1], negative sizes, loss_scale not finite).
+  void validate(Algo a) const;
+};
+
+inline constexpr uint32_t kQueueStream = 0x40C0;
+
+// What every learner offers the training loop and the poisoner.
+class Learner : public nn::Module {
+public:
+  Algo algo() const { return algo_; }
+  const AlgoConfig& config() const { return config_; }
+  models::Encoder& encoder() const { return *encoder_; }
+  const models::EncoderPtr& encoder_ptr() const { return encoder_; }
+  // The parameters the optimiser updates, by state-dict name (momentum copies excluded).
+  std::vector<std::pair<std::string, Tensor>> named_online_parameters() const;
+  std::vector<Tensor> online_parameters() const;
+  // EMA step of the momentum copies (no-op without them). The training loop calls it once
+  // after every optimiser step; the release updates inside forward (see docs/algorithms.md).
+  virtual void momentum_update() {}
+  // Unit-length head output of the online branch for x (the space alignment and uniformity are
+  // measured in). Supervised: the normalised backbone features.
+  virtual Tensor embed(const Tensor& x) = 0;
+
+protected:
+  Learner(Algo algo, const AlgoConfig& config, models::EncoderPtr encoder);
+  Algo algo_;
+  AlgoConfig config_;
+  models::EncoderPtr encoder_;
+};
+
+class ContrastiveLearner : public Learner {
+public:
+  // algo: simclr, moco or byol (Error for supervised: use SupervisedLearner). Builds the online
+  // encoder models::make_encoder(encoder_name, options) (options.num_classes is ignored: no
+  // classification head), its heads and momentum copies initialised as exact copies.
+  static std::shared_ptr<ContrastiveLearner> make(Algo algo, const std::string& encoder_name,
+                                                  const models::ModelOptions& options, const AlgoConfig& config);
+
+  // The loss on two augmented, normalised views [B, C, H, W] of the same B images (views may
+  // require grad). SimCLR: both views go through the backbone in one batched call. MoCo v2:
+  // query = online(view1), key = momentum(view2); the keys are enqueued afterwards when
+  // enqueue_keys is on. BYOL: symmetric, each view through each branch in its own call.
+  // Throws Error naming the learner and the shapes when the views differ in shape.
+  virtual Tensor loss(const Tensor& view1, const Tensor& view2) = 0;
+
+  // Whether the momentum branch is recorded by autograd (see AlgoConfig::dual_branch).
+  bool dual_branch() const { return config_.dual_branch; }
+  void set_dual_branch(bool on) { config_.dual_branch = on; }
+  // MoCo v2: whether loss() writes its keys into the queue (on by default; tests switch it off
+  // to evaluate the same loss several times).
+  bool enqueue_keys = true;
+
+protected:
+  using Learner::Learner;
+};
+
+// The supervised baseline: backbone + Linear(D, classes), cross-entropy.
+class SupervisedLearner : public Learner {
+public:
+  // options.num_classes must be >= 1.
+  static std::shared_ptr<SupervisedLearner> make(const std::string& encoder_name, const models::ModelOptions& options,
+                                                 const AlgoConfig& config = AlgoConfig::defaults(Algo::supervised));
+  // Mean cross-entropy of the logits of `view` [B, C, H, W] against labels i64 [B].
+  Tensor loss(const Tensor& view, const Tensor& labels);
+  Tensor embed(const Tensor& x) override;
+
+private:
+  using Learner::Learner;
+};
+
+// ContrastiveLearner::make or SupervisedLearner::make by algo.
+std::shared_ptr<Learner> make_learner(Algo algo, const std::string& encoder_name, const models::ModelOptions& options,
+                                      const AlgoConfig& config);
+
+}  // namespace cpoison::algorithms

@@ -1,0 +1,188 @@
+// Datasets: whole image sets held as one u8 tensor (they fit in GPU memory), readers for the
+// standard binary formats, our HDF5 dataset files, subsets, and batches.
+// Layout letters: N images, H rows, W columns, C channels; stored images are u8 [N,H,W,C],
+// batches handed to models are f32 [B,C,H,W] in [0,1].
+//
+// Every bad input (missing or truncated file, wrong magic number, image/label counts that
+// disagree, label out of range, bad option) raises cpoison::Error naming the file or the
+// function and what is wrong. data/README.md describes each file format and where it lives.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace cpoison::data {
+
+enum class Split { train, test, unlabeled };
+const char* split_name(Split s);              // "train", "test", "unlabeled"
+Split parse_split(const std::string& name);  // Error on anything else
+
+struct Dataset {
+  Tensor images;  // u8 [N,H,W,C], contiguous
+  Tensor labels;  // i64 [N] in [0, classes); -1 for unlabeled images (STL-10 unlabeled split)
+  int64_t classes = 0;
+  std::string name;                      // "cifar10", "fashion-mnist", an HDF5 file's name attribute
+  std::vector<std::string> class_names;  // classes entries when known, else empty
+  std::string source;                    // where the images came from (file or directory)
+
+  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+  int64_t height() const { return images.size(1); }
+  int64_t width() const { return images.size(2); }
+  int64_t channels() const { return images.size(3); }
+  Device device() const { return images.device(); }
+  // The same dataset with images and labels on `device` (the same handles when already there).
+  Dataset to(Device device) const;
+};
+
+struct LoadOptions {
+  // Directory holding the dataset's files. Empty: $CPOISON_DATA/<name> when CPOISON_DATA is
+  // set, else the first existing of /usr/share/datasets/<name> and ./data/<name>.
+  std::string root;
+  int64_t pad_to = 0;    // > 0: zero-pad each image centrally to pad_to x pad_to (28 -> 32)
+  int64_t channels = 0;  // 0 keeps the stored channels; 3 replicates a 1-channel image; 1 needs 1
+  int64_t limit = 0;     // > 0: only the first `limit` images of the split (read no further)
+};
+
+// The built-in dataset names: fashion-mnist, mnist, cifar10, cifar100, stl10.
+const std::vector<std::string>& dataset_names();
+// The root directory load_dataset would use for a built-in name with these options.
+std::string resolve_root(const std::string& name, const LoadOptions& opt);
+
+// Loads one split of a built-in dataset (by name) or of an HDF5 dataset file (a path ending
+// in .h5/.hdf5). Split::unlabeled exists only for stl10 (and HDF5 files holding it). Images
+// come back on the CPU, contiguous, with options applied in the order limit, pad_to, channels.
+Dataset load_dataset(const std::string& name_or_path, Split split, const LoadOptions& opt = {});
+
+// ---- our HDF5 dataset files (readable with h5py)
+// Flat layout: /images u8 [N,H,W,C], /labels i64 [N]; file attributes name (string),
+// classes (int), source (string), class_names (string, one name per line, may be empty) and
+// split (string) naming the split the file holds.
+// Grouped layout: /train/images, /train/labels, /test/images, /test/labels (and
+// /unlabeled/...), with the same file attributes except split.
+// load_dataset reads the group of the requested split when present, else the flat datasets;
+// a flat file whose split attribute names another split is an Error.
+// Both write path.tmp and rename it into place.
+void save_dataset_h5(const std::string& path, const Dataset& ds, Split split = Split::train);
+struct NamedSplit {
+  Split split;
+  const Dataset* dataset;
+};
+void save_datasets_h5(const std::string& path, const std::vector<NamedSplit>& splits);
+
+// ---- subsets (labels, classes and names carried over; images stay on their device)
+Dataset take_first(const Dataset& ds, int64_t n);  // a view of the first min(n, N) images
+Dataset subset(const Dataset& ds, const std::vector<int64_t>& indices);  // copies, in index order
+// n indices, as equal per class as possible: each class gets n / classes, the classes with the
+// lowest ids get one more for the remainder, and a class with too few images gives its share
+// to the others (still lowest ids first). Which images of a class: a seeded permutation of that
+// class (Philox, `seed`, stream 0x5EED0001). Returned in ascending order. Error when n > N
+// labelled images.
+std::vector<int64_t> balanced_indices(const Tensor& labels, int64_t classes, int64_t n, uint64_t seed);
+Dataset balanced_subset(const Dataset& ds, int64_t n, uint64_t seed);
+// A seeded permutation of 0..n-1 (Philox, `seed`, stream 0x5EED0002).
+std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
+Dataset shuffled(const Dataset& ds, uint64_t seed);
+std::vector<int64_t> class_counts(const Dataset& ds);  // images per class, size `classes`
+
+// ---- batches
+struct Batch {
+  Tensor images;   // u8 [B,H,W,C] on the dataset's device
+  Tensor labels;   // i64 [B]
+  Tensor indices;  // i64 [B]: rows of the dataset (to index per-sample noise)
+};
+// Rows `indices` of the dataset (Error naming the index when out of range).
+Batch gather_batch(const Dataset& ds, const std::vector<int64_t>& indices);
+// u8 [B,H,W,C] -> f32 [B,C,H,W] with value / 255 (exactly as PyTorch's ToTensor), on `device`.
+// Not recorded by autograd (the input is integer data).
+Tensor to_float_nchw(const Tensor& u8_nhwc, Device device);
+
+// Visits 0..n-1 in batches, epoch after epoch. With shuffle, epoch e's order is a permutation
+// drawn from Philox (seed, stream, offset e * 2^32), so any (epoch, batch) position can be
+// recomputed without replaying earlier epochs: a run checkpoints state() and resumes exactly
+// with restore(). drop_last drops the last incomplete batch of each epoch.
+class BatchSampler {
+public:
+  static constexpr uint32_t default_stream = 0x5EED0003;
+  BatchSampler(int64_t n, int64_t batch_size, uint64_t seed, bool shuffle = true, bool drop_last = true,
+               uint32_t stream = default_stream);
+
+  struct State {
+    int64_t epoch = 0;  // epochs finished
+    int64_t batch = 0;  // batches already returned in the current epoch (< batches_per_epoch)
+  };
+
+  int64_t batches_per_epoch() const;
+  // The next batch's indices; moves into the next epoch when the current one is done.
+  std::vector<int64_t> next();
+  // True when the next call to next() starts a new epoch (no batch of this epoch drawn yet).
+  bool at_epoch_start() const { return state_.batch == 0; }
+  // The whole order of one epoch (what next() walks through for that epoch).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+  State state() const { return state_; }
+  // Error when negative or past the epoch's batch count ((e, batches_per_epoch) reads as (e+1, 0)).
+  void restore(State s);
+  int64_t size() const { return n_; }
+  int64_t batch_size() const { return batch_size_; }
+
+private:
+  void ensure_order();
+  int64_t n_, batch_size_;
+  uint64_t seed_;
+  bool shuffle_, drop_last_;
+  uint32_t stream_;
+  State state_;
+  int64_t order_epoch_ = -1;  // epoch whose order is cached in order_
+  std::vector<int64_t> order_;
+};
+
+// ---- image folders (ImageNet-100 style): DIR/<class>/<image>.JPEG, classes sorted by name
+enum class ResizeMode {
+  crop,     // bilinear resize of the shorter side to `size`, then a central size x size crop
+  stretch,  // bilinear resize straight to size x size (aspect ratio not kept)
+};
+ResizeMode parse_resize_mode(const std::string& s);  // "crop" | "stretch"
+
+struct ImageFolderOptions {
+  int64_t size = 64;
+  ResizeMode resize = ResizeMode::crop;
+  // Class folder names to use, in this order (their label = position); empty: every
+  // sub-folder, sorted by name.
+  std::vector<std::string> classes;
+  int64_t limit_per_class = 0;  // > 0: only the first files (sorted by name) of each class
+};
+
+// The 100 ImageNet class folders (WordNet ids) of ImageNet-100 as used by CMC (Tian et al.
+// 2019) and the contrastive-poisoning paper, in that list's order.
+const std::vector<std::string>& imagenet100_classes();
+
+// Decodes one JPEG (or PNG, some ImageNet ".JPEG" files are PNGs) to u8 [H,W,3] RGB
+// (grayscale replicated, CMYK converted). Error naming the file when unreadable.
+Tensor decode_image_file(const std::string& path);
+// Resizes u8 [H,W,C] with a bilinear (triangle) filter that widens when shrinking, like
+// PIL's Image.resize(BILINEAR), so downscaling averages instead of aliasing.
+Tensor resize_image(const Tensor& hwc, int64_t out_h, int64_t out_w);
+// decode + resize/crop per ImageFolderOptions -> u8 [size,size,3].
+Tensor load_folder_image(const std::string& path, const ImageFolderOptions& opt);
+
+// The class folders and files an image folder holds (sorted by name; files with a .jpeg,
+// .jpg or .png extension of any case).
+struct FolderListing {
+  std::vector<std::string> class_names;
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+};
+FolderListing list_image_folder(const std::string& dir, const ImageFolderOptions& opt);
+// Reads a whole image folder into memory (small folders, tests).
+Dataset read_image_folder(const std::string& dir, const ImageFolderOptions& opt);
+// Converts image folders to one HDF5 dataset file, streaming rows to disk (ImageNet-100's
+// 126k training images never sit in memory at once). test_dir may be empty: then a flat
+// file holding the train split; else the grouped layout with train and test. The class list
+// of test_dir must equal that of train_dir. `progress` (may be empty) gets (done, total).
+void convert_image_folder(const std::string& train_dir, const std::string& test_dir, const std::string& out_path,
+                          const std::string& name, const ImageFolderOptions& opt,
+                          const std::function<void(int64_t, int64_t)>& progress = {});
+
+}  // namespace cpoison::data
