@@ -2,7 +2,11 @@
 // bilinear resize, and a streaming converter.
 // Layout letters: H rows, W columns, C channels; single images are u8 [H,W,C], datasets
 // u8 [N,H,W,C].
+#include <cstddef>
+#include <cstdio>
+// jpeglib.h needs size_t and FILE declared before it.
 #include <jpeglib.h>
+#include <jerror.h>
 #include <png.h>
 
 #include <algorithm>
@@ -69,13 +73,13 @@ struct JpegErrorManager {
   bool truncated;
 };
 
-extern "C" void jpeg_on_error(j_common_ptr cinfo) {
+void jpeg_on_error(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
   (*cinfo->err->format_message)(cinfo, err->message);
   std::longjmp(err->jump, 1);
 }
 
-extern "C" void jpeg_on_message(j_common_ptr cinfo, int level) {
+void jpeg_on_message(j_common_ptr cinfo, int level) {
   // Warnings (level -1) such as "extraneous bytes before marker" are harmless and common in
   // ImageNet; a premature end of data is not: it leaves the rest of the image grey.
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
@@ -324,22 +328,26 @@ void convert_image_folder(const std::string& train_dir, const std::string& test_
                           const std::string& name, const ImageFolderOptions& opt,
                           const std::function<void(int64_t, int64_t)>& progress) {
   CP_CHECK(opt.size > 0, "convert imagefolder", "size must be > 0, got ", opt.size);
-  std::vector<std::pair<std::string, FolderListing>> parts;
-  parts.emplace_back(test_dir.empty() ? "" : "train/", list_image_folder(train_dir, opt));
+  struct Part {
+    std::string prefix, dir;
+    FolderListing listing;
+  };
+  std::vector<Part> parts;
+  parts.push_back({test_dir.empty() ? "" : "train/", train_dir, list_image_folder(train_dir, opt)});
   if (!test_dir.empty()) {
-    parts.emplace_back("test/", list_image_folder(test_dir, opt));
-    CP_CHECK(parts[1].second.class_names == parts[0].second.class_names, test_dir, "its class folders ",
-             parts[1].second.class_names.size(), " differ from those of ", train_dir, " (",
-             parts[0].second.class_names.size(), "); both need the same classes");
+    parts.push_back({"test/", test_dir, list_image_folder(test_dir, opt)});
+    CP_CHECK(parts[1].listing.class_names == parts[0].listing.class_names, test_dir, "its class folders (",
+             parts[1].listing.class_names.size(), ") differ from those of ", train_dir, " (",
+             parts[0].listing.class_names.size(), "); both need the same classes");
   }
   int64_t total = 0, done = 0;
-  for (const auto& p : parts) total += (int64_t)p.second.files.size();
+  for (const auto& p : parts) total += (int64_t)p.listing.files.size();
 
   io::H5Writer writer(out_path);
   constexpr int64_t kChunk = 512;
-  for (const auto& [prefix, listing] : parts) {
+  for (const auto& [prefix, dir, listing] : parts) {
     int64_t n = (int64_t)listing.files.size();
-    writer.create(prefix + "images", {n, opt.size, opt.size, 3}, DType::u8);
+    writer.create(prefix + "images", {n, opt.size, opt.size, 3}, DType::u8, {{"source", dir}});
     for (int64_t begin = 0; begin < n; begin += kChunk) {
       int64_t end = std::min(n, begin + kChunk);
       Tensor rows = Tensor::empty({end - begin, opt.size, opt.size, 3}, DType::u8);
@@ -350,7 +358,7 @@ void convert_image_folder(const std::string& train_dir, const std::string& test_
     }
     writer.write(prefix + "labels", Tensor::from_vector(listing.labels, {n}));
   }
-  const auto& class_names = parts[0].second.class_names;
+  const auto& class_names = parts[0].listing.class_names;
   std::string joined;
   for (size_t i = 0; i < class_names.size(); ++i) joined += (i ? "\n" : "") + class_names[i];
   writer.set_file_attr("name", name);

@@ -139,15 +139,18 @@ Dataset load_h5(const std::string& path, Split split, int64_t limit) {
     auto names = split_lines(std::get<std::string>(names_it->second));
     if ((int64_t)names.size() == ds.classes) ds.class_names = names;
   }
-  auto source_it = fa.find("source");
-  ds.source = source_it != fa.end() && std::holds_alternative<std::string>(source_it->second)
-                  ? std::get<std::string>(source_it->second)
-                  : path;
+  // The split's own origin (an attribute of its images) before the file's.
+  ds.source = path;
+  for (const io::Attrs& a : {fa, r.attrs(images_name)}) {
+    auto it = a.find("source");
+    if (it != a.end() && std::holds_alternative<std::string>(it->second)) ds.source = std::get<std::string>(it->second);
+  }
   return ds;
 }
 
 void write_split(io::H5Writer& w, const std::string& prefix, const Dataset& ds) {
-  w.write(prefix + "images", ds.images.to(Device::cpu).contiguous());
+  // Each split keeps its own origin (the file attribute names the first split's).
+  w.write(prefix + "images", ds.images.to(Device::cpu).contiguous(), {{"source", ds.source}});
   w.write(prefix + "labels", ds.labels.to(Device::cpu).contiguous());
 }
 

@@ -112,7 +112,7 @@ std::string locate(const std::string& root, const std::string& tar_folder, const
   std::string nested = join(join(root, tar_folder), file);
   if (file_exists(nested)) return nested;
   fail(direct, "file not found (also looked for ", nested,
-       "; set the dataset root with --data-root or the CPOISON_DATA environment variable, see data/README.md)");
+       "; pass the dataset's root directory or set the CPOISON_DATA environment variable, see data/README.md)");
 }
 
 std::vector<std::string> read_name_lines(const std::string& path) {
@@ -220,8 +220,8 @@ Dataset read_mnist_like(const std::string& name, const std::string& root, Split 
     std::string gz = join(root, base + ".gz");
     if (file_exists(gz)) return gz;
     if (file_exists(join(root, base))) return join(root, base);
-    fail(gz, "file not found (nor ", base, "; set the dataset root with --data-root or the CPOISON_DATA environment ",
-         "variable, see data/README.md)");
+    fail(gz, "file not found (nor ", base, "; pass the dataset's root directory or set the CPOISON_DATA ",
+         "environment variable, see data/README.md)");
   };
   std::string image_path = find(prefix + "-images-idx3-ubyte");
   std::string label_path = find(prefix + "-labels-idx1-ubyte");

@@ -207,7 +207,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   if (autograd::needs_record({&x, &weight, &bias})) {
     // Copies: a later training step updates the running statistics in place.
     Tensor saved_rm = rm.clone(), saved_rv = rv.clone();
-    Tensor saved_x = weight.requires_grad() ? xc : Tensor();
+    Tensor saved_x = weight.defined() && weight.requires_grad() ? xc : Tensor();
     autograd::record(op, {x, weight, bias}, y, [saved_x, wc, saved_rm, saved_rv, eps](const Tensor& grad, const std::vector<bool>& need) {
       // dx needs only g; dweight needs x; dbias needs only g (x's place may stay undefined then).
       Tensor g = grad.contiguous();

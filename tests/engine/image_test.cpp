@@ -2,6 +2,8 @@
 // values, identities, f64 gradient checks, error messages, CUDA against the CPU reference.
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <vector>
 
 #include "engine/backend/dispatch.h"
@@ -82,6 +84,28 @@ TEST_CASE("resize_window: the backward pass is the adjoint of the forward pass")
   Tensor gx = autograd::grad(sum(mul(y, g)), {x})[0];
   autograd::NoGradGuard ng;
   CHECK(sum(mul(y, g)).item() == doctest::Approx(sum(mul(x, gx)).item()).epsilon(1e-12));
+}
+
+TEST_CASE("resize_window: forward and backward do not depend on the thread count") {
+  // Large enough for the kernels to run in parallel.
+  Generator gen(3);
+  Tensor x = uniform({8, 3, 32, 32}, 0, 1, gen, DType::f32);
+  Tensor g = uniform({8, 3, 24, 24}, -1, 1, gen, DType::f32);
+  std::vector<double> rows;
+  for (int n = 0; n < 8; ++n) rows.insert(rows.end(), {double(n), double(2 * n), 20.0 + n % 3, 17.0});
+  Tensor boxes = boxes_of(rows);
+  auto run = [&](int threads) {
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Tensor xl = x.detach().set_requires_grad(true);
+    Tensor y = resize_window(xl, boxes, 24, 24);
+    Tensor gx = autograd::grad(sum(mul(y, g)), {xl})[0];
+    omp_set_num_threads(before);
+    return std::make_pair(y.to_vector<float>(), gx.to_vector<float>());
+  };
+  auto one = run(1), two = run(2);
+  CHECK(one.first == two.first);
+  CHECK(one.second == two.second);
 }
 
 TEST_CASE("resize_window: bad input is an Error naming the op and the shapes") {

@@ -9,6 +9,9 @@
 
 namespace cpoison::cpu {
 
+// Loops with less work than this run on one thread: a parallel region costs more than it saves.
+constexpr int64_t kParallelWork = int64_t(1) << 15;
+
 namespace {
 
 struct Layout {
@@ -43,7 +46,7 @@ std::vector<Tensor> batch_norm_train(const Tensor& x, const Tensor& weight, cons
     T* rm = running_mean.defined() ? running_mean.data<T>() : nullptr;
     T* rv = running_var.defined() ? running_var.data<T>() : nullptr;
     const double n = (double)L.count();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
     for (int64_t c = 0; c < L.C; ++c) {
       double sum = 0;
       for (int64_t i = 0; i < L.N; ++i) {
@@ -93,7 +96,7 @@ Tensor batch_norm_eval(const Tensor& x, const Tensor& weight, const Tensor& bias
       shift[c] = (T)((pb ? (double)pb[c] : 0.0) - (double)rm[c] * sc);
     }
     // Every (n, c) block is independent: parallel over all of them.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
     for (int64_t idx = 0; idx < L.N * L.C; ++idx) {
       const T sc = scale[idx % L.C], sh = shift[idx % L.C];
       const T* p = px + idx * L.S;
@@ -121,7 +124,7 @@ std::vector<Tensor> batch_norm_backward_train(const Tensor& g, const Tensor& x, 
     T* gw = need_weight ? out[1].data<T>() : nullptr;
     T* gb = need_bias ? out[2].data<T>() : nullptr;
     const double n = (double)L.count();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
     for (int64_t c = 0; c < L.C; ++c) {
       const double mean = pm[c], invstd = pi[c];
       double sum_g = 0, sum_gc = 0;  // sum(g), sum(g * (x - mean))
@@ -170,7 +173,7 @@ std::vector<Tensor> batch_norm_backward_eval(const Tensor& g, const Tensor& x, c
     const T *rm = running_mean.data<T>(), *rv = running_var.data<T>();
     if (need_input) {
       T* gx = out[0].data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
       for (int64_t idx = 0; idx < L.N * L.C; ++idx) {
         const int64_t c = idx % L.C;
         const T sc = (T)((pw ? (double)pw[c] : 1.0) / std::sqrt((double)rv[c] + eps));
@@ -183,7 +186,7 @@ std::vector<Tensor> batch_norm_backward_eval(const Tensor& g, const Tensor& x, c
     if (need_weight || need_bias) {
       T* gw = need_weight ? out[1].data<T>() : nullptr;
       T* gb = need_bias ? out[2].data<T>() : nullptr;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
       for (int64_t c = 0; c < L.C; ++c) {
         const double mean = rm[c], invstd = 1.0 / std::sqrt((double)rv[c] + eps);
         double sum_g = 0, sum_gc = 0;

@@ -13,22 +13,14 @@ namespace cpoison::cpu {
 
 namespace {
 
-// One output coordinate's two source taps and the weight of the second one.
-struct Tap {
-  int64_t lo, hi;
-  double frac;
-};
+// Below this many elements a kernel runs on one thread: a parallel region costs more than it saves.
+constexpr int64_t kParallelWork = 1 << 15;
 
-// align_corners = true: output index i of `out` samples start + i*(extent-1)/(out-1).
+using image_math::Tap;
+
 std::vector<Tap> window_taps(double start, double extent, int64_t out, int64_t in) {
   std::vector<Tap> taps(out);
-  double step = out > 1 ? (extent - 1.0) / (double)(out - 1) : 0.0;
-  for (int64_t i = 0; i < out; ++i) {
-    double src = start + (double)i * step;
-    int64_t lo = std::clamp<int64_t>((int64_t)std::floor(src), 0, in - 1);
-    int64_t hi = std::min<int64_t>(lo + 1, in - 1);
-    taps[i] = Tap{lo, hi, std::clamp(src - (double)lo, 0.0, 1.0)};
-  }
+  for (int64_t i = 0; i < out; ++i) taps[i] = image_math::window_tap(start, extent, out, in, i);
   return taps;
 }
 
@@ -42,7 +34,7 @@ Tensor resize_window_bilinear(const Tensor& x, const Tensor& boxes, int64_t out_
     using scalar_t = decltype(tag);
     const scalar_t* px = x.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() + out.numel() > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
       const double* b = box + 4 * n;
       std::vector<Tap> rows = window_taps(b[0], b[2], out_h, H), cols = window_taps(b[1], b[3], out_w, W);
@@ -75,7 +67,7 @@ Tensor resize_window_bilinear_backward(const Tensor& g, const Tensor& boxes, int
     const scalar_t* pg = g.data<scalar_t>();
     scalar_t* pgx = gx.data<scalar_t>();
     // One image per thread; within it, output pixels scatter in raster order (fixed sums).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (g.numel() + gx.numel() > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
       const double* b = box + 4 * n;
       std::vector<Tap> rows = window_taps(b[0], b[2], out_h, in_h), cols = window_taps(b[1], b[3], out_w, in_w);
@@ -108,7 +100,7 @@ Tensor flip_w_where(const Tensor& x, const Tensor& flags) {
     using scalar_t = decltype(tag);
     const scalar_t* px = x.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t r = 0; r < rows; ++r) {
         const scalar_t* src = px + (n * rows + r) * W;
@@ -123,91 +115,6 @@ Tensor flip_w_where(const Tensor& x, const Tensor& flags) {
   });
 }
 
-namespace {
-
-// torchvision's _rgb2hsv / hue rotation / _hsv2rgb for one pixel, written so that the backward
-// pass below can replay it. Ties of max/min go to the first channel (as torch.max(dim) does).
-template <class T>
-struct HuePixel {
-  T rgb[3];
-  int imax, imin;
-  T mx, mn, cr;
-  bool gray;   // max == min: s = 0 and h = 0, the divisors become 1
-  T s, h0, h;  // h0: the raw hue in (-1, 5]; h: shifted hue in [0, 1)
-  int sector;
-  T f, p_raw, q_raw, t_raw;
-  T out_raw[3];  // before the final clamp
-
-  void forward(T r, T g, T b, T shift) {
-    rgb[0] = r, rgb[1] = g, rgb[2] = b;
-    imax = 0, imin = 0;
-    for (int k = 1; k < 3; ++k) {
-      if (rgb[k] > rgb[imax]) imax = k;
-      if (rgb[k] < rgb[imin]) imin = k;
-    }
-    mx = rgb[imax], mn = rgb[imin], cr = mx - mn;
-    gray = mx == mn;
-    T sden = gray ? T(1) : mx, cden = gray ? T(1) : cr;
-    s = cr / sden;
-    T rc = (mx - r) / cden, gc = (mx - g) / cden, bc = (mx - b) / cden;
-    if (mx == r) h0 = bc - gc;
-    else if (mx == g) h0 = T(2) + rc - bc;
-    else h0 = T(4) + gc - rc;
-    T h1 = std::fmod(h0 / T(6) + T(1), T(1));
-    T hs = h1 + shift;
-    h = hs - std::floor(hs);  // Python's % 1.0
-    T i = std::floor(h * T(6));
-    f = h * T(6) - i;
-    sector = ((int)i % 6 + 6) % 6;
-    T v = mx;
-    p_raw = v * (T(1) - s);
-    q_raw = v * (T(1) - s * f);
-    t_raw = v * (T(1) - s * (T(1) - f));
-    T p = std::clamp(p_raw, T(0), T(1)), q = std::clamp(q_raw, T(0), T(1)), t = std::clamp(t_raw, T(0), T(1));
-    const T table[6][3] = {{v, t, p}, {q, v, p}, {p, v, t}, {p, q, v}, {t, p, v}, {v, p, q}};
-    for (int k = 0; k < 3; ++k) out_raw[k] = table[sector][k];
-  }
-
-  // Gradient of the clamped outputs (given g_out) w.r.t. r, g, b, into g_in.
-  void backward(const T g_out[3], T g_in[3]) const {
-    // Which of v, p, q, t (0..3) each output channel copies, per sector.
-    static const int source[6][3] = {{0, 3, 1}, {2, 0, 1}, {1, 0, 3}, {1, 2, 0}, {3, 1, 0}, {0, 1, 2}};
-    T gvpqt[4] = {0, 0, 0, 0};
-    for (int k = 0; k < 3; ++k)
-      if (out_raw[k] >= T(0) && out_raw[k] <= T(1)) gvpqt[source[sector][k]] += g_out[k];
-    T v = mx, gv = gvpqt[0], gs = 0, gf = 0;
-    auto inside = [](T a) { return a >= T(0) && a <= T(1); };
-    if (inside(p_raw)) gv += gvpqt[1] * (T(1) - s), gs -= gvpqt[1] * v;
-    if (inside(q_raw)) gv += gvpqt[2] * (T(1) - s * f), gs -= gvpqt[2] * v * f, gf -= gvpqt[2] * v * s;
-    if (inside(t_raw)) gv += gvpqt[3] * (T(1) - s * (T(1) - f)), gs -= gvpqt[3] * v * (T(1) - f), gf += gvpqt[3] * v * s;
-    // f = 6h - floor(6h); h = (fmod(h0/6 + 1, 1) + shift) mod 1: dh0 = df (6 / 6).
-    T gh0 = gf;
-    T cden = gray ? T(1) : cr, sden = gray ? T(1) : mx;
-    T grc = 0, ggc = 0, gbc = 0;
-    if (mx == rgb[0]) gbc += gh0, ggc -= gh0;
-    else if (mx == rgb[1]) grc += gh0, gbc -= gh0;
-    else ggc += gh0, grc -= gh0;
-    T gmx = gv, gcr = 0;
-    g_in[0] = g_in[1] = g_in[2] = 0;
-    const T gc3[3] = {grc, ggc, gbc};
-    T gcden = 0;
-    for (int k = 0; k < 3; ++k) {  // xc = (mx - x_k) / cden
-      gmx += gc3[k] / cden;
-      g_in[k] -= gc3[k] / cden;
-      gcden -= gc3[k] * (mx - rgb[k]) / (cden * cden);
-    }
-    if (!gray) gcr += gcden;
-    gcr += gs / sden;  // s = cr / sden
-    if (!gray) gmx -= gs * cr / (sden * sden);
-    gmx += gcr;  // cr = mx - mn
-    T gmn = -gcr;
-    g_in[imax] += gmx;
-    g_in[imin] += gmn;
-  }
-};
-
-}  // namespace
-
 Tensor hue_shift(const Tensor& x, const Tensor& shifts) {
   const int64_t N = x.size(0), HW = x.size(2) * x.size(3);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cpu);
@@ -216,7 +123,7 @@ Tensor hue_shift(const Tensor& x, const Tensor& shifts) {
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* ps = shifts.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelWork / 16)
     for (int64_t n = 0; n < N; ++n) {
       const scalar_t* src = px + n * 3 * HW;
       scalar_t* dst = po + n * 3 * HW;
@@ -224,10 +131,10 @@ Tensor hue_shift(const Tensor& x, const Tensor& shifts) {
         for (int64_t i = 0; i < 3 * HW; ++i) dst[i] = std::clamp(src[i], scalar_t(0), scalar_t(1));
         continue;
       }
-      HuePixel<scalar_t> px1;
+      image_math::HuePixel<scalar_t> px1;
       for (int64_t i = 0; i < HW; ++i) {
         px1.forward(src[i], src[HW + i], src[2 * HW + i], ps[n]);
-        for (int k = 0; k < 3; ++k) dst[k * HW + i] = std::clamp(px1.out_raw[k], scalar_t(0), scalar_t(1));
+        for (int k = 0; k < 3; ++k) dst[k * HW + i] = image_math::clamp01(px1.out_raw[k]);
       }
     }
     return out;
@@ -243,7 +150,7 @@ Tensor hue_shift_backward(const Tensor& g, const Tensor& x, const Tensor& shifts
     const scalar_t* pg = g.data<scalar_t>();
     const scalar_t* ps = shifts.data<scalar_t>();
     scalar_t* pgx = gx.data<scalar_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelWork / 16)
     for (int64_t n = 0; n < N; ++n) {
       const scalar_t* src = px + n * 3 * HW;
       const scalar_t* gsrc = pg + n * 3 * HW;
@@ -252,7 +159,7 @@ Tensor hue_shift_backward(const Tensor& g, const Tensor& x, const Tensor& shifts
         for (int64_t i = 0; i < 3 * HW; ++i) dst[i] = (src[i] >= 0 && src[i] <= 1) ? gsrc[i] : scalar_t(0);
         continue;
       }
-      HuePixel<scalar_t> px1;
+      image_math::HuePixel<scalar_t> px1;
       for (int64_t i = 0; i < HW; ++i) {
         px1.forward(src[i], src[HW + i], src[2 * HW + i], ps[n]);
         const scalar_t g_out[3] = {gsrc[i], gsrc[HW + i], gsrc[2 * HW + i]};
@@ -277,7 +184,7 @@ Tensor rgb_to_gray(const Tensor& x) {
     const scalar_t* px = x.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
     const scalar_t wr = (scalar_t)kGrayWeights[0], wg = (scalar_t)kGrayWeights[1], wb = (scalar_t)kGrayWeights[2];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelWork)
     for (int64_t n = 0; n < N; ++n) {
       const scalar_t* src = px + n * 3 * HW;
       for (int64_t i = 0; i < HW; ++i) po[n * HW + i] = wr * src[i] + wg * src[HW + i] + wb * src[2 * HW + i];
@@ -293,7 +200,7 @@ Tensor rgb_to_gray_backward(const Tensor& g) {
     using scalar_t = decltype(tag);
     const scalar_t* pg = g.data<scalar_t>();
     scalar_t* po = gx.data<scalar_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (gx.numel() > kParallelWork)
     for (int64_t n = 0; n < N; ++n)
       for (int k = 0; k < 3; ++k)
         for (int64_t i = 0; i < HW; ++i) po[(n * 3 + k) * HW + i] = (scalar_t)kGrayWeights[k] * pg[n * HW + i];

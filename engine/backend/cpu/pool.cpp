@@ -8,6 +8,9 @@
 
 namespace cpoison::cpu {
 
+// Loops with less work than this run on one thread: a parallel region costs more than it saves.
+constexpr int64_t kParallelWork = int64_t(1) << 15;
+
 namespace {
 struct PoolGeometry {
   int64_t planes, H, W, Ho, Wo, k, s, p;
@@ -53,7 +56,7 @@ Tensor max_pool2d_forward(const Tensor& x, int64_t kernel, int64_t stride, int64
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.numel() * g.k * g.k >= kParallelWork)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const T* plane = px + pl * g.H * g.W;
       T* out = py + pl * g.Ho * g.Wo;
@@ -74,7 +77,7 @@ Tensor max_pool2d_backward(const Tensor& gy, const Tensor& x, int64_t kernel, in
     using T = decltype(tag);
     const T *px = x.data<T>(), *pg = gy.data<T>();
     T* pd = dx.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (gy.numel() * g.k * g.k >= kParallelWork)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const T* plane = px + pl * g.H * g.W;
       const T* go = pg + pl * g.Ho * g.Wo;
@@ -97,7 +100,7 @@ Tensor avg_pool2d_forward(const Tensor& x, int64_t kernel, int64_t stride, int64
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T inv = T(1) / T(g.k * g.k);  // count_include_pad: always the full window
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.numel() * g.k * g.k >= kParallelWork)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const T* plane = px + pl * g.H * g.W;
       T* out = py + pl * g.Ho * g.Wo;
@@ -123,7 +126,7 @@ Tensor avg_pool2d_backward(const Tensor& gy, int64_t in_h, int64_t in_w, int64_t
     const T* pg = gy.data<T>();
     T* pd = dx.data<T>();
     const T inv = T(1) / T(g.k * g.k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (gy.numel() * g.k * g.k >= kParallelWork)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const T* go = pg + pl * g.Ho * g.Wo;
       T* d = pd + pl * g.H * g.W;
@@ -147,7 +150,7 @@ Tensor global_avg_pool2d_forward(const Tensor& x) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelWork)
     for (int64_t pl = 0; pl < planes; ++pl) {
       double acc = 0;
       const T* p = px + pl * P;
@@ -166,7 +169,7 @@ Tensor global_avg_pool2d_backward(const Tensor& gy, int64_t in_h, int64_t in_w) 
     using T = decltype(tag);
     const T* pg = gy.data<T>();
     T* pd = dx.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dx.numel() >= kParallelWork)
     for (int64_t pl = 0; pl < planes; ++pl) {
       const T v = (T)((double)pg[pl] / (double)P);
       std::fill(pd + pl * P, pd + (pl + 1) * P, v);

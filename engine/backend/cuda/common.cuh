@@ -82,6 +82,9 @@ struct StridedIndex {
 // Index walkers for tensors that all have `shape` (their own strides), merging the dims that
 // are contiguous in every one of them. Throws when more than kMaxDims dims remain.
 std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<const Tensor*>& tensors, const char* where);
+// The same for explicit layouts: strides[t] and offsets[t] describe operand t.
+std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<Shape>& strides, const std::vector<int64_t>& offsets,
+                                          const char* where);
 
 // Calls f(T{}) for any dtype (f32, f64, u8, i32, i64).
 template <class F>

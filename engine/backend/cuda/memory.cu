@@ -157,8 +157,9 @@ void copy_device(void* dst, const void* src, size_t nbytes) {
   CP_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream()));
 }
 
-std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<const Tensor*>& tensors, const char* where) {
-  size_t k = tensors.size();
+std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<Shape>& layouts, const std::vector<int64_t>& offsets,
+                                          const char* where) {
+  size_t k = layouts.size();
   Shape sizes;
   std::vector<Shape> strides(k);
   for (size_t d = 0; d < shape.size(); ++d) {
@@ -166,15 +167,15 @@ std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<
     if (!sizes.empty()) {
       bool mergeable = true;  // outer dim = inner dim repeated: one dim of size outer*inner
       for (size_t t = 0; t < k; ++t)
-        if (strides[t].back() != tensors[t]->strides()[d] * shape[d]) mergeable = false;
+        if (strides[t].back() != layouts[t][d] * shape[d]) mergeable = false;
       if (mergeable) {
         sizes.back() *= shape[d];
-        for (size_t t = 0; t < k; ++t) strides[t].back() = tensors[t]->strides()[d];
+        for (size_t t = 0; t < k; ++t) strides[t].back() = layouts[t][d];
         continue;
       }
     }
     sizes.push_back(shape[d]);
-    for (size_t t = 0; t < k; ++t) strides[t].push_back(tensors[t]->strides()[d]);
+    for (size_t t = 0; t < k; ++t) strides[t].push_back(layouts[t][d]);
   }
   CP_CHECK(sizes.size() <= (size_t)kMaxDims, where, "strided layout with ", sizes.size(), " dims after merging (at most ",
            kMaxDims, " supported on cuda): shape ", shape);
@@ -185,9 +186,19 @@ std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<
       out[t].sizes[d] = sizes[d];
       out[t].strides[d] = strides[t][d];
     }
-    out[t].offset = tensors[t]->offset();
+    out[t].offset = offsets[t];
   }
   return out;
+}
+
+std::vector<StridedIndex> strided_indices(const Shape& shape, const std::vector<const Tensor*>& tensors, const char* where) {
+  std::vector<Shape> layouts;
+  std::vector<int64_t> offsets;
+  for (const Tensor* t : tensors) {
+    layouts.push_back(t->strides());
+    offsets.push_back(t->offset());
+  }
+  return strided_indices(shape, layouts, offsets, where);
 }
 
 namespace {

@@ -1,7 +1,7 @@
 // CUDA row reductions over a contiguous [R, C] tensor. Deterministic: each block reduces a fixed
 // slice of a row with a fixed tree (no atomics), and the slicing depends only on the shape, so
 // a result is the same on every run and every GPU.
-#include "engine/backend/cuda/common.cuh"
+#include "engine/backend/cuda/block_reduce.cuh"
 #include "engine/backend/reduce.h"
 
 namespace cpoison::cuda {
@@ -12,21 +12,6 @@ int threads_for(int64_t C) {
   int t = 32;
   while (t < 256 && t < C) t *= 2;
   return t;
-}
-
-// Sum over the block of one double per thread, in a fixed order; valid in thread 0.
-__device__ inline double block_sum(double v) {
-  __shared__ double warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  int warps = blockDim.x >> 5;
-  if (warp == 0) {
-    v = lane < warps ? warp_sums[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  }
-  return v;
 }
 
 // Block b sums chunk (b % chunks) of row (b / chunks); accumulates in double like the CPU.

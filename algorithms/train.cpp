@@ -1,0 +1,391 @@
+#include "algorithms/train.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/autograd.h"
+#include "engine/nn/module.h"
+#include "engine/optim/schedule.h"
+#include "engine/optim/sgd.h"
+#include "models/registry.h"
+
+namespace cpoison::algorithms {
+
+// ---------------------------------------------------------------- data helpers
+
+void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
+                           std::vector<double>& stddev) {
+  CP_CHECK(channels >= 1, "dataset_normalization", "channels must be >= 1, got ", channels);
+  if (dataset == "fashion-mnist") {
+    mean = kFashionMnistMean, stddev = kFashionMnistStd;
+  } else if (dataset == "mnist") {
+    mean = {0.1307}, stddev = {0.3081};
+  } else if (dataset == "cifar100") {
+    mean = kCifar100Mean, stddev = kCifar100Std;
+  } else {
+    mean = kCifar10Mean, stddev = kCifar10Std;
+  }
+  if ((int64_t)mean.size() == channels) return;
+  if (mean.size() == 1) {  // a grayscale set replicated to colour
+    mean.assign(channels, mean[0]);
+    stddev.assign(channels, stddev[0]);
+    return;
+  }
+  // A colour set read as one channel: the channel average is a fair single statistic.
+  double m = 0, s = 0;
+  for (size_t i = 0; i < mean.size(); ++i) m += mean[i], s += stddev[i];
+  mean.assign(channels, m / mean.size());
+  stddev.assign(channels, s / stddev.size());
+}
+
+AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w) {
+  AugmentConfig cfg;
+  if (kind == "simclr") {
+    cfg = AugmentConfig::simclr_cifar(h);
+  } else if (kind == "cpu-small") {
+    cfg = AugmentConfig::cpu_small();
+  } else if (kind == "crop-flip") {
+    cfg.jitter = false;
+    cfg.grayscale = false;
+  } else if (kind == "none") {
+    cfg.crop = cfg.flip = cfg.jitter = cfg.grayscale = false;
+  } else {
+    fail("augment", "unknown augmentation '", kind, "' (choose simclr, cpu-small, crop-flip or none)");
+  }
+  cfg.out_h = h;
+  cfg.out_w = w;
+  dataset_normalization(dataset, channels, cfg.mean, cfg.std);
+  cfg.validate();
+  return cfg;
+}
+
+// ---------------------------------------------------------------- config
+
+double TrainConfig::default_lr(Algo a) {
+  switch (a) {
+    case Algo::simclr: return 0.5;
+    case Algo::moco: return 0.3;
+    case Algo::byol: return 1.0;
+    case Algo::supervised: return 0.1;
+  }
+  return 0.1;
+}
+
+void TrainConfig::validate() const {
+  const char* where = "TrainConfig";
+  CP_CHECK(epochs >= 1, where, "epochs must be >= 1, got ", epochs);
+  CP_CHECK(batch_size >= 1, where, "batch_size must be >= 1, got ", batch_size);
+  CP_CHECK(std::isfinite(lr) && lr >= 0, where, "lr must be >= 0 (0: the algorithm's default), got ", lr);
+  CP_CHECK(momentum >= 0 && momentum < 1, where, "momentum must be in [0, 1), got ", momentum);
+  CP_CHECK(weight_decay >= 0, where, "weight_decay must be >= 0, got ", weight_decay);
+  CP_CHECK(warmup_epochs >= 0, where, "warmup_epochs must be >= 0, got ", warmup_epochs);
+  CP_CHECK(warmup_start_lr >= 0, where, "warmup_start_lr must be >= 0, got ", warmup_start_lr);
+  CP_CHECK(final_lr_fraction >= 0, where, "final_lr_fraction must be >= 0, got ", final_lr_fraction);
+  CP_CHECK(checkpoint_every >= 0, where, "checkpoint_every must be >= 0, got ", checkpoint_every);
+  CP_CHECK(!resume || !checkpoint_path.empty() || !resume_from.empty(), where,
+           "resume needs a checkpoint path (--out or --resume-from)");
+  algo_config.validate(algo);
+  augment.validate();
+}
+
+// ---------------------------------------------------------------- checkpoint layout
+
+namespace {
+
+const char* kFormat = "cpoison-train";
+
+void put_learner_attrs(io::Attrs& a, Algo algo, const std::string& model, const models::ModelOptions& mo,
+                       const AlgoConfig& ac, int64_t feature_dim) {
+  a["format"] = std::string(kFormat);
+  a["algo"] = std::string(algo_name(algo));
+  a["model"] = model;
+  a["width"] = mo.width;
+  a["in_channels"] = mo.in_channels;
+  a["num_classes"] = algo == Algo::supervised ? mo.num_classes : int64_t(0);
+  a["feature_dim"] = feature_dim;
+  a["temperature"] = ac.temperature;
+  a["ema_momentum"] = ac.momentum;
+  a["queue_size"] = ac.queue_size;
+  a["proj_hidden"] = ac.proj_hidden;
+  a["proj_dim"] = ac.proj_dim;
+  a["pred_hidden"] = ac.pred_hidden;
+  a["dual_branch"] = int64_t(ac.dual_branch);
+  a["byol_detach_target"] = int64_t(ac.byol_detach_target);
+  a["loss_scale"] = ac.loss_scale;
+  a["algo_seed"] = (int64_t)ac.seed;
+}
+
+struct LearnerSpec {
+  Algo algo;
+  std::string model;
+  models::ModelOptions options;
+  AlgoConfig config;
+};
+
+LearnerSpec read_learner_attrs(const io::Attrs& a, const std::string& path) {
+  std::string where = path;
+  auto fmt = io::attr_string(a, "format", where);
+  CP_CHECK(fmt == kFormat, where, "not a cpoison training checkpoint (format '", fmt, "')");
+  LearnerSpec s;
+  s.algo = parse_algo(io::attr_string(a, "algo", where));
+  s.model = io::attr_string(a, "model", where);
+  s.options.width = io::attr_int(a, "width", where);
+  s.options.in_channels = io::attr_int(a, "in_channels", where);
+  s.options.num_classes = io::attr_int(a, "num_classes", where);
+  AlgoConfig& c = s.config;
+  c.temperature = io::attr_double(a, "temperature", where);
+  c.momentum = io::attr_double(a, "ema_momentum", where);
+  c.queue_size = io::attr_int(a, "queue_size", where);
+  c.proj_hidden = io::attr_int(a, "proj_hidden", where);
+  c.proj_dim = io::attr_int(a, "proj_dim", where);
+  c.pred_hidden = io::attr_int(a, "pred_hidden", where);
+  c.dual_branch = io::attr_int(a, "dual_branch", where) != 0;
+  c.byol_detach_target = io::attr_int(a, "byol_detach_target", where) != 0;
+  c.loss_scale = io::attr_double(a, "loss_scale", where);
+  c.seed = (uint64_t)io::attr_int(a, "algo_seed", where);
+  return s;
+}
+
+// Module entries of a checkpoint (optimiser state lives under "optim/").
+std::map<std::string, Tensor> module_entries(const io::Checkpoint& ck, const std::string& prefix = "") {
+  std::map<std::string, Tensor> out;
+  for (auto& [key, t] : ck.tensors)
+    if (key.find('/') == std::string::npos && key.rfind(prefix, 0) == 0) out.emplace(key.substr(prefix.size()), t);
+  return out;
+}
+
+std::string format_seconds(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  long t = (long)std::llround(s);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
+  return buf;
+}
+
+void save(const TrainConfig& cfg, const Learner& learner, const optim::SGD& opt, const data::BatchSampler& sampler,
+          const Generator& aug_gen, int64_t epochs_done, int64_t step) {
+  io::Checkpoint ck;
+  io::add_module(ck, learner);
+  {
+    autograd::NoGradGuard no_grad;
+    for (auto& [key, t] : opt.state_dict()) ck.tensors.emplace(key, t.detach().clone());
+  }
+  ck.attrs = cfg.extra_attrs;
+  put_learner_attrs(ck.attrs, cfg.algo, cfg.model, learner.encoder().options(), learner.config(),
+                    learner.encoder().feature_dim());
+  ck.attrs["epochs"] = cfg.epochs;
+  ck.attrs["epochs_done"] = epochs_done;
+  ck.attrs["step"] = step;
+  ck.attrs["batch_size"] = cfg.batch_size;
+  ck.attrs["seed"] = (int64_t)cfg.seed;
+  ck.attrs["lr"] = cfg.resolved_lr();
+  ck.attrs["sampler_epoch"] = sampler.state().epoch;
+  ck.attrs["sampler_batch"] = sampler.state().batch;
+  ck.attrs["augment_offset"] = (int64_t)aug_gen.offset();
+  io::save_checkpoint(cfg.checkpoint_path, ck);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- loading
+
+std::shared_ptr<Learner> load_learner(const std::string& path) {
+  io::Checkpoint ck = io::load_checkpoint(path);
+  LearnerSpec s = read_learner_attrs(ck.attrs, path);
+  auto learner = make_learner(s.algo, s.model, s.options, s.config);
+  try {
+    learner->load_state_dict(module_entries(ck), true);
+  } catch (const Error& e) {
+    fail(path, "checkpoint does not fit a ", algo_name(s.algo), " ", s.model, " learner: ", e.what());
+  }
+  return learner;
+}
+
+models::EncoderPtr load_encoder(const std::string& path) {
+  io::Checkpoint ck = io::load_checkpoint(path);
+  LearnerSpec s = read_learner_attrs(ck.attrs, path);
+  auto encoder = models::make_encoder(s.model, s.options);
+  try {
+    encoder->load_state_dict(module_entries(ck, "encoder."), true);
+  } catch (const Error& e) {
+    fail(path, "checkpoint's encoder does not fit ", s.model, ": ", e.what());
+  }
+  return encoder;
+}
+
+// ---------------------------------------------------------------- training
+
+TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
+  TrainConfig cfg = cfg_in;
+  cfg.validate();
+  const char* where = "train";
+  CP_CHECK(train_set.size() > 0 && train_set.images.dim() == 4, where, "empty or malformed training set ",
+           train_set.images.defined() ? train_set.images.shape() : Shape{});
+  CP_CHECK(train_set.channels() == cfg.model_options.in_channels, where, "the dataset has ", train_set.channels(),
+           " channels but the model takes in_channels = ", cfg.model_options.in_channels);
+  if (cfg.algo == Algo::supervised) {
+    CP_CHECK(train_set.classes >= 1, where, "supervised training needs a labelled dataset");
+    cfg.model_options.num_classes = train_set.classes;
+  }
+  cfg.algo_config.seed = cfg.seed;
+
+  // Build (seeded) and move to the device.
+  nn::manual_seed(cfg.seed);
+  auto learner = make_learner(cfg.algo, cfg.model, cfg.model_options, cfg.algo_config);
+  learner->to(cfg.device);
+  const double lr = cfg.resolved_lr();
+  optim::SGDOptions so;
+  so.lr = lr;
+  so.momentum = cfg.momentum;
+  so.weight_decay = cfg.weight_decay;
+  so.nesterov = cfg.nesterov;
+  optim::SGD opt(learner->named_online_parameters(), so);
+
+  data::Dataset ds = train_set.to(cfg.device);
+  data::BatchSampler sampler(ds.size(), cfg.batch_size, cfg.seed, /*shuffle=*/true, cfg.drop_last);
+  const int64_t steps_per_epoch = sampler.batches_per_epoch();
+  CP_CHECK(steps_per_epoch > 0, where, "a dataset of ", ds.size(), " images gives no batch of ", cfg.batch_size,
+           cfg.drop_last ? " (drop_last)" : "");
+  const int64_t total_steps = cfg.epochs * steps_per_epoch;
+  double warm = cfg.warmup_steps >= 0 ? (double)cfg.warmup_steps : cfg.warmup_epochs * (double)steps_per_epoch;
+  warm = std::min(warm, (double)total_steps);
+  auto schedule = optim::LrSchedule::warmup_cosine(lr, (double)total_steps, warm, cfg.warmup_start_lr,
+                                                   cfg.final_lr_fraction * lr);
+  Generator aug_gen(cfg.seed, kAugmentStream);
+
+  TrainResult result;
+  result.learner = learner;
+  int64_t start_epoch = 0;
+  const std::string resume_path = cfg.resume_from.empty() ? cfg.checkpoint_path : cfg.resume_from;
+  if (cfg.resume && std::filesystem::exists(resume_path)) {
+    io::Checkpoint ck = io::load_checkpoint(resume_path);
+    LearnerSpec s = read_learner_attrs(ck.attrs, resume_path);
+    CP_CHECK(s.algo == cfg.algo && s.model == cfg.model && s.options.width == cfg.model_options.width &&
+                 s.options.in_channels == cfg.model_options.in_channels,
+             resume_path, "checkpoint holds a ", algo_name(s.algo), " ", s.model, " (width ", s.options.width,
+             ", in_channels ", s.options.in_channels, "); this run trains a ", algo_name(cfg.algo), " ", cfg.model,
+             " (width ", cfg.model_options.width, ", in_channels ", cfg.model_options.in_channels, ")");
+    CP_CHECK(io::attr_int(ck.attrs, "batch_size", resume_path) == cfg.batch_size &&
+                 io::attr_int(ck.attrs, "seed", resume_path) == (int64_t)cfg.seed,
+             resume_path, "resuming needs the same batch size and seed (checkpoint: batch ",
+             io::attr_int(ck.attrs, "batch_size", resume_path), ", seed ", io::attr_int(ck.attrs, "seed", resume_path),
+             ")");
+    try {
+      learner->load_state_dict(module_entries(ck), true);
+    } catch (const Error& e) {
+      fail(resume_path, "cannot resume: ", e.what());
+    }
+    opt.load_state_dict(ck.tensors);
+    start_epoch = io::attr_int(ck.attrs, "epochs_done", resume_path);
+    sampler.restore({io::attr_int(ck.attrs, "sampler_epoch", resume_path),
+                     io::attr_int(ck.attrs, "sampler_batch", resume_path)});
+    aug_gen.set_offset((uint64_t)io::attr_int(ck.attrs, "augment_offset", resume_path));
+    if (cfg.progress_seconds >= 0)
+      std::fprintf(stderr, "resuming %s after epoch %lld of %lld\n", resume_path.c_str(), (long long)start_epoch,
+                   (long long)cfg.epochs);
+  }
+  result.start_epoch = start_epoch;
+  result.epochs_done = start_epoch;
+
+  std::ofstream log;
+  if (!cfg.log_path.empty()) {
+    log.open(cfg.log_path, start_epoch > 0 ? std::ios::app : std::ios::trunc);
+    CP_CHECK(log.good(), cfg.log_path, "cannot open the training log for writing");
+  }
+
+  using clock = std::chrono::steady_clock;
+  const auto run_start = clock::now();
+  auto last_print = run_start;
+  int64_t steps_this_run = 0;
+  const int64_t remaining_steps_total = (cfg.epochs - start_epoch) * steps_per_epoch;
+  auto eta = [&](int64_t steps_left) {
+    double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
+    return steps_this_run > 0 ? elapsed / steps_this_run * steps_left : NAN;
+  };
+  auto* contrastive = dynamic_cast<ContrastiveLearner*>(learner.get());
+  auto* supervised = dynamic_cast<SupervisedLearner*>(learner.get());
+  const int64_t h = ds.height(), w = ds.width();
+
+  for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
+    learner->train();
+    const auto epoch_start = clock::now();
+    double loss_sum = 0, current_lr = 0;
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const int64_t step = epoch * steps_per_epoch + s;
+      current_lr = schedule.at((double)step);
+      opt.set_lr(current_lr);
+      data::Batch batch = data::gather_batch(ds, sampler.next());
+      Tensor x = data::to_float_nchw(batch.images, cfg.device);
+      if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
+      const int64_t b = x.size(0);
+      Tensor loss;
+      if (supervised) {
+        Tensor view = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+        loss = supervised->loss(view, batch.labels);
+      } else {
+        Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+        Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+        loss = contrastive->loss(v1, v2);
+      }
+      const double loss_value = loss.item();
+      CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",
+               s + 1, " (lr ", current_lr, ")");
+      opt.zero_grad();
+      autograd::backward(loss);
+      opt.step();
+      learner->momentum_update();
+      loss_sum += loss_value;
+      ++steps_this_run;
+      const auto now = clock::now();
+      if (cfg.progress_seconds >= 0 && s + 1 < steps_per_epoch &&
+          std::chrono::duration<double>(now - last_print).count() >= cfg.progress_seconds) {
+        last_print = now;
+        double secs = std::chrono::duration<double>(now - epoch_start).count();
+        std::fprintf(stderr, "[%s] epoch %lld/%lld step %lld/%lld loss %.4f lr %.5f %.0f img/s ETA %s\n",
+                     algo_name(cfg.algo), (long long)epoch + 1, (long long)cfg.epochs, (long long)s + 1,
+                     (long long)steps_per_epoch, loss_sum / (s + 1), current_lr, (s + 1) * cfg.batch_size / secs,
+                     format_seconds(eta(remaining_steps_total - steps_this_run)).c_str());
+      }
+    }
+    EpochStats st;
+    st.epoch = epoch + 1;
+    st.steps = steps_per_epoch;
+    st.loss = loss_sum / steps_per_epoch;
+    st.lr = current_lr;
+    st.seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
+    st.images_per_s = steps_per_epoch * cfg.batch_size / std::max(st.seconds, 1e-9);
+    result.history.push_back(st);
+    result.epochs_done = epoch + 1;
+    if (cfg.progress_seconds >= 0) {
+      last_print = clock::now();
+      std::fprintf(stderr, "[%s] epoch %lld/%lld loss %.4f lr %.5f %.0f img/s %.1fs ETA %s\n", algo_name(cfg.algo),
+                   (long long)st.epoch, (long long)cfg.epochs, st.loss, st.lr, st.images_per_s, st.seconds,
+                   format_seconds(eta(remaining_steps_total - steps_this_run)).c_str());
+    }
+    if (log.is_open()) {
+      nlohmann::json j{{"epoch", st.epoch},       {"epochs", cfg.epochs},      {"steps", st.steps},
+                       {"loss", st.loss},         {"lr", st.lr},               {"seconds", st.seconds},
+                       {"images_per_s", st.images_per_s}, {"algo", algo_name(cfg.algo)}, {"model", cfg.model}};
+      log << j.dump() << "\n";
+      log.flush();
+    }
+    const bool last = epoch + 1 == cfg.epochs;
+    if (!cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
+      save(cfg, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
+    if (cfg.on_epoch_end && !cfg.on_epoch_end(epoch + 1)) break;
+  }
+  learner->eval();
+  return result;
+}
+
+}  // namespace cpoison::algorithms

@@ -1,0 +1,123 @@
+// Training a learner (SimCLR, MoCo v2, BYOL or the supervised baseline) on a u8 dataset, with
+// augmentations drawn on the fly from a seeded generator, SGD with a warm-up + cosine
+// schedule, HDF5 checkpoints that a killed run resumes from exactly, a progress line and a
+// JSONL log. Images: datasets u8 [N,H,W,C]; batches f32 [B,C,H,W] in [0,1] before augmentation.
+//
+// A poisoned victim is trained by handing train() the poisoned dataset (the poisoner's
+// "apply poison to dataset" step); batch_hook covers transforms that must run per batch
+// (defences used as augmentations).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "algorithms/learner.h"
+#include "augment/augment.h"
+#include "engine/data/dataset.h"
+#include "engine/io/checkpoint.h"
+#include "engine/rng.h"
+#include "models/encoder.h"
+
+namespace cpoison::algorithms {
+
+inline constexpr uint32_t kAugmentStream = 0xA06;  // the augmentation generator's Philox stream
+
+// Per-channel normalisation statistics for a dataset name (fashion-mnist, mnist, cifar10,
+// cifar100, stl10; anything else gets CIFAR-10's), repeated or averaged to `channels` entries.
+void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
+                           std::vector<double>& stddev);
+
+// Augmentation pipelines by name, for images of size h x w with `channels` channels:
+//   "simclr":    the spec's §5 pipeline (crop 0.2-1, flip, colour jitter p 0.8, grayscale p 0.2)
+//   "cpu-small": cpu-scale-reference.md's (crop, flip, brightness then contrast with p 0.8)
+//   "crop-flip": crop 0.2-1 + flip (the linear probe's training transform)
+//   "none":      normalisation only
+// Output size h x w; normalisation from dataset_normalization. Error listing the names.
+AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w);
+
+struct TrainConfig {
+  Algo algo = Algo::simclr;
+  std::string model = "resnet18";
+  models::ModelOptions model_options;  // in_channels must match the dataset's channels
+  AlgoConfig algo_config = AlgoConfig::defaults(Algo::simclr);
+  AugmentConfig augment;  // for both views (supervised: the one view)
+
+  int64_t epochs = 1000;
+  int64_t batch_size = 512;
+  bool drop_last = true;
+  // SGD (reference-implementation.md §6). lr <= 0 picks the algorithm's default.
+  double lr = 0;
+  double momentum = 0.9;
+  double weight_decay = 1e-4;
+  bool nesterov = false;
+  // Schedule in optimiser steps: linear warm-up from warmup_start_lr over warmup_epochs
+  // (or warmup_steps when >= 0), then cosine down to final_lr_fraction * lr at the last step.
+  double warmup_epochs = 10;
+  int64_t warmup_steps = -1;
+  double warmup_start_lr = 0.01;
+  double final_lr_fraction = 0.001;
+
+  uint64_t seed = 0;  // weights (nn::manual_seed), batch order, augmentations, MoCo queue
+  Device device = Device::cpu;
+
+  // Checkpoint path ("" = none), written every checkpoint_every epochs (0 = only at the end)
+  // and at the end. With resume, training continues from the checkpoint at resume_from
+  // (default: checkpoint_path) when that file exists.
+  std::string checkpoint_path;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
+  std::string resume_from;
+  std::string log_path;  // JSON lines, one per epoch ("" = none); appended to on resume
+  // Extra file attributes for the checkpoint (dataset name, preset, data options...).
+  io::Attrs extra_attrs;
+
+  // A progress line on stderr at least every progress_seconds (and at each epoch's end);
+  // < 0 silences it.
+  double progress_seconds = 10;
+
+  // Optional per-batch transform of the float batch x [B,C,H,W] before augmentation
+  // (a defence used as augmentation). It may draw from gen (the augmentation generator).
+  std::function<Tensor(const Tensor& x, const data::Batch& batch, Generator& gen)> batch_hook;
+  // Called after every epoch (after its checkpoint); returning false stops training there, as
+  // a kill would (tests use it to interrupt a run).
+  std::function<bool(int64_t epochs_done)> on_epoch_end;
+
+  // The default learning rate of an algorithm: SimCLR 0.5, MoCo v2 0.3, BYOL 1.0, supervised 0.1.
+  static double default_lr(Algo a);
+  double resolved_lr() const { return lr > 0 ? lr : default_lr(algo); }
+  // Error naming the field when a value is out of range.
+  void validate() const;
+};
+
+struct EpochStats {
+  int64_t epoch = 0;  // 1-based
+  int64_t steps = 0;
+  double loss = 0;    // mean over the epoch's steps
+  double lr = 0;      // at the epoch's last step
+  double seconds = 0;
+  double images_per_s = 0;
+};
+
+struct TrainResult {
+  std::shared_ptr<Learner> learner;
+  std::vector<EpochStats> history;  // epochs run by this call
+  int64_t epochs_done = 0;          // including those before a resume
+  int64_t start_epoch = 0;          // epochs already done when this call began
+};
+
+// Trains on `train_set` (labels only needed for supervised). Builds the learner from cfg
+// (seeded), or restores it, its optimiser state, MoCo queue, batch position and generator
+// offset from the checkpoint when resuming: a resumed run ends with the same weights as an
+// uninterrupted one. Throws Error for a bad config, a dataset whose channels differ from
+// model_options.in_channels, or a checkpoint made with a different algorithm or model.
+TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg);
+
+// Builds the learner of a training checkpoint (algo, model and sizes from its attributes) and
+// loads its weights. Error naming the file when attributes or tensors are missing.
+std::shared_ptr<Learner> load_learner(const std::string& checkpoint_path);
+// Only the online backbone of a training checkpoint (entries "encoder.*").
+models::EncoderPtr load_encoder(const std::string& checkpoint_path);
+
+}  // namespace cpoison::algorithms

@@ -1,0 +1,62 @@
+#include "poison/apply.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/ops/ops.h"
+
+namespace cpoison::poison {
+
+Tensor perturb(const Tensor& x, const Tensor& delta, double eps) {
+  CP_CHECK(x.shape() == delta.shape(), "perturb", "image batch ", x.describe(), " and delta ", delta.describe(), " differ in shape");
+  return clamp(add(x, mul_scalar(clamp(delta, -1.0, 1.0), eps)), 0.0, 1.0);
+}
+
+uint8_t quantise_pixel(uint8_t pixel, double eps, double delta) {
+  double d = std::clamp(delta, -1.0, 1.0);
+  double v = std::clamp((double)pixel / 255.0 + eps * d, 0.0, 1.0);
+  return (uint8_t)std::min(255.0, std::floor(255.0 * v));
+}
+
+data::Dataset apply_poison(const data::Dataset& clean, const Poison& p) {
+  std::string where = "apply_poison";
+  p.validate(where);
+  CP_CHECK(clean.size() == p.image_count, where, "poison was made for ", p.image_count, " images, dataset '", clean.name,
+           "' has ", clean.size(), " (use the same --data/--subset as the poison: dataset '", p.dataset, "', subset ", p.subset, ")");
+  const int64_t N = clean.size(), H = clean.height(), W = clean.width(), C = clean.channels();
+  CP_CHECK(p.delta.size(1) == C && p.delta.size(2) == H && p.delta.size(3) == W, where, "delta ", p.delta.describe(),
+           " does not fit images of ", C, "x", H, "x", W, " (C x H x W)");
+  if (p.class_wise()) CP_CHECK(clean.classes == p.classes, where, "poison has ", p.classes, " classes, dataset ", clean.classes);
+  Tensor images = clean.images.to(Device::cpu).clone();
+  Tensor labels = clean.labels.to(Device::cpu);
+  Tensor delta = p.delta.to(Device::cpu).contiguous();
+  const float* dl = delta.data<float>();
+  const int64_t* lab = labels.data<int64_t>();
+  uint8_t* img = images.data<uint8_t>();
+  std::vector<int64_t> rows = p.indices.to_vector<int64_t>();
+  for (int64_t r : rows) CP_CHECK(r < N, where, "poisoned index ", r, " outside the dataset");
+#pragma omp parallel for schedule(static)
+  for (size_t k = 0; k < rows.size(); ++k) {
+    int64_t n = rows[k];
+    int64_t drow = p.class_wise() ? lab[n] : n;
+    if (drow < 0) continue;  // unlabeled image under a class-wise poison: nothing to add
+    const float* d = dl + drow * C * H * W;
+    uint8_t* im = img + n * H * W * C;
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        for (int64_t c = 0; c < C; ++c) {
+          uint8_t& px = im[(y * W + x) * C + c];
+          px = quantise_pixel(px, p.eps, d[(c * H + y) * W + x]);
+        }
+  }
+  data::Dataset out = clean;
+  out.images = images.to(clean.device());
+  out.name = clean.name + "+" + (p.attack.empty() ? "poison" : p.attack);
+  return out;
+}
+
+data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path) {
+  return apply_poison(clean, load_poison(path));
+}
+
+}  // namespace cpoison::poison

@@ -1,0 +1,26 @@
+// Applying a poison: the attacker's differentiable float path and the victim's u8 dataset.
+// Layout letters: B batch, N images, C channels, H rows, W columns.
+#pragma once
+#include "engine/data/dataset.h"
+#include "poison/poison_file.h"
+
+namespace cpoison::poison {
+
+// clamp(x + eps * clamp(delta, -1, 1), 0, 1) for x, delta [B, C, H, W] (float, same device);
+// differentiable w.r.t. delta (and x).
+Tensor perturb(const Tensor& x, const Tensor& delta, double eps);
+
+// The spec's quantisation of one pixel (reference-implementation.md §6):
+// floor(255 * clamp(x + eps * delta, 0, 1)) with x = pixel / 255, computed in double (in which
+// 255 * (k / 255) == k exactly, so a zero delta returns the pixel unchanged).
+uint8_t quantise_pixel(uint8_t pixel, double eps, double delta);
+
+// The training set as the victim sees it: the rows in p.indices get the quantised perturbation
+// (sample-wise: their own delta row; class-wise: the row of their label), the others stay clean.
+// Error when the poison's image count, class count or image shape disagree with the dataset.
+data::Dataset apply_poison(const data::Dataset& clean, const Poison& p);
+
+// Loads a poison file and applies it (the victim side of `cpoison train --poison FILE.h5`).
+data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path);
+
+}  // namespace cpoison::poison

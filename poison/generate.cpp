@@ -1,0 +1,428 @@
+#include "poison/generate.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/io/checkpoint.h"
+#include "engine/nn/module.h"
+#include "engine/ops/ops.h"
+#include "engine/optim/schedule.h"
+#include "engine/optim/sgd.h"
+#include "poison/apply.h"
+
+namespace cpoison::poison {
+
+using algorithms::Algo;
+
+Attack parse_attack(const std::string& name) {
+  if (name == "cp-s") return Attack::cp_sample;
+  if (name == "cp-c") return Attack::cp_class;
+  if (name == "random") return Attack::random;
+  if (name == "unlearnable") return Attack::unlearnable;
+  if (name == "adversarial") return Attack::adversarial;
+  fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable or adversarial)");
+}
+
+const char* attack_name(Attack a) {
+  switch (a) {
+    case Attack::cp_sample: return "cp-s";
+    case Attack::cp_class: return "cp-c";
+    case Attack::random: return "random";
+    case Attack::unlearnable: return "unlearnable";
+    case Attack::adversarial: return "adversarial";
+  }
+  return "?";
+}
+
+PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
+  PoisonConfig c;
+  c.algo = algo;
+  c.algo_config = algorithms::AlgoConfig::defaults(algo);
+  if (name == "cp-c" || name == "cp-s") {
+    // reference-implementation.md §2: batch 512, SGD 0.9 / 1e-4, lr by algorithm, cosine over
+    // the rounds to 0.001 lr, no warm-up.
+    c.batch_size = 512;
+    c.lr = algo == Algo::simclr ? 0.5 : algo == Algo::moco ? 0.3 : 1.0;
+    c.cosine = true;
+    if (name == "cp-c") {
+      c.attack = Attack::cp_class, c.kind = "class";
+      c.rounds = 1000, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1, c.step = 0.1;
+    } else {
+      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.rounds = 200, c.model_steps = 0, c.noise_batches = 0;
+      c.pgd_steps = algo == Algo::byol ? 1 : 5;
+      c.step = algo == Algo::byol ? 0.02 : 0.1;
+    }
+  } else if (name == "cpu-small-cp-c" || name == "cpu-small-cp-s") {
+    // cpu-scale-reference.md: batch 256, constant lr 0.3, wd 1e-4, step eps/10, uniform init.
+    c.batch_size = 256;
+    c.lr = 0.3;
+    c.cosine = false;
+    c.step = 0.1;
+    if (name == "cpu-small-cp-c") {
+      c.attack = Attack::cp_class, c.kind = "class";
+      c.rounds = 10, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1;
+    } else {
+      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.rounds = 12, c.model_steps = 0, c.noise_batches = 0, c.pgd_steps = 5;
+    }
+  } else {
+    fail("recipe", "unknown poison recipe '", name, "' (choose cp-c, cp-s, cpu-small-cp-c or cpu-small-cp-s)");
+  }
+  return c;
+}
+
+void PoisonConfig::validate() const {
+  const char* w = "PoisonConfig";
+  CP_CHECK(kind == "sample" || kind == "class", w, "kind must be 'sample' or 'class', got '", kind, "'");
+  CP_CHECK(!(attack == Attack::cp_sample && kind != "sample"), w, "cp-s is sample-wise (kind 'sample')");
+  CP_CHECK(!(attack == Attack::cp_class && kind != "class"), w, "cp-c is class-wise (kind 'class')");
+  CP_CHECK(!(attack == Attack::adversarial && kind != "sample"), w, "adversarial poisoning is sample-wise");
+  bool contrastive = attack == Attack::cp_sample || attack == Attack::cp_class;
+  CP_CHECK(!contrastive || algo != Algo::supervised, w, "contrastive poisoning needs --algo simclr, moco or byol");
+  CP_CHECK(eps > 0 && eps <= 1, w, "eps ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
+  CP_CHECK(step > 0 && step <= 2, w, "step ", step, " outside (0, 2] (unit scale)");
+  CP_CHECK(rounds >= 1, w, "rounds must be >= 1, got ", rounds);
+  CP_CHECK(pgd_steps >= 1, w, "pgd_steps must be >= 1, got ", pgd_steps);
+  CP_CHECK(batch_size >= 2, w, "batch_size must be >= 2, got ", batch_size);
+  CP_CHECK(lr >= 0 && momentum >= 0 && weight_decay >= 0, w, "lr, momentum and weight decay must be >= 0");
+  CP_CHECK(ratio > 0 && ratio <= 1, w, "ratio ", ratio, " outside (0, 1]");
+  CP_CHECK(init == "uniform" || init == "zero" || init == "file", w, "init must be uniform, zero or file, got '", init, "'");
+  CP_CHECK(init != "file" || !init_file.empty(), w, "init 'file' needs init_file");
+  CP_CHECK(checkpoint_every >= 0, w, "checkpoint_every must be >= 0");
+  algo_config.validate(algo);
+  augment.validate();
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+constexpr uint32_t kInitStream = 0x1D17;
+constexpr uint32_t kAugStream = 0xA06A;
+constexpr uint32_t kModelSamplerStream = 0x5A3F;
+constexpr uint32_t kNoiseSamplerStream = 0x5A40;
+
+std::string fmt_time(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), (int)std::fmod(s / 60, 60));
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", (int)(s / 60), (int)std::fmod(s, 60));
+  else std::snprintf(buf, sizeof buf, "%.1fs", s);
+  return buf;
+}
+
+// Everything a round needs, and what a checkpoint saves.
+class Poisoner {
+public:
+  Poisoner(const data::Dataset& train, const PoisonConfig& cfg)
+      : train_(train.to(cfg.device)),
+        cfg_(cfg),
+        aug_gen_(cfg.seed, kAugStream),
+        model_sampler_(train.size(), cfg.batch_size, cfg.seed, true, train.size() > cfg.batch_size, kModelSamplerStream) {
+    n_ = train_.size();
+    CP_CHECK(n_ >= 2, "poison", "the training set needs at least 2 images, got ", n_);
+    CP_CHECK(train_.channels() == cfg.model_options.in_channels, "poison", "dataset has ", train_.channels(),
+             " channels but the model expects ", cfg.model_options.in_channels, " (set --channels or the model's in_channels)");
+    poisoned_ = choose_poisoned_indices(n_, cfg.ratio, cfg.seed);
+    poisoned_list_ = poisoned_.to_vector<int64_t>();
+    std::vector<float> mask(n_, 0.f);
+    for (int64_t i : poisoned_list_) mask[i] = 1.f;
+    row_mask_ = Tensor::from_vector(mask, {n_}, DType::f32, cfg.device);
+    labels_dev_ = train_.labels.to(cfg.device);
+    init_delta();
+    if (needs_model()) build_model();
+  }
+
+  bool needs_model() const { return cfg_.attack != Attack::random; }
+  bool class_wise() const { return cfg_.kind == "class"; }
+
+  PoisonResult run(const std::string& dataset_name, int64_t subset) {
+    PoisonResult res;
+    int64_t start = 0;
+    if (cfg_.resume && !cfg_.checkpoint_path.empty() && std::filesystem::exists(cfg_.checkpoint_path)) {
+      start = restore(cfg_.checkpoint_path);
+      if (cfg_.progress_seconds >= 0)
+        std::fprintf(stderr, "[poison] resumed from %s after round %lld of %lld\n", cfg_.checkpoint_path.c_str(),
+                     (long long)start, (long long)cfg_.rounds);
+    }
+    rounds_done_ = start;
+    auto t0 = Clock::now();
+    auto last_print = Clock::now();
+    int64_t total = cfg_.attack == Attack::random ? 0 : cfg_.rounds;
+    for (int64_t r = start; r < total; ++r) {
+      auto tr = Clock::now();
+      RoundStats st;
+      st.round = r + 1;
+      if (cfg_.attack == Attack::adversarial) {
+        if (r == 0) pretrain_clean();
+        st.noise_loss = noise_phase(r, /*ascend=*/true);
+      } else {
+        st.model_loss = model_phase(r);
+        st.noise_loss = noise_phase(r, /*ascend=*/false);
+      }
+      st.seconds = seconds_since(tr);
+      res.history.push_back(st);
+      rounds_done_ = r + 1;
+      bool last = rounds_done_ == total;
+      if (!cfg_.checkpoint_path.empty() && cfg_.checkpoint_every > 0 && (rounds_done_ % cfg_.checkpoint_every == 0 || last))
+        save_state(cfg_.checkpoint_path);
+      if (cfg_.progress_seconds >= 0 && (seconds_since(last_print) >= cfg_.progress_seconds || last || r == start)) {
+        double per_round = seconds_since(t0) / (double)(r + 1 - start);
+        std::fprintf(stderr, "[poison] %s round %lld/%lld  model loss %.4f  noise loss %.4f  %.1f s/round  %.0f img/s  ETA %s\n",
+                     attack_name(cfg_.attack), (long long)rounds_done_, (long long)total, st.model_loss, st.noise_loss,
+                     per_round, images_this_round_ / std::max(1e-9, st.seconds), fmt_time(per_round * (double)(total - rounds_done_)).c_str());
+        last_print = Clock::now();
+      }
+      if (cfg_.on_round_end && !cfg_.on_round_end(rounds_done_)) return finish(res, dataset_name, subset, false);
+    }
+    return finish(res, dataset_name, subset, true);
+  }
+
+private:
+  // ---- setup
+  void init_delta() {
+    const int64_t C = train_.channels(), H = train_.height(), W = train_.width();
+    int64_t rows = class_wise() ? train_.classes : n_;
+    CP_CHECK(!class_wise() || train_.classes >= 1, "poison", "class-wise noise needs labelled data (classes = ", train_.classes, ")");
+    Shape shape{rows, C, H, W};
+    if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
+      delta_ = Tensor::zeros(shape, DType::f32, cfg_.device);
+    } else if (cfg_.init == "uniform") {
+      Generator g(cfg_.seed, kInitStream);
+      delta_ = uniform(shape, -1.0, 1.0, g, DType::f32, cfg_.device);
+    } else {
+      Poison src = load_poison(cfg_.init_file);
+      CP_CHECK(src.delta.size(1) == C && src.delta.size(2) == H && src.delta.size(3) == W, "poison --init-file",
+               cfg_.init_file, ": delta ", src.delta.describe(), " does not fit images of ", C, "x", H, "x", W);
+      Tensor d = src.delta.to(cfg_.device);
+      if (src.class_wise() && !class_wise()) {
+        CP_CHECK(src.classes == train_.classes, "poison --init-file", cfg_.init_file, " has ", src.classes, " classes, dataset ", train_.classes);
+        delta_ = index_select0(d, labels_dev_);  // each image starts from its class's pattern
+      } else {
+        CP_CHECK(d.size(0) == rows, "poison --init-file", cfg_.init_file, " has ", d.size(0), " rows, this poison needs ", rows);
+        delta_ = d.clone();
+      }
+    }
+  }
+
+  void build_model() {
+    Algo algo = cfg_.attack == Attack::unlearnable || cfg_.attack == Attack::adversarial ? Algo::supervised : cfg_.algo;
+    models::ModelOptions mo = cfg_.model_options;
+    if (algo == Algo::supervised) mo.num_classes = train_.classes;
+    nn::manual_seed(cfg_.seed);
+    learner_ = algorithms::make_learner(algo, cfg_.model, mo, cfg_.algo_config);
+    learner_->to(cfg_.device);
+    optim::SGDOptions so;
+    so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
+    so.momentum = cfg_.momentum;
+    so.weight_decay = cfg_.weight_decay;
+    sgd_ = std::make_unique<optim::SGD>(learner_->named_online_parameters(), so);
+    schedule_ = cfg_.cosine ? optim::LrSchedule::warmup_cosine(so.lr, (double)cfg_.rounds, 0, 0, so.lr * cfg_.final_lr_fraction)
+                            : optim::LrSchedule::constant(so.lr);
+  }
+
+  // ---- batches
+  // Float images [B,C,H,W] in [0,1] of dataset rows idx, with the current noise added (rows
+  // that are not poisoned get none). When `leaf` is defined it replaces the noise rows (sample-
+  // wise: rows for idx; class-wise: the whole class table) so gradients reach it.
+  Tensor poisoned_batch(const std::vector<int64_t>& idx, const Tensor& idx_t, const Tensor& labels, const Tensor& leaf) {
+    data::Batch b = data::gather_batch(train_, idx);
+    Tensor x = data::to_float_nchw(b.images, cfg_.device);
+    Tensor rows;
+    if (class_wise()) rows = index_select0(leaf.defined() ? leaf : delta_, labels);
+    else rows = leaf.defined() ? leaf : index_select0(delta_, idx_t);
+    if (cfg_.ratio < 1.0) rows = mul(rows, index_select0(row_mask_, idx_t).reshape({-1, 1, 1, 1}));
+    return perturb(x, rows, cfg_.eps);
+  }
+
+  Tensor attack_loss(const Tensor& x, const Tensor& labels) {
+    if (learner_->algo() == Algo::supervised) {
+      auto& sup = static_cast<algorithms::SupervisedLearner&>(*learner_);
+      return sup.loss(apply_augment(x), labels);
+    }
+    auto& cl = static_cast<algorithms::ContrastiveLearner&>(*learner_);
+    Tensor v1 = apply_augment(x);
+    Tensor v2 = apply_augment(x);
+    return cl.loss(v1, v2);
+  }
+
+  Tensor apply_augment(const Tensor& x) {
+    AugmentParams p = sample_params(cfg_.augment, x.size(0), x.size(2), x.size(3), aug_gen_);
+    return apply(x, p, cfg_.augment);
+  }
+
+  Tensor index_tensor(const std::vector<int64_t>& idx) const { return Tensor::from_vector(idx, {(int64_t)idx.size()}, DType::i64, cfg_.device); }
+
+  // ---- phases
+  double model_phase(int64_t round) {
+    learner_->train();
+    sgd_->set_lr(schedule_.at((double)round));
+    int64_t steps = cfg_.model_steps > 0 ? cfg_.model_steps : model_sampler_.batches_per_epoch();
+    double total = 0;
+    images_this_round_ = 0;
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<int64_t> idx = model_sampler_.next();
+      Tensor idx_t = index_tensor(idx);
+      Tensor labels = index_select0(labels_dev_, idx_t);
+      Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
+      autograd::clear_tape();
+      Tensor loss = attack_loss(x, labels);
+      autograd::backward(loss);
+      sgd_->step();
+      sgd_->zero_grad();
+      learner_->momentum_update();
+      total += loss.item();
+      images_this_round_ += (double)idx.size();
+    }
+    return total / (double)std::max<int64_t>(steps, 1);
+  }
+
+  // One noise phase: T_δ batches of the poisoned rows (a fresh shuffle per round) x pgd_steps.
+  // ascend = false minimises the loss (contrastive poisoning, unlearnable examples); true
+  // maximises it (adversarial poisoning).
+  double noise_phase(int64_t round, bool ascend) {
+    learner_->eval();
+    for (auto& [name, p] : learner_->named_online_parameters()) p.set_requires_grad(false);
+    const int64_t M = (int64_t)poisoned_list_.size();
+    const int64_t bs = std::min<int64_t>(cfg_.batch_size, M);
+    data::BatchSampler order(M, bs, cfg_.seed, true, M > bs, kNoiseSamplerStream);
+    std::vector<int64_t> perm = order.epoch_order(round);
+    int64_t batches = M / bs;
+    if (cfg_.noise_batches > 0) batches = cfg_.noise_batches;
+    double total = 0;
+    int64_t count = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      std::vector<int64_t> idx(bs);
+      for (int64_t i = 0; i < bs; ++i) idx[i] = poisoned_list_[perm[(b * bs + i) % M]];
+      Tensor idx_t = index_tensor(idx);
+      Tensor labels = index_select0(labels_dev_, idx_t);
+      for (int64_t s = 0; s < cfg_.pgd_steps; ++s) {
+        Tensor leaf = (class_wise() ? delta_ : index_select0(delta_, idx_t)).detach();
+        leaf.set_requires_grad(true);
+        autograd::clear_tape();
+        Tensor loss = attack_loss(poisoned_batch(idx, idx_t, labels, leaf), labels);
+        Tensor g = autograd::grad(loss, {leaf})[0];
+        total += loss.item();
+        ++count;
+        autograd::NoGradGuard ng;
+        Tensor stepped = clamp(add(leaf.detach(), mul_scalar(sign(g), ascend ? cfg_.step : -cfg_.step)), -1.0, 1.0);
+        if (class_wise()) delta_ = stepped;
+        else delta_ = index_add0(delta_, idx_t, sub(stepped, leaf.detach()));  // rows in a batch are distinct
+        learner_->momentum_update();
+      }
+    }
+    for (auto& [name, p] : learner_->named_online_parameters()) p.set_requires_grad(true);
+    learner_->train();
+    return total / (double)std::max<int64_t>(count, 1);
+  }
+
+  // Adversarial poisoning's victim proxy: a supervised model trained on the clean images.
+  void pretrain_clean() {
+    Tensor saved = delta_;
+    delta_ = Tensor::zeros(delta_.shape(), DType::f32, cfg_.device);
+    int64_t steps = cfg_.pretrain_epochs * model_sampler_.batches_per_epoch();
+    optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(sgd_->lr(), (double)std::max<int64_t>(steps, 1));
+    double base = sgd_->lr();
+    learner_->train();
+    for (int64_t s = 0; s < steps; ++s) {
+      sgd_->set_lr(sched.at((double)s));
+      std::vector<int64_t> idx = model_sampler_.next();
+      Tensor idx_t = index_tensor(idx);
+      Tensor labels = index_select0(labels_dev_, idx_t);
+      Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
+      autograd::clear_tape();
+      autograd::backward(attack_loss(x, labels));
+      sgd_->step();
+      sgd_->zero_grad();
+    }
+    sgd_->set_lr(base);
+    delta_ = saved;
+  }
+
+  // ---- checkpoints
+  void save_state(const std::string& path) {
+    io::Checkpoint ck;
+    ck.tensors["delta"] = delta_.to(Device::cpu);
+    if (learner_) {
+      io::add_module(ck, *learner_, "learner");
+      io::add_optimizer(ck, *sgd_);
+    }
+    ck.attrs["attack"] = std::string(attack_name(cfg_.attack));
+    ck.attrs["kind"] = cfg_.kind;
+    ck.attrs["rounds_done"] = rounds_done_;
+    ck.attrs["rounds_total"] = cfg_.rounds;
+    ck.attrs["seed"] = (int64_t)cfg_.seed;
+    ck.attrs["aug_offset"] = (int64_t)aug_gen_.offset();
+    ck.attrs["model_sampler_epoch"] = model_sampler_.state().epoch;
+    ck.attrs["model_sampler_batch"] = model_sampler_.state().batch;
+    io::save_checkpoint(path, ck);
+  }
+
+  int64_t restore(const std::string& path) {
+    io::Checkpoint ck = io::load_checkpoint(path);
+    std::string where = "poison checkpoint " + path;
+    CP_CHECK(io::attr_string(ck.attrs, "attack", where) == attack_name(cfg_.attack), where, "was made by attack ",
+             io::attr_string(ck.attrs, "attack", where), ", not ", attack_name(cfg_.attack));
+    CP_CHECK(io::attr_string(ck.attrs, "kind", where) == cfg_.kind, where, "holds ", io::attr_string(ck.attrs, "kind", where),
+             "-wise noise, not ", cfg_.kind);
+    CP_CHECK((uint64_t)io::attr_int(ck.attrs, "seed", where) == cfg_.seed, where, "was made with another seed");
+    auto it = ck.tensors.find("delta");
+    CP_CHECK(it != ck.tensors.end(), where, "has no delta");
+    CP_CHECK(it->second.shape() == delta_.shape(), where, "delta ", it->second.describe(), " does not match this run's ", delta_.describe());
+    delta_ = it->second.to(DType::f32).to(cfg_.device).clone();
+    if (learner_) {
+      io::load_module(ck, *learner_, "learner");
+      io::load_optimizer(ck, *sgd_);
+    }
+    aug_gen_.set_offset((uint64_t)io::attr_int(ck.attrs, "aug_offset", where));
+    model_sampler_.restore({io::attr_int(ck.attrs, "model_sampler_epoch", where), io::attr_int(ck.attrs, "model_sampler_batch", where)});
+    return io::attr_int(ck.attrs, "rounds_done", where);
+  }
+
+  PoisonResult& finish(PoisonResult& res, const std::string& dataset_name, int64_t subset, bool finished) {
+    Poison& p = res.poison;
+    p.delta = delta_.to(Device::cpu).contiguous();
+    p.indices = poisoned_.to(Device::cpu);
+    p.kind = cfg_.kind;
+    p.eps = cfg_.eps;
+    p.attack = attack_name(cfg_.attack);
+    p.algorithm = learner_ ? algorithms::algo_name(learner_->algo()) : "none";
+    p.dual_branch = cfg_.algo_config.dual_branch;
+    p.dataset = dataset_name;
+    p.subset = subset;
+    p.seed = cfg_.seed;
+    p.rounds_done = rounds_done_;
+    p.rounds_total = cfg_.attack == Attack::random ? 0 : cfg_.rounds;
+    p.ratio = cfg_.ratio;
+    p.classes = train_.classes;
+    p.image_count = n_;
+    res.finished = finished;
+    return res;
+  }
+
+  data::Dataset train_;
+  PoisonConfig cfg_;
+  int64_t n_ = 0;
+  Tensor poisoned_, row_mask_, labels_dev_, delta_;
+  std::vector<int64_t> poisoned_list_;
+  std::shared_ptr<algorithms::Learner> learner_;
+  std::unique_ptr<optim::SGD> sgd_;
+  optim::LrSchedule schedule_ = optim::LrSchedule::constant(0);
+  Generator aug_gen_;
+  data::BatchSampler model_sampler_;
+  int64_t rounds_done_ = 0;
+  double images_this_round_ = 0;
+};
+
+}  // namespace
+
+PoisonResult generate_poison(const data::Dataset& train, const PoisonConfig& cfg, const std::string& dataset_name, int64_t subset) {
+  cfg.validate();
+  Poisoner p(train, cfg);
+  return p.run(dataset_name, subset);
+}
+
+}  // namespace cpoison::poison

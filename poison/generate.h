@@ -1,0 +1,106 @@
+// Poison generation: contrastive poisoning (the paper's Algorithm 1, sample-wise and class-wise,
+// single and dual branch) and the baselines (uniform random noise, unlearnable examples,
+// adversarial poisoning). Images: datasets u8 [N,H,W,C]; batches and delta f32 [B,C,H,W];
+// delta in unit scale [-1, 1], the pixel perturbation being eps * delta.
+//
+// Contrastive poisoning, per round t = 1..T:
+//   1. model phase: lr from the schedule at round t; T_θ SGD steps of the attacker's learner on
+//      augmented views of poisoned images (delta frozen); batches from a sampler that persists
+//      across rounds; EMA update of the momentum copies after each step.
+//   2. noise phase: learner in eval mode (BN uses running statistics), online weights frozen;
+//      for each of T_δ batches (a fresh shuffle each round) repeat pgd_steps times: fresh
+//      augmentations -> loss -> gradient w.r.t. delta only -> delta <- clamp(delta - a sign(g), -1, 1).
+//      Momentum copies keep their EMA updates and MoCo keeps enqueuing keys, as in the release.
+// Class-wise noise is indexed by label, so each class's delta receives the summed gradient of
+// the class's images in the batch.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "algorithms/learner.h"
+#include "augment/augment.h"
+#include "engine/data/dataset.h"
+#include "models/encoder.h"
+#include "poison/poison_file.h"
+
+namespace cpoison::poison {
+
+enum class Attack { cp_sample, cp_class, random, unlearnable, adversarial };
+// "cp-s", "cp-c", "random", "unlearnable", "adversarial"; Error listing them otherwise.
+Attack parse_attack(const std::string& name);
+const char* attack_name(Attack a);
+
+struct PoisonConfig {
+  Attack attack = Attack::cp_class;
+  // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random and unlearnable take either;
+  // adversarial is sample-wise).
+  std::string kind = "class";
+  algorithms::Algo algo = algorithms::Algo::simclr;  // attacker's algorithm (supervised for UE / adversarial)
+  algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
+  std::string model = "resnet18";
+  models::ModelOptions model_options;
+  AugmentConfig augment;  // the attacker's (and victim's) augmentations
+
+  double eps = 8.0 / 255.0;  // L-infinity radius in pixel units
+  double step = 0.1;         // PGD step a in unit scale (0.1 = eps / 10)
+  int64_t rounds = 10;       // T
+  int64_t model_steps = 20;  // T_θ; <= 0: one epoch of the training set
+  int64_t noise_batches = 20;  // T_δ; <= 0: one pass over the poisoned images
+  int64_t pgd_steps = 1;
+  int64_t batch_size = 256;
+
+  // Attacker's SGD: lr (<= 0: the algorithm's default), momentum, weight decay; schedule over the
+  // rounds: cosine from lr to final_lr_fraction * lr (the paper), or constant (cpu-small).
+  double lr = 0.3;
+  double momentum = 0.9;
+  double weight_decay = 1e-4;
+  bool cosine = false;
+  double final_lr_fraction = 0.001;
+
+  // Initial delta: "uniform" (U[-1, 1), the release's), "zero", or "file" (init_file: a class-wise
+  // poison copied to every image by its label, or a sample-wise poison of the same images).
+  std::string init = "uniform";
+  std::string init_file;
+  double ratio = 1.0;  // poisoned fraction of the training set
+
+  // Adversarial poisoning: supervised epochs on clean data before the PGD pass (error-maximising).
+  int64_t pretrain_epochs = 5;
+
+  uint64_t seed = 0;
+  Device device = Device::cpu;
+
+  // Resume state: written every checkpoint_every rounds (0: never) to checkpoint_path.
+  std::string checkpoint_path;
+  int64_t checkpoint_every = 1;
+  bool resume = false;
+  double progress_seconds = 10;  // < 0: silent
+  // Called after each round (after its checkpoint); false stops there, as a kill would.
+  std::function<bool(int64_t rounds_done)> on_round_end;
+
+  // Recipes: "cp-c" and "cp-s" with the paper's settings (reference-implementation.md §2) for
+  // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with cpu-scale-reference.md's.
+  static PoisonConfig recipe(const std::string& name, algorithms::Algo algo);
+  void validate() const;  // Error naming the field
+};
+
+struct RoundStats {
+  int64_t round = 0;
+  double model_loss = 0;  // mean over the model phase's steps
+  double noise_loss = 0;  // mean over the noise phase's PGD steps (before each step)
+  double seconds = 0;
+};
+
+struct PoisonResult {
+  Poison poison;
+  std::vector<RoundStats> history;  // rounds run by this call
+  bool finished = false;            // all rounds done (false when on_round_end stopped the run)
+};
+
+// Generates the poison for `train` (the images it will be added to). dataset_name and subset
+// are recorded in the poison file. Resumes from cfg.checkpoint_path when cfg.resume and the
+// file exists: a resumed run gives the same delta as an uninterrupted one.
+PoisonResult generate_poison(const data::Dataset& train, const PoisonConfig& cfg, const std::string& dataset_name,
+                             int64_t subset);
+
+}  // namespace cpoison::poison

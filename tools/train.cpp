@@ -1,0 +1,207 @@
+// `cpoison train`: trains SimCLR, MoCo v2, BYOL or the supervised baseline on a dataset and
+// writes an HDF5 checkpoint (weights, optimiser state, MoCo queue, progress) plus a JSONL log.
+//   cpoison train --algo simclr --data fashion-mnist --preset cpu-small --out simclr.h5
+//   cpoison train --algo moco --data cifar10 --epochs 1000 --out moco.h5 --checkpoint-every 50 --resume
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "algorithms/train.h"
+#include "engine/backend/dispatch.h"
+#include "tools/command.h"
+
+namespace {
+
+using namespace cpoison;
+using namespace cpoison::algorithms;
+
+struct Options {
+  std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
+  std::string augment, device = "cpu", resume_from;
+  int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
+  uint64_t seed = 0, subset_seed = 0;
+  double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
+         final_lr_fraction = 0.001, progress_seconds = 10;
+  int64_t warmup_steps = -1, checkpoint_every = 0;
+  bool nesterov = false, resume = false, dual_branch = false, byol_detach_target = false;
+  // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
+  double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
+  int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
+};
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::cpu;
+  CP_CHECK(s == "cuda", "--device", "unknown device '", s, "' (cpu or cuda)");
+  CP_CHECK(cuda_available(), "--device", "cuda requested but no usable GPU (or a build without CUDA)");
+  return Device::cuda;
+}
+
+void setup(CLI::App& app) {
+  auto o = std::make_shared<Options>();
+  // Options a preset may change: the preset's value applies unless the flag was given.
+  auto preset_overrides = std::make_shared<std::vector<std::function<void()>>>();
+  auto presettable = [preset_overrides](CLI::Option* opt, std::function<void()> apply_preset) {
+    preset_overrides->push_back([opt, apply_preset] {
+      if (opt->count() == 0) apply_preset();
+    });
+    return opt;
+  };
+
+  app.add_option("--algo", o->algo, "simclr | moco | byol | supervised")
+      ->check(CLI::IsMember({"simclr", "moco", "mocov2", "byol", "supervised"}))
+      ->capture_default_str();
+  app.add_option("--preset", o->preset,
+                 "spec: reference-implementation.md §6 (1000 epochs, batch 512, 10-epoch warm-up from 0.01, "
+                 "cosine to 0.001 lr, width 64, the §5 augmentations); cpu-small: cpu-scale-reference.md "
+                 "(fashion-mnist, 5000-image balanced subset, width 8, batch 256, 30 epochs, lr 0.3, 20-step "
+                 "warm-up from 0, cosine to 0, crop/flip/brightness/contrast). Flags given explicitly win.")
+      ->check(CLI::IsMember({"spec", "cpu-small"}))
+      ->capture_default_str();
+  // ---- data
+  auto* data_opt = app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) "
+                                                     "or an HDF5 dataset file")
+                       ->capture_default_str();
+  app.add_option("--data-root", o->data_root, "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
+                                              "/usr/share/datasets/NAME, ./data/NAME)");
+  presettable(app.add_option("--subset", o->subset, "Train on a class-balanced subset of N images (0: all)")
+                  ->capture_default_str(),
+              [o] { o->subset = 5000; });
+  app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
+  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
+  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
+  // ---- model
+  app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
+      ->capture_default_str();
+  presettable(app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
+                  ->capture_default_str(),
+              [o] { o->width = 8; });
+  // ---- optimisation
+  presettable(app.add_option("--epochs", o->epochs, "Training epochs")->capture_default_str(), [o] { o->epochs = 30; });
+  presettable(app.add_option("--batch-size", o->batch_size, "Images per step (two views each); drop_last")
+                  ->capture_default_str(),
+              [o] { o->batch_size = 256; });
+  presettable(app.add_option("--lr", o->lr, "Base learning rate (0: SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1)")
+                  ->capture_default_str(),
+              [o] { o->lr = 0.3; });
+  app.add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
+  app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")->capture_default_str();
+  app.add_flag("--nesterov", o->nesterov, "Nesterov momentum");
+  app.add_option("--warmup-epochs", o->warmup_epochs, "Linear warm-up length in epochs")->capture_default_str();
+  presettable(app.add_option("--warmup-steps", o->warmup_steps, "Warm-up length in steps (>= 0 overrides --warmup-epochs)")
+                  ->capture_default_str(),
+              [o] { o->warmup_steps = 20; });
+  presettable(app.add_option("--warmup-start-lr", o->warmup_start_lr, "Learning rate at the start of the warm-up")
+                  ->capture_default_str(),
+              [o] { o->warmup_start_lr = 0; });
+  presettable(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
+                  ->capture_default_str(),
+              [o] { o->final_lr_fraction = 0; });
+  presettable(app.add_option("--augment", o->augment,
+                             "simclr (spec §5) | cpu-small | crop-flip | none (default: simclr; supervised: "
+                             "crop-flip; preset cpu-small: cpu-small)")
+                  ->check(CLI::IsMember({"simclr", "cpu-small", "crop-flip", "none"})),
+              [o] { o->augment = "cpu-small"; });
+  // ---- algorithm
+  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")->capture_default_str();
+  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+      ->capture_default_str();
+  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")->capture_default_str();
+  app.add_option("--proj-hidden", o->proj_hidden,
+                 "Projector hidden width (-1: SimCLR/MoCo the feature dim, BYOL 4096)")
+      ->capture_default_str();
+  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")->capture_default_str();
+  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")->capture_default_str();
+  app.add_flag("--dual-branch", o->dual_branch,
+               "Record the momentum branch so input gradients flow through it (poisoning; no effect on weights)");
+  app.add_flag("--byol-detach-target", o->byol_detach_target,
+               "BYOL: detach the target inside the loss as the authors' release does (default: the paper's "
+               "behaviour, gradient through the target when --dual-branch)");
+  app.add_option("--loss-scale", o->loss_scale,
+                 "Multiply the loss (the release uses temperature/0.07 for SimCLR and MoCo; we default to 1 and "
+                 "never divide SimCLR gradients by a GPU count)")
+      ->capture_default_str();
+  // ---- run
+  app.add_option("--seed", o->seed, "Seed of weights, batch order, augmentations and MoCo queue")->capture_default_str();
+  app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
+  app.add_option("--out", o->out, "Checkpoint file (HDF5)")->required();
+  app.add_option("--log", o->log, "JSONL log, one line per epoch (default: --out with .jsonl)");
+  app.add_option("--checkpoint-every", o->checkpoint_every, "Also checkpoint every N epochs (0: only at the end)")
+      ->capture_default_str();
+  app.add_flag("--resume", o->resume, "Continue from --out (or --resume-from) when it exists");
+  app.add_option("--resume-from", o->resume_from, "Checkpoint to resume from (default: --out)");
+  app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
+      ->capture_default_str();
+  (void)data_opt;
+
+  app.callback([o, preset_overrides] {
+    if (o->preset == "cpu-small")
+      for (auto& f : *preset_overrides) f();
+    const Algo algo = parse_algo(o->algo);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    data::LoadOptions lo;
+    lo.root = o->data_root;
+    lo.pad_to = o->pad_to;
+    lo.channels = o->channels;
+    data::Dataset ds = data::load_dataset(o->data, data::Split::train, lo);
+    if (o->subset > 0) ds = data::balanced_subset(ds, o->subset, o->subset_seed);
+
+    TrainConfig cfg;
+    cfg.algo = algo;
+    cfg.model = o->model;
+    cfg.model_options.width = o->width;
+    cfg.model_options.in_channels = ds.channels();
+    AlgoConfig ac = AlgoConfig::defaults(algo);
+    if (o->temperature > 0) ac.temperature = o->temperature;
+    if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;
+    if (o->queue_size >= 0) ac.queue_size = o->queue_size;
+    if (o->proj_hidden >= 0) ac.proj_hidden = o->proj_hidden;
+    if (o->proj_dim > 0) ac.proj_dim = o->proj_dim;
+    if (o->pred_hidden > 0) ac.pred_hidden = o->pred_hidden;
+    ac.dual_branch = o->dual_branch;
+    ac.byol_detach_target = o->byol_detach_target;
+    ac.loss_scale = o->loss_scale;
+    cfg.algo_config = ac;
+    std::string aug = !o->augment.empty() ? o->augment : algo == Algo::supervised ? "crop-flip" : "simclr";
+    cfg.augment = make_augment(aug, ds.name, ds.channels(), ds.height(), ds.width());
+    cfg.epochs = o->epochs;
+    cfg.batch_size = o->batch_size;
+    cfg.lr = o->lr;
+    cfg.momentum = o->momentum;
+    cfg.weight_decay = o->weight_decay;
+    cfg.nesterov = o->nesterov;
+    cfg.warmup_epochs = o->warmup_epochs;
+    cfg.warmup_steps = o->warmup_steps;
+    cfg.warmup_start_lr = o->warmup_start_lr;
+    cfg.final_lr_fraction = o->final_lr_fraction;
+    cfg.seed = o->seed;
+    cfg.device = parse_device(o->device);
+    cfg.checkpoint_path = o->out;
+    cfg.checkpoint_every = o->checkpoint_every;
+    cfg.resume = o->resume;
+    cfg.resume_from = o->resume_from;
+    std::string stem = o->out.size() > 3 && o->out.substr(o->out.size() - 3) == ".h5" ? o->out.substr(0, o->out.size() - 3)
+                                                                                       : o->out;
+    cfg.log_path = o->log.empty() ? stem + ".jsonl" : o->log;
+    cfg.progress_seconds = o->progress_seconds;
+    cfg.extra_attrs = {{"dataset", o->data},          {"dataset_name", ds.name},   {"subset", o->subset},
+                       {"subset_seed", (int64_t)o->subset_seed}, {"pad_to", o->pad_to}, {"channels", o->channels},
+                       {"preset", o->preset},         {"augment", aug},            {"software", std::string("cpoison ") + CPOISON_VERSION}};
+
+    std::fprintf(stderr, "training %s on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
+                 algo_name(algo), ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
+                 (long long)ds.channels(), o->model.c_str(), (long long)o->width, (long long)cfg.epochs,
+                 (long long)cfg.batch_size, cfg.resolved_lr());
+    TrainResult r = train(ds, cfg);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double last_loss = r.history.empty() ? NAN : r.history.back().loss;
+    std::printf("trained %s %s (width %lld): epochs %lld/%lld, final loss %.4f, %.1f s; checkpoint %s\n",
+                algo_name(algo), o->model.c_str(), (long long)o->width, (long long)r.epochs_done, (long long)cfg.epochs,
+                last_loss, secs, o->out.c_str());
+  });
+}
+
+}  // namespace
+CPOISON_COMMAND(train, "Train SimCLR, MoCo v2, BYOL or a supervised baseline; write an HDF5 checkpoint", setup);
