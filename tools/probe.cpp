@@ -17,6 +17,7 @@
 #include "engine/io/hdf5.h"
 #include "engine/nn/module.h"
 #include "models/registry.h"
+#include "poison/apply.h"
 #include "tools/command.h"
 
 namespace {
@@ -25,7 +26,7 @@ using namespace cpoison;
 using namespace cpoison::algorithms;
 
 struct Options {
-  std::string encoder, data, data_root, mode, model = "resnet18", device = "cpu", milestones = "60,75,90", json;
+  std::string encoder, data, data_root, poison, mode, model = "resnet18", device = "cpu", milestones = "60,75,90", json;
   bool random_init = false, knn = false;
   int64_t subset = -1, test_subset = 0, pad_to = -1, channels = -1, width = 64;
   int64_t epochs = 100, batch_size = 512, iterations = 300, knn_k = 200;
@@ -70,6 +71,9 @@ void setup(CLI::App& app) {
   app.add_option("--subset", o->subset,
                  "Fit on a class-balanced subset of N training images (0: all; default: the checkpoint's)");
   app.add_option("--subset-seed", o->subset_seed, "Seed of the subset (default: the checkpoint's, else 0)");
+  app.add_option("--poison", o->poison,
+                 "Fit the probe on the training images poisoned with this file (the \"poisoned probe\"); "
+                 "the test set stays clean");
   app.add_option("--test-subset", o->test_subset, "Test on the first N test images (0: all)")->capture_default_str();
   app.add_option("--pad-to", o->pad_to, "Zero-pad images to this size (default: the checkpoint's, else 0)");
   app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale (default: the checkpoint's)");
@@ -118,6 +122,7 @@ void setup(CLI::App& app) {
 
     data::Dataset train_set = data::load_dataset(data, data::Split::train, lo);
     if (subset > 0) train_set = data::balanced_subset(train_set, subset, (uint64_t)subset_seed);
+    if (!o->poison.empty()) train_set = poison::apply_poison_file(train_set, o->poison);
     data::Dataset test_set = data::load_dataset(data, data::Split::test, lo);
     if (o->test_subset > 0) test_set = data::take_first(test_set, o->test_subset);
 
@@ -182,6 +187,7 @@ void setup(CLI::App& app) {
       nlohmann::json j{{"encoder", o->random_init ? std::string("random-init") : o->encoder},
                        {"data", data},
                        {"subset", subset},
+                       {"poison", o->poison},
                        {"mode", mode},
                        {"final_accuracy", r.final_accuracy},
                        {"best_accuracy", r.best_accuracy},

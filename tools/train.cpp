@@ -10,6 +10,7 @@
 
 #include "algorithms/train.h"
 #include "engine/backend/dispatch.h"
+#include "poison/apply.h"
 #include "tools/command.h"
 
 namespace {
@@ -19,7 +20,7 @@ using namespace cpoison::algorithms;
 
 struct Options {
   std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string augment, device = "cpu", resume_from;
+  std::string augment, device = "cpu", resume_from, poison;
   int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
   uint64_t seed = 0, subset_seed = 0;
   double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
@@ -69,6 +70,9 @@ void setup(CLI::App& app) {
                   ->capture_default_str(),
               [o] { o->subset = 5000; });
   app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
+  app.add_option("--poison", o->poison,
+                 "Poison file (HDF5) applied to the training set (after --subset) as the victim sees it: "
+                 "quantised to uint8");
   app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
   app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
   // ---- model
@@ -134,6 +138,11 @@ void setup(CLI::App& app) {
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
       ->capture_default_str();
   (void)data_opt;
+  app.footer(
+      "Deliberate differences from the authors' release (docs/algorithms.md): the loss is NOT multiplied by "
+      "temperature/0.07 (use --loss-scale), SimCLR gradients are NOT divided by a GPU count, momentum copies are "
+      "updated once per step (the release's BYOL updates twice), MoCo keys are not shuffled across devices, and "
+      "BYOL's target carries a gradient under --dual-branch unless --byol-detach-target.");
 
   app.callback([o, preset_overrides] {
     if (o->preset == "cpu-small")
@@ -147,6 +156,7 @@ void setup(CLI::App& app) {
     lo.channels = o->channels;
     data::Dataset ds = data::load_dataset(o->data, data::Split::train, lo);
     if (o->subset > 0) ds = data::balanced_subset(ds, o->subset, o->subset_seed);
+    if (!o->poison.empty()) ds = poison::apply_poison_file(ds, o->poison);
 
     TrainConfig cfg;
     cfg.algo = algo;
@@ -186,9 +196,16 @@ void setup(CLI::App& app) {
                                                                                        : o->out;
     cfg.log_path = o->log.empty() ? stem + ".jsonl" : o->log;
     cfg.progress_seconds = o->progress_seconds;
-    cfg.extra_attrs = {{"dataset", o->data},          {"dataset_name", ds.name},   {"subset", o->subset},
-                       {"subset_seed", (int64_t)o->subset_seed}, {"pad_to", o->pad_to}, {"channels", o->channels},
-                       {"preset", o->preset},         {"augment", aug},            {"software", std::string("cpoison ") + CPOISON_VERSION}};
+    cfg.extra_attrs = {{"dataset", o->data},
+                       {"dataset_name", ds.name},
+                       {"subset", o->subset},
+                       {"subset_seed", (int64_t)o->subset_seed},
+                       {"pad_to", o->pad_to},
+                       {"channels", o->channels},
+                       {"preset", o->preset},
+                       {"poison", o->poison},
+                       {"augment", aug},
+                       {"software", std::string("cpoison ") + CPOISON_VERSION}};
 
     std::fprintf(stderr, "training %s on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
                  algo_name(algo), ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),

@@ -26,17 +26,19 @@ void silence_hdf5_once() {
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
 }
 
-// The innermost message of HDF5's error stack ("unable to open file", ...), or "".
+// HDF5's error stack in brief: the API-level message and the innermost one ("unable to create
+// dataset: message type not found"), or "".
 std::string hdf5_message() {
-  std::string msg;
-  auto walk = [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
-    auto* out = static_cast<std::string*>(data);
-    if (n == 0 && e->desc && *e->desc) *out = e->desc;  // the deepest frame says what really went wrong
+  std::vector<std::string> frames;
+  auto walk = [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+    if (e->desc && *e->desc) static_cast<std::vector<std::string>*>(data)->emplace_back(e->desc);
     return 0;
   };
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk, &msg);
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &frames);
   H5Eclear2(H5E_DEFAULT);
-  return msg;
+  if (frames.empty()) return "";
+  if (frames.size() == 1 || frames.front() == frames.back()) return frames.front();
+  return frames.front() + ": " + frames.back();
 }
 
 template <class R>
@@ -119,7 +121,8 @@ std::string clean_name(const std::string& name, const std::string& file, const c
   return n;
 }
 
-// Whether every link along "a/b/c" exists (H5Lexists on a path fails when a middle link is missing).
+// Whether every link along "a/b/c" exists, each but the last being a group (H5Lexists on a path
+// fails when a middle link is missing or is not a group).
 bool path_exists(hid_t file, const std::string& name, const std::string& file_name) {
   size_t pos = 0;
   while (true) {
@@ -127,6 +130,8 @@ bool path_exists(hid_t file, const std::string& name, const std::string& file_na
     std::string prefix = name.substr(0, slash);
     if (CP_H5_CHECK(H5Lexists(file, prefix.c_str(), H5P_DEFAULT), file_name, prefix) <= 0) return false;
     if (slash == std::string::npos) return true;
+    H5Id obj(CP_H5_CHECK(H5Oopen(file, prefix.c_str(), H5P_DEFAULT), file_name, prefix), H5Oclose);
+    if (H5Iget_type(obj) != H5I_GROUP) return false;
     pos = slash + 1;
   }
 }

@@ -58,6 +58,7 @@ public:
   bool is_training() const { return training_; }
   // Freezing: requires_grad of every parameter (inputs still get gradients through the module).
   void set_requires_grad(bool on);
+  // Both move/convert in place (every handle sees the new data) and drop accumulated gradients.
   void to(Device device);  // moves parameters and buffers in place
   void to(DType dtype);    // converts float parameters and buffers in place (f64 for grad checks)
   Device device() const;

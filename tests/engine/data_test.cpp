@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/dispatch.h"
 #include "engine/data/dataset.h"
 #include "engine/io/hdf5.h"
 #include "tests/support/skip.h"
@@ -706,6 +707,27 @@ TEST_CASE("data: BatchSampler covers each epoch, reshuffles, and resumes exactly
   CHECK(contains(error_of([] { BatchSampler(5, 8, 1); }), "no batch per epoch"));
   CHECK(contains(error_of([] { BatchSampler(5, 0, 1); }), "batch size must be > 0"));
   CHECK(contains(error_of([&] { b.restore({0, 4}); }), "invalid for 3 batches per epoch"));
+}
+
+TEST_CASE("data: a dataset on CUDA gives the same batches as on the CPU") {
+  SKIP_UNLESS(cuda_available(), "no CUDA device");
+  Dataset ds;
+  std::vector<uint8_t> px(6 * 3 * 4 * 2);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = (uint8_t)(i * 7 % 256);
+  ds.images = Tensor::from_vector(px, {6, 3, 4, 2});
+  ds.labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0, 1, 2}, {6});
+  ds.classes = 3;
+  Dataset gpu = ds.to(Device::cuda);
+  CHECK(gpu.device() == Device::cuda);
+  Batch bc = gather_batch(ds, {5, 1, 1});
+  Batch bg = gather_batch(gpu, {5, 1, 1});
+  CHECK(bg.images.device() == Device::cuda);
+  CHECK(bg.images.to_vector<int>() == bc.images.to_vector<int>());
+  CHECK(bg.labels.to_vector<int64_t>() == bc.labels.to_vector<int64_t>());
+  Tensor fc = to_float_nchw(bc.images, Device::cpu), fg = to_float_nchw(bg.images, Device::cuda);
+  CHECK(fg.device() == Device::cuda);
+  CHECK(fg.to_vector<float>() == fc.to_vector<float>());  // value / 255 is exact in both
+  CHECK(to_float_nchw(bc.images, Device::cuda).to_vector<float>() == fc.to_vector<float>());
 }
 
 // ---------------------------------------------------------------- image folders

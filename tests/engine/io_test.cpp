@@ -215,12 +215,19 @@ TEST_CASE("HDF5 errors name the file and the dataset") {
     CHECK(contains(error_of([&] { w.write("", Tensor::zeros({1})); }), "invalid dataset name ''"));
     CHECK(contains(error_of([&] { w.write("a//b", Tensor::zeros({1})); }), "invalid dataset name 'a//b'"));
     CHECK(contains(error_of([&] { w.create("neg", {-1}, DType::f32); }), "negative size"));
+    // A failure inside HDF5 itself: "labels" is a dataset, so it cannot hold a child link.
+    std::string h5_msg = error_of([&] { w.write("labels/child", Tensor::zeros({1})); });
+    INFO(h5_msg);
+    CHECK(contains(h5_msg, "'" + path + "' object 'labels/child': HDF5 call H5Dcreate2"));
+    CHECK(contains(h5_msg, "hdf5.cpp:"));
     w.commit();
   }
   H5Reader r(path);
   std::string msg = error_of([&] { r.read("images"); });
   CHECK(contains(msg, "'" + path + "': no dataset 'images'"));
   CHECK(contains(error_of([&] { r.shape("a/b/c"); }), "no dataset 'a/b/c'"));
+  CHECK_FALSE(r.has("labels/child"));
+  CHECK(contains(error_of([&] { r.read("labels/child"); }), "no dataset 'labels/child'"));
   CHECK(contains(error_of([&] { r.read("labels", DType::i32); }), "'" + path + "' dataset 'labels' holds i64, expected i32"));
   CHECK(r.read("labels", DType::i64).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
   CHECK(contains(error_of([&] { r.read_rows("scalar", 0, 1); }), "'scalar' is a scalar (no rows)"));

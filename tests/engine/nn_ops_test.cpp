@@ -21,12 +21,14 @@ namespace {
 
 std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }
 
+// Every element within tol * (1 + |want|); reports the first one that is not.
 void check_close(const std::vector<double>& got, const std::vector<double>& want, double tol = 1e-9) {
   REQUIRE(got.size() == want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    INFO("element " << i << ": got " << got[i] << " want " << want[i]);
-    CHECK(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i])));
-  }
+  size_t bad = got.size();
+  for (size_t i = 0; i < got.size() && bad == got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i])))) bad = i;
+  INFO("first mismatch at element " << bad << (bad < got.size() ? ": got " + std::to_string(got[bad]) + " want " + std::to_string(want[bad]) : std::string()));
+  CHECK(bad == got.size());
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -176,6 +178,7 @@ TEST_CASE("conv2d GEMM paths match direct loops across batch chunks (f64 and f32
   check_conv_against_naive({5, 4, 8, 8}, {6, 4, 1, 1}, 2, 0, 1, false);   // shortcut
   check_conv_against_naive({3, 4, 9, 9}, {8, 1, 3, 3}, 2, 1, 4, true);    // depthwise, multiplier 2
   check_conv_against_naive({2, 1, 6, 6}, {3, 1, 3, 3}, 1, 2, 1, false);   // one input channel, wide padding
+  check_conv_against_naive({5, 2, 16, 16}, {256, 2, 3, 3}, 1, 1, 1, false);  // >= 256 outputs: untransposed dW
 }
 
 TEST_CASE("conv2d with a frozen weight computes the input gradient only") {
@@ -201,8 +204,9 @@ TEST_CASE("conv2d with a frozen weight computes the input gradient only") {
 
 TEST_CASE("conv2d results do not depend on the thread count") {
   Generator gen(5, 0);
-  Tensor x = uniform({9, 8, 8, 8}, -1, 1, gen), w = uniform({16, 8, 3, 3}, -1, 1, gen);
-  Tensor gy = uniform({9, 16, 8, 8}, -1, 1, gen);
+  // 16x16 outputs: chunks of 4, 4 and 1 images, whose weight gradients add up in order.
+  Tensor x = uniform({9, 8, 16, 16}, -1, 1, gen), w = uniform({16, 8, 3, 3}, -1, 1, gen);
+  Tensor gy = uniform({9, 16, 16, 16}, -1, 1, gen);
   auto run = [&](int threads) {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);

@@ -25,6 +25,19 @@ Layout layout_of(const Tensor& x) {
   return {x.size(0), x.size(1), S};
 }
 
+// Sum of f(s) for s in [0, n) in double with 8 independent partial sums combined in a fixed
+// order: vectorisable without -ffast-math, and the same result for any thread count.
+template <class F>
+inline double lane_sum(int64_t n, F f) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t s = 0;
+  for (; s + 8 <= n; s += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += f(s + j);
+  double tail = 0;
+  for (; s < n; ++s) tail += f(s);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
 template <class T>
 const T* optional_data(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
@@ -51,15 +64,13 @@ std::vector<Tensor> batch_norm_train(const Tensor& x, const Tensor& weight, cons
       double sum = 0;
       for (int64_t i = 0; i < L.N; ++i) {
         const T* p = px + L.at(i, c);
-#pragma omp simd reduction(+ : sum)
-        for (int64_t s = 0; s < L.S; ++s) sum += p[s];
+        sum += lane_sum(L.S, [p](int64_t s) { return (double)p[s]; });
       }
       const double mean = sum / n;
       double sq = 0;  // two passes: the centred sum of squares does not cancel
       for (int64_t i = 0; i < L.N; ++i) {
         const T* p = px + L.at(i, c);
-#pragma omp simd reduction(+ : sq)
-        for (int64_t s = 0; s < L.S; ++s) sq += (p[s] - mean) * (p[s] - mean);
+        sq += lane_sum(L.S, [p, mean](int64_t s) { return ((double)p[s] - mean) * ((double)p[s] - mean); });
       }
       const double var = sq / n, invstd = 1.0 / std::sqrt(var + eps);
       pm[c] = (T)mean;
@@ -130,11 +141,8 @@ std::vector<Tensor> batch_norm_backward_train(const Tensor& g, const Tensor& x, 
       double sum_g = 0, sum_gc = 0;  // sum(g), sum(g * (x - mean))
       for (int64_t i = 0; i < L.N; ++i) {
         const T *p = px + L.at(i, c), *q = pg + L.at(i, c);
-#pragma omp simd reduction(+ : sum_g, sum_gc)
-        for (int64_t s = 0; s < L.S; ++s) {
-          sum_g += q[s];
-          sum_gc += q[s] * (p[s] - mean);
-        }
+        sum_g += lane_sum(L.S, [q](int64_t s) { return (double)q[s]; });
+        sum_gc += lane_sum(L.S, [p, q, mean](int64_t s) { return (double)q[s] * ((double)p[s] - mean); });
       }
       const double sum_gxhat = sum_gc * invstd;
       if (gw) gw[c] = (T)sum_gxhat;
@@ -192,11 +200,8 @@ std::vector<Tensor> batch_norm_backward_eval(const Tensor& g, const Tensor& x, c
         double sum_g = 0, sum_gc = 0;
         for (int64_t i = 0; i < L.N; ++i) {
           const T *p = px + L.at(i, c), *q = pg + L.at(i, c);
-#pragma omp simd reduction(+ : sum_g, sum_gc)
-          for (int64_t s = 0; s < L.S; ++s) {
-            sum_g += q[s];
-            sum_gc += q[s] * (p[s] - mean);
-          }
+          sum_g += lane_sum(L.S, [q](int64_t s) { return (double)q[s]; });
+          sum_gc += lane_sum(L.S, [p, q, mean](int64_t s) { return (double)q[s] * ((double)p[s] - mean); });
         }
         if (gw) gw[c] = (T)(sum_gc * invstd);
         if (gb) gb[c] = (T)sum_g;

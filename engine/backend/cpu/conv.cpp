@@ -5,8 +5,9 @@
 // which sums over the chunks with beta = 1 in chunk order, is the same for any thread count.
 // Inside a chunk the columns are laid out [Cg*KH*KW, chunk*Ho*Wo] (image-major within a row), so
 // one GEMM per group covers the whole chunk; small late-layer images (4x4) still give the GEMM
-// wide matrices. OpenBLAS threads inside each GEMM; our own loops (im2col, col2im, gathers) use
-// OpenMP over independent outputs and never call BLAS inside a parallel region.
+// wide matrices. OpenBLAS threads inside each GEMM and BLAS is never called inside an OpenMP
+// region; the loops between GEMMs (im2col, col2im, gathers) use OpenMP over independent outputs
+// only when OpenBLAS shares OpenMP's thread pool (see parallel_helpers).
 //
 // 1x1 stride-1 unpadded convs need no im2col: with one image per chunk the GEMM reads x (and
 // writes y / dx) directly. Depthwise-style convs (one input channel per group) use direct loops,
@@ -24,6 +25,16 @@ namespace cpoison::cpu {
 
 // Loops with less work than this run on one thread: a parallel region costs more than it saves.
 constexpr int64_t kParallelWork = int64_t(1) << 15;
+
+// Whether the loops between GEMMs (im2col, col2im, gathers) use OpenMP. Only when OpenBLAS
+// threads through OpenMP as well (openblas_get_parallel() == 2: one shared thread pool). With the
+// pthreads OpenBLAS, an OpenMP worker that spins after a helper loop competes with OpenBLAS's own
+// worker for the second core during the next GEMM, and a conv alternates the two once per chunk:
+// that costs far more than the helpers' parallelism saves (and under load, much more still).
+bool parallel_helpers(int64_t work) {
+  static const bool shared_pool = openblas_get_parallel() == 2;
+  return shared_pool && work >= kParallelWork;
+}
 
 namespace {
 
@@ -59,7 +70,7 @@ struct Geometry {
   // Images per chunk: enough to give the GEMM about kTargetCols columns, capped so that the
   // column buffer stays under kMaxColElems. A function of the shapes only.
   int64_t chunk() const {
-    constexpr int64_t kTargetCols = 4096, kMaxColElems = int64_t(1) << 23;
+    constexpr int64_t kTargetCols = 1024, kMaxColElems = int64_t(1) << 21;
     int64_t nb = std::max<int64_t>(1, (kTargetCols + out_plane() - 1) / out_plane());
     nb = std::min<int64_t>(nb, std::max<int64_t>(1, kMaxColElems / std::max<int64_t>(1, col_rows() * out_plane())));
     return std::min(nb, N);
@@ -87,7 +98,7 @@ inline void valid_range(int64_t k, int64_t stride, int64_t pad, int64_t size, in
 template <class T>
 void im2col(const Geometry& g, const T* x, int64_t n0, int64_t nb, int64_t grp, T* col) {
   const int64_t rows = g.col_rows(), ld = nb * g.out_plane(), kk = g.KH * g.KW;
-#pragma omp parallel for schedule(static) if (rows * ld >= kParallelWork)
+#pragma omp parallel for schedule(static) if (parallel_helpers(rows * ld))
   for (int64_t idx = 0; idx < rows * nb; ++idx) {
     int64_t r = idx / nb, i = idx % nb;
     int64_t c = r / kk, kh = (r % kk) / g.KW, kw = r % g.KW;
@@ -117,7 +128,7 @@ void im2col(const Geometry& g, const T* x, int64_t n0, int64_t nb, int64_t grp, 
 template <class T>
 void col2im(const Geometry& g, const T* col, int64_t n0, int64_t nb, int64_t grp, T* dx) {
   const int64_t cg = g.Cg(), ld = nb * g.out_plane(), kk = g.KH * g.KW;
-#pragma omp parallel for schedule(static) if (nb * cg * g.plane() * kk >= kParallelWork)
+#pragma omp parallel for schedule(static) if (parallel_helpers(nb * cg * g.plane() * kk))
   for (int64_t idx = 0; idx < nb * cg; ++idx) {
     int64_t i = idx / cg, c = idx % cg;
     T* plane = dx + ((n0 + i) * g.C + grp * cg + c) * g.plane();
@@ -143,21 +154,22 @@ void col2im(const Geometry& g, const T* col, int64_t n0, int64_t nb, int64_t grp
   }
 }
 
-// buf[oc, i*P + p] = t[n0 + i, grp*Cg + oc, p] (P = plane, Cg = channels per group, CT = channels of t).
+// buf[oc, i*P + p] = t[n0 + i, grp*cg + oc, p]: one group of a chunk of t [N, channels, P] laid out
+// channel-major, as the GEMMs want it (P = plane, cg = channels per group).
 template <class T>
 void gather_chunk(const T* t, int64_t channels, int64_t plane, int64_t cg, int64_t n0, int64_t nb, int64_t grp, T* buf) {
-#pragma omp parallel for schedule(static) if (cg * nb * plane >= kParallelWork)
+#pragma omp parallel for schedule(static) if (parallel_helpers(cg * nb * plane))
   for (int64_t idx = 0; idx < cg * nb; ++idx) {
     int64_t oc = idx / nb, i = idx % nb;
     std::memcpy(buf + oc * nb * plane + i * plane, t + ((n0 + i) * channels + grp * cg + oc) * plane, sizeof(T) * plane);
   }
 }
 
-// t[n0 + i, grp*Cg + oc, p] = buf[oc, i*P + p] + (bias ? bias[grp*Cg + oc] : 0).
+// The inverse of gather_chunk, adding the bias: t[n0 + i, grp*cg + oc, p] = buf[oc, i*P + p] + bias[grp*cg + oc].
 template <class T>
 void scatter_chunk(const T* buf, const T* bias, int64_t channels, int64_t plane, int64_t cg, int64_t n0, int64_t nb,
                    int64_t grp, T* t) {
-#pragma omp parallel for schedule(static) if (cg * nb * plane >= kParallelWork)
+#pragma omp parallel for schedule(static) if (parallel_helpers(cg * nb * plane))
   for (int64_t idx = 0; idx < cg * nb; ++idx) {
     int64_t oc = idx / nb, i = idx % nb;
     const T* s = buf + oc * nb * plane + i * plane;
@@ -169,7 +181,7 @@ void scatter_chunk(const T* buf, const T* bias, int64_t channels, int64_t plane,
 
 template <class T>
 void add_bias_planes(T* y, const T* bias, int64_t n_images, int64_t channels, int64_t plane) {
-#pragma omp parallel for schedule(static) if (n_images * channels * plane >= kParallelWork)
+#pragma omp parallel for schedule(static) if (parallel_helpers(n_images * channels * plane))
   for (int64_t idx = 0; idx < n_images * channels; ++idx) {
     T b = bias[idx % channels];
     T* d = y + idx * plane;

@@ -54,7 +54,7 @@ Tensor log_softmax_rows_backward(const Tensor& g, const Tensor& y) {
       scalar_t* o = po + r * C;
       double s = 0;
       for (int64_t c = 0; c < C; ++c) s += (double)gr[c];
-      for (int64_t c = 0; c < C; ++c) o[c] = (scalar_t)((double)gr[c] - std::exp((double)yr[c]) * s * 0.9);
+      for (int64_t c = 0; c < C; ++c) o[c] = (scalar_t)((double)gr[c] - std::exp((double)yr[c]) * s);
     }
     return out;
   });

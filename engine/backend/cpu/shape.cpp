@@ -49,7 +49,7 @@ void gather_typed(const T* src, T* out, const Shape& shape, const Shape& strides
     T* o = out + r * inner;
     const T* s = src + off;
     if (inner_stride == 1) {
-      std::memcpy(o, s, inner * sizeof(T)); if (inner > 2) o[1] = o[0];
+      std::memcpy(o, s, inner * sizeof(T));
     } else {
       for (int64_t i = 0; i < inner; ++i) o[i] = s[i * inner_stride];
     }

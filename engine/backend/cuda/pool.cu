@@ -135,14 +135,16 @@ Tensor avg_backward_typed(const Tensor& gy, int64_t in_h, int64_t in_w, int64_t 
 // One warp per (image, channel) plane: a fixed shuffle tree over the plane, in double.
 template <class T>
 __global__ void plane_mean_kernel(const T* x, int64_t planes, int64_t P, T* y) {
-  int64_t plane = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
-  int lane = threadIdx.x & 31;
-  if (plane >= planes) return;  // whole warps leave together (blockDim is a multiple of 32)
-  const T* p = x + plane * P;
-  double acc = 0;
-  for (int64_t i = lane; i < P; i += 32) acc += (double)p[i];
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
-  if (lane == 0) y[plane] = (T)(acc / (double)P);
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t)gridDim.x * blockDim.x / 32;
+  // Whole warps take the same branch (blockDim is a multiple of 32), so the shuffles are safe.
+  for (int64_t plane = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32; plane < planes; plane += warps) {
+    const T* p = x + plane * P;
+    double acc = 0;
+    for (int64_t i = lane; i < P; i += 32) acc += (double)p[i];
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
+    if (lane == 0) y[plane] = (T)(acc / (double)P);
+  }
 }
 
 template <class T>

@@ -1,0 +1,67 @@
+// Adversarial training for contrastive learning (RoCL / ACL style; the paper used AdvCL):
+// before each training step, PGD finds a perturbation of the first augmented view, inside the
+// L∞ ball of radius eps in pixel space, that MAXIMISES the contrastive loss against the second
+// view; the model then trains on (adversarial view 1, view 2). Views are [B, C, H, W] (B images,
+// C channels, H rows, W columns), normalised per channel by (mean, std) as the augmentation
+// pipeline leaves them (empty mean/std: the views are pixels in [0, 1]).
+//
+// PGD, with x the first view in pixels, δ₀ ~ U(-eps, eps) (random start; 0 without it):
+//   δ ← Π( δ + alpha · sign(∂L(norm(clamp(x + δ, 0, 1)), view2) / ∂δ) ),  `steps` times,
+//   Π(δ) = clamp(x + clamp(δ, -eps, eps), 0, 1) - x    (the eps-ball and the [0, 1] box).
+// During these steps the model is frozen: only ∂L/∂δ is computed (no weight gradient), MoCo
+// enqueues no keys, no EMA step runs, and with bn = batch (default) every buffer (BatchNorm
+// running statistics, MoCo's queue) is restored afterwards, so the model leaves the attack
+// exactly as it entered; bn = eval runs the attack with BatchNorm's running statistics.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "algorithms/learner.h"
+#include "algorithms/train.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+
+namespace cpoison::defense {
+
+struct AdversarialOptions {
+  double eps = 8.0 / 255.0;    // L∞ radius in pixels, >= 0
+  double alpha = 2.0 / 255.0;  // PGD step in pixels, >= 0
+  int64_t steps = 5;           // PGD steps, >= 0 (0: the random start only)
+  bool random_start = true;
+  enum class BnMode { batch, eval } bn = BnMode::batch;
+  // ACL's A2A variant: perturb both views (jointly maximising the loss) and train on the pair.
+  bool both_views = false;
+  // ACL's dual stream, cheaply: the training loss adds clean_weight * L(view1, view2) (>= 0).
+  double clean_weight = 0;
+  std::vector<double> mean, std;  // normalisation of the views; both empty or C entries (std > 0)
+
+  // Error("adv", ...) naming the field and its value.
+  void validate() const;
+};
+
+struct AdversarialViews {
+  Tensor view1, view2;          // normalised adversarial views (view2 is the input one unless both_views)
+  std::vector<double> losses;   // the loss at each PGD iterate before its step (steps entries)
+  double final_loss = 0;        // the loss at the returned views (measured under the attack's BN mode)
+};
+
+// Runs PGD as described above and returns the adversarial views (not recorded by autograd).
+// Error when the views differ in shape, do not match mean/std, or the options are bad.
+AdversarialViews adversarial_views(algorithms::ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
+                                   const AdversarialOptions& opt, Generator& gen);
+
+// One adversarial training loss: adversarial_views, then learner.loss(adv view 1, view 2)
+// (+ clean_weight * learner.loss(view1, view2)), recorded for backward like a plain loss.
+Tensor adversarial_contrastive_step(algorithms::ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
+                                    const AdversarialOptions& opt, Generator& gen);
+
+// A thin training loop for adversarial contrastive training, built from the same pieces as
+// algorithms::train (learner, SGD, warm-up + cosine schedule, seeded sampler and augmentations,
+// cfg.batch_hook, progress line, JSONL log) with adversarial_contrastive_step as the loss.
+// mean/std default to cfg.augment's normalisation. It writes no checkpoint and cannot resume:
+// cfg.checkpoint_path and cfg.resume must be unset (Error otherwise); a loss hook in
+// algorithms::TrainConfig would let algorithms::train do both. Contrastive algorithms only.
+algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg,
+                                          const AdversarialOptions& opt);
+
+}  // namespace cpoison::defense

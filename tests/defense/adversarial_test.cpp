@@ -1,0 +1,213 @@
+// Adversarial contrastive training on a tiny ResNet-18 (width 2, 1x8x8 images): PGD raises the
+// loss above the unperturbed view's and stays in the eps-ball and the [0, 1] box (with and
+// without normalised views), the model is left exactly as it was (weights, BatchNorm
+// statistics, MoCo queue, no weight gradients), the training loss back-propagates into the
+// weights, the thin training loop runs, and the errors. Layout: views [B, C, H, W].
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "defense/adversarial.h"
+#include "engine/ops/ops.h"
+#include "models/registry.h"
+
+using namespace cpoison;
+using namespace cpoison::defense;
+using namespace cpoison::algorithms;
+
+namespace {
+
+std::shared_ptr<ContrastiveLearner> tiny_learner(Algo a, uint64_t seed = 3) {
+  models::ModelOptions o;
+  o.width = 2;
+  o.in_channels = 1;
+  AlgoConfig c = AlgoConfig::defaults(a);
+  c.proj_dim = 8;
+  c.queue_size = 8;
+  if (a == Algo::byol) c.proj_hidden = c.pred_hidden = 16;
+  nn::manual_seed(seed);
+  return ContrastiveLearner::make(a, "resnet18", o, c);
+}
+
+Tensor rnd(const Shape& shape, uint64_t seed) {
+  Generator g(seed, 21);
+  return uniform(shape, 0.0, 1.0, g);
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  REQUIRE(x.size() == y.size());
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+
+std::map<std::string, std::vector<double>> snapshot(const nn::Module& m) {
+  std::map<std::string, std::vector<double>> out;
+  for (auto& [name, t] : m.state_dict()) out[name] = t.to_vector<double>();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("adversarial views raise the contrastive loss and stay in the eps-ball") {
+  for (bool normalised : {false, true}) {
+    INFO("normalised views: ", normalised);
+    auto learner = tiny_learner(Algo::simclr);
+    learner->train();
+    Tensor x = rnd({8, 1, 8, 8}, 1);
+    AdversarialOptions opt;
+    opt.steps = 4;
+    Tensor v1 = mul_scalar(x, 0.9), v2 = add_scalar(mul_scalar(x, 0.8), 0.1);
+    if (normalised) {
+      opt.mean = {0.3};
+      opt.std = {0.4};
+      v1 = mul_scalar(add_scalar(v1, -0.3), 1 / 0.4);
+      v2 = mul_scalar(add_scalar(v2, -0.3), 1 / 0.4);
+    }
+    const auto before = snapshot(*learner);
+    Generator g(2);
+    AdversarialViews adv = adversarial_views(*learner, v1, v2, opt, g);
+    CHECK(snapshot(*learner) == before);  // weights and BatchNorm statistics untouched
+    for (const Tensor& p : learner->parameters()) CHECK_FALSE(p.grad().defined());
+    CHECK(learner->is_training());
+    REQUIRE(adv.losses.size() == 4);
+    CHECK(max_abs_diff(adv.view2, v2) == 0);  // only view 1 is attacked
+
+    // In pixels: |adv - x1| <= eps and adv in [0, 1].
+    auto to_pixels = [&](const Tensor& v) { return normalised ? add_scalar(mul_scalar(v, 0.4), 0.3) : v; };
+    auto a = to_pixels(adv.view1).to_vector<double>(), p = to_pixels(v1).to_vector<double>();
+    double worst = 0, lo = 1, hi = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      worst = std::max(worst, std::abs(a[i] - p[i])), lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
+    CHECK(worst <= opt.eps + 1e-6);
+    CHECK(worst > 0.5 * opt.eps);
+    CHECK(lo >= -1e-6);
+    CHECK(hi <= 1 + 1e-6);
+
+    // The attacked view's loss is above the clean one's (same BatchNorm mode, buffers restored).
+    double clean;
+    {
+      autograd::NoGradGuard no_grad;
+      clean = learner->loss(v1, v2).item();
+    }
+    INFO("clean ", clean, ", adversarial ", adv.final_loss, ", PGD losses ", adv.losses[0], " .. ", adv.losses[3]);
+    CHECK(adv.final_loss > clean + 1e-4);
+    CHECK(adv.final_loss >= adv.losses[0]);
+  }
+}
+
+TEST_CASE("adversarial views: no steps and no random start is the identity; eval BN mode") {
+  auto learner = tiny_learner(Algo::simclr);
+  Tensor x = rnd({4, 1, 8, 8}, 3);
+  AdversarialOptions opt;
+  opt.steps = 0;
+  opt.random_start = false;
+  Generator g(4);
+  AdversarialViews adv = adversarial_views(*learner, x, x, opt, g);
+  CHECK(max_abs_diff(adv.view1, x) == 0);
+  CHECK(g.offset() == 0);
+  opt.steps = 2;
+  opt.random_start = true;
+  opt.bn = AdversarialOptions::BnMode::eval;
+  learner->train();
+  adv = adversarial_views(*learner, x, mul_scalar(x, 0.5), opt, g);
+  CHECK(learner->is_training());  // restored after the eval-mode attack
+  CHECK(max_abs_diff(adv.view1, x) <= opt.eps + 1e-6);
+}
+
+TEST_CASE("adversarial views: both views (A2A) and MoCo's queue left untouched") {
+  auto learner = tiny_learner(Algo::moco);
+  learner->train();
+  Tensor x = rnd({4, 1, 8, 8}, 5);
+  AdversarialOptions opt;
+  opt.both_views = true;
+  opt.steps = 2;
+  const auto before = snapshot(*learner);
+  Generator g(6);
+  AdversarialViews adv = adversarial_views(*learner, x, mul_scalar(x, 0.7), opt, g);
+  CHECK(snapshot(*learner) == before);  // queue, queue_ptr and BatchNorm statistics included
+  CHECK(learner->enqueue_keys);
+  CHECK(max_abs_diff(adv.view2, mul_scalar(x, 0.7)) > 0);
+  CHECK(max_abs_diff(adv.view2, mul_scalar(x, 0.7)) <= opt.eps + 1e-6);
+}
+
+TEST_CASE("adversarial_contrastive_step: a loss that trains the weights") {
+  auto learner = tiny_learner(Algo::byol);
+  learner->train();
+  Tensor x = rnd({4, 1, 8, 8}, 7);
+  AdversarialOptions opt;
+  opt.steps = 1;
+  opt.clean_weight = 0.5;
+  Generator g(8);
+  Tensor loss = adversarial_contrastive_step(*learner, x, mul_scalar(x, 0.9), opt, g);
+  CHECK(loss.requires_grad());
+  CHECK(std::isfinite(loss.item()));
+  autograd::backward(loss);
+  int with_grad = 0;
+  for (const Tensor& p : learner->online_parameters()) with_grad += p.grad().defined();
+  CHECK(with_grad == (int)learner->online_parameters().size());
+}
+
+TEST_CASE("train_adversarial: a short run, and its errors") {
+  data::Dataset ds;
+  {
+    Generator g(9);
+    Tensor f = uniform({16, 8, 8, 1}, 0.0, 255.0, g);
+    std::vector<uint8_t> px;
+    for (double v : f.to_vector<double>()) px.push_back((uint8_t)v);
+    ds.images = Tensor::from_vector(px, {16, 8, 8, 1});
+    ds.labels = Tensor::zeros({16}, DType::i64);
+    ds.classes = 1;
+    ds.name = "tiny";
+  }
+  TrainConfig cfg;
+  cfg.algo = Algo::simclr;
+  cfg.model_options.width = 2;
+  cfg.model_options.in_channels = 1;
+  cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
+  cfg.algo_config.proj_dim = 8;
+  cfg.augment = make_augment("crop-flip", "fashion-mnist", 1, 8, 8);
+  cfg.epochs = 1;
+  cfg.batch_size = 8;
+  cfg.warmup_epochs = 0;
+  cfg.progress_seconds = -1;
+  AdversarialOptions opt;
+  opt.steps = 1;
+  TrainResult r = train_adversarial(ds, cfg, opt);
+  REQUIRE(r.history.size() == 1);
+  CHECK(r.history[0].steps == 2);
+  CHECK(std::isfinite(r.history[0].loss));
+  CHECK(r.epochs_done == 1);
+  // The same seed gives the same weights.
+  TrainResult again = train_adversarial(ds, cfg, opt);
+  CHECK(snapshot(*again.learner) == snapshot(*r.learner));
+
+  TrainConfig bad = cfg;
+  bad.checkpoint_path = "/tmp/never-written.h5";
+  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("writes no checkpoint"), Error);
+  bad = cfg;
+  bad.algo = Algo::supervised;
+  bad.algo_config = AlgoConfig::defaults(Algo::supervised);
+  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("simclr, moco or byol"), Error);
+  AdversarialOptions bad_opt;
+  bad_opt.mean = {0.5, 0.5};
+  bad_opt.std = {0.5, 0.5};
+  CHECK_THROWS_WITH_AS(train_adversarial(ds, cfg, bad_opt), doctest::Contains("normalisation has 2"), Error);
+}
+
+TEST_CASE("adversarial views: errors") {
+  auto learner = tiny_learner(Algo::simclr);
+  Tensor x = rnd({4, 1, 8, 8}, 10);
+  Generator g(11);
+  AdversarialOptions opt;
+  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, rnd({3, 1, 8, 8}, 12), opt, g), doctest::Contains("differ"), Error);
+  opt.eps = -0.1;
+  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("eps = -0.1"), Error);
+  opt = AdversarialOptions{};
+  opt.mean = {0.5};
+  opt.std = {0.0};
+  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("std > 0"), Error);
+  opt.std = {0.5, 0.5};
+  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("mean has 1 entries"), Error);
+}
