@@ -3,7 +3,7 @@
 BUILD ?= build
 PATH := /usr/local/cuda/bin:$(PATH)
 export PATH
-DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev \
+DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev libopenblas-openmp-dev \
   liblapacke-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
   zlib1g-dev libfmt-dev dataset-fashion-mnist
 MESON_FLAGS ?=

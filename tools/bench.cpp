@@ -58,15 +58,6 @@ std::vector<double> time_runs(const std::function<void()>& fn, int repeats, int 
 
 double time_median(const std::function<void()>& fn, int repeats, int warmup) { return median(time_runs(fn, repeats, warmup)); }
 
-Device parse_device(const std::string& name) {
-  if (name == "cpu") return Device::cpu;
-  if (name == "cuda") {
-    CP_CHECK(cuda_available(), "bench", "--device cuda, but no usable GPU (or the CUDA backend is not compiled in)");
-    return Device::cuda;
-  }
-  fail("bench", "--device must be cpu or cuda, got '", name, "'");
-}
-
 std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;

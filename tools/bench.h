@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "tools/common.h"  // parse_device
 
 namespace cpoison::tools {
 
@@ -39,8 +40,6 @@ double time_median(const std::function<void()>& fn, int repeats = 5, int warmup 
 std::vector<double> time_runs(const std::function<void()>& fn, int repeats, int warmup = 1);
 double median(std::vector<double> v);
 
-// "cpu" or "cuda" -> Device; anything else, or cuda without a usable GPU, is an Error.
-Device parse_device(const std::string& name);
 // The CPU model from /proc/cpuinfo ("unknown CPU" when it cannot be read).
 std::string cpu_model();
 // Threads the CPU kernels use: OpenMP's and OpenBLAS's thread counts.

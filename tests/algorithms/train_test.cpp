@@ -70,7 +70,7 @@ void check_same_state(const nn::Module& a, const nn::Module& b) {
 
 TEST_CASE("an interrupted and resumed run ends with the weights of an uninterrupted one") {
   for (Algo algo : {Algo::moco, Algo::supervised}) {
-    CAPTURE(algo_name(algo));
+    CAPTURE(std::string(algo_name(algo)));
     data::Dataset ds = tiny_dataset();
     std::string whole = temp_path("whole.h5"), parts = temp_path("parts.h5"), log = temp_path("parts.jsonl");
     std::filesystem::remove(parts);

@@ -83,7 +83,7 @@ TEST_CASE("parse_defense: spec() is canonical and parses back to itself") {
 TEST_CASE("parse_defense: rejected specifications name the key and the value") {
   auto rejects = [](const std::string& spec, const std::string& piece) {
     INFO(spec);
-    CHECK_THROWS_WITH_AS(parse_defense(spec), doctest::Contains(piece), Error);
+    CHECK_THROWS_WITH_AS(parse_defense(spec), doctest::Contains(piece.c_str()), Error);
   };
   rejects("usvt:p=1", "p = 1: the drop probability must be in [0, 1)");
   rejects("usvt:p=-0.1", "p = -0.1");

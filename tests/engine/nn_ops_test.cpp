@@ -167,18 +167,19 @@ TEST_CASE("conv2d gradient checks: stride, padding, bias, groups, depthwise, 1x1
 }
 
 TEST_CASE("conv2d GEMM paths match direct loops across batch chunks (f64 and f32)") {
-  // 16x16 outputs put 4 images in a chunk, so a batch of 6 has a full and a partial chunk;
-  // 2x2 outputs put the whole batch in one chunk; 32x32 outputs run one image at a time.
-  check_conv_against_naive({6, 3, 16, 16}, {5, 3, 3, 3}, 1, 1, 1, true);
+  // Chunk sizes follow from the shapes (engine/backend/cpu/conv.cpp): 32 input channels at 16x16
+  // give chunks of 4 images, so a batch of 6 runs a full and a partial chunk; 32 channels at
+  // 32x32 run one image per GEMM; small convs put the whole batch in one chunk.
+  check_conv_against_naive({6, 32, 16, 16}, {4, 32, 3, 3}, 1, 1, 1, true);
+  check_conv_against_naive({2, 32, 32, 32}, {2, 32, 3, 3}, 1, 1, 1, false);
   check_conv_against_naive({6, 4, 16, 16}, {4, 2, 3, 3}, 1, 1, 2, false);
   check_conv_against_naive({5, 4, 4, 4}, {6, 4, 3, 3}, 2, 1, 1, true);
-  check_conv_against_naive({3, 2, 32, 32}, {3, 2, 3, 3}, 1, 1, 1, false);
-  check_conv_against_naive({3, 4, 8, 8}, {6, 4, 1, 1}, 1, 0, 1, true);   // pointwise, chunked
-  check_conv_against_naive({2, 4, 32, 32}, {3, 4, 1, 1}, 1, 0, 1, true);  // pointwise, one image per GEMM
-  check_conv_against_naive({5, 4, 8, 8}, {6, 4, 1, 1}, 2, 0, 1, false);   // shortcut
-  check_conv_against_naive({3, 4, 9, 9}, {8, 1, 3, 3}, 2, 1, 4, true);    // depthwise, multiplier 2
-  check_conv_against_naive({2, 1, 6, 6}, {3, 1, 3, 3}, 1, 2, 1, false);   // one input channel, wide padding
-  check_conv_against_naive({5, 2, 16, 16}, {256, 2, 3, 3}, 1, 1, 1, false);  // >= 256 outputs: untransposed dW
+  check_conv_against_naive({3, 4, 8, 8}, {6, 4, 1, 1}, 1, 0, 1, true);        // pointwise, chunked
+  check_conv_against_naive({2, 256, 32, 32}, {2, 256, 1, 1}, 1, 0, 1, true);  // pointwise, GEMM on x directly
+  check_conv_against_naive({5, 4, 8, 8}, {6, 4, 1, 1}, 2, 0, 1, false);       // shortcut
+  check_conv_against_naive({3, 4, 9, 9}, {8, 1, 3, 3}, 2, 1, 4, true);        // depthwise, multiplier 2
+  check_conv_against_naive({2, 1, 6, 6}, {3, 1, 3, 3}, 1, 2, 1, false);       // one input channel, wide padding
+  check_conv_against_naive({5, 2, 16, 16}, {256, 2, 3, 3}, 1, 1, 1, false);   // >= 256 outputs: untransposed dW
 }
 
 TEST_CASE("conv2d with a frozen weight computes the input gradient only") {
@@ -204,8 +205,8 @@ TEST_CASE("conv2d with a frozen weight computes the input gradient only") {
 
 TEST_CASE("conv2d results do not depend on the thread count") {
   Generator gen(5, 0);
-  // 16x16 outputs: chunks of 4, 4 and 1 images, whose weight gradients add up in order.
-  Tensor x = uniform({9, 8, 16, 16}, -1, 1, gen), w = uniform({16, 8, 3, 3}, -1, 1, gen);
+  // 32 channels at 16x16: chunks of 4, 4 and 1 images, whose weight gradients add up in order.
+  Tensor x = uniform({9, 32, 16, 16}, -1, 1, gen), w = uniform({16, 32, 3, 3}, -1, 1, gen);
   Tensor gy = uniform({9, 16, 16, 16}, -1, 1, gen);
   auto run = [&](int threads) {
     omp_set_num_threads(threads);

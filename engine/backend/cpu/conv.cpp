@@ -67,12 +67,15 @@ struct Geometry {
   int64_t col_rows() const { return Cg() * KH * KW; }  // the GEMM's inner dimension
   bool pointwise() const { return KH == 1 && KW == 1 && stride == 1 && pad == 0; }
   bool depthwise() const { return Cg() == 1; }
-  // Images per chunk: enough to give the GEMM about kTargetCols columns, capped so that the
-  // column buffer stays under kMaxColElems. A function of the shapes only.
+  // Images per chunk: enough to give the GEMM at least kTargetCols columns and kMinColElems
+  // column entries (small-K convs such as the RGB stem or 1x1 shortcuts would otherwise run
+  // many tiny GEMMs), capped so that the column buffer stays under kMaxColElems (it then stays
+  // in cache). A function of the shapes only, never of the thread count.
   int64_t chunk() const {
-    constexpr int64_t kTargetCols = 1024, kMaxColElems = int64_t(1) << 21;
-    int64_t nb = std::max<int64_t>(1, (kTargetCols + out_plane() - 1) / out_plane());
-    nb = std::min<int64_t>(nb, std::max<int64_t>(1, kMaxColElems / std::max<int64_t>(1, col_rows() * out_plane())));
+    constexpr int64_t kTargetCols = 1024, kMinColElems = int64_t(1) << 18, kMaxColElems = int64_t(1) << 21;
+    const int64_t per_image = std::max<int64_t>(1, col_rows() * out_plane());
+    int64_t nb = std::max<int64_t>((kTargetCols + out_plane() - 1) / out_plane(), (kMinColElems + per_image - 1) / per_image);
+    nb = std::min<int64_t>(nb, std::max<int64_t>(1, kMaxColElems / per_image));
     return std::min(nb, N);
   }
 };

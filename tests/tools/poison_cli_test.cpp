@@ -1,0 +1,323 @@
+// `cpoison poison` and `cpoison export`, run as the built executable (found beside this test
+// executable) on a tiny HDF5 dataset the test writes: 40 images of 8x8x1, 4 classes.
+// Layout letters: N images, H rows, W columns, C channels.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "engine/io/hdf5.h"
+#include "poison/apply.h"
+#include "tests/support/skip.h"
+
+using namespace cpoison;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string cpoison_exe() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : (self.parent_path() / "cpoison").string();
+}
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `cpoison args` (args already shell-quoted where needed) on one thread.
+RunResult run_cpoison(const std::string& args) {
+  std::string cmd = "OMP_NUM_THREADS=1 '" + cpoison_exe() + "' " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, got);
+  int status = pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() / ("cpoison-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// 40 images 8x8x1 with pseudo-random pixels (`salt` changes them), labels i % 4.
+data::Dataset tiny_dataset(uint32_t salt = 0) {
+  const int64_t n = 40, h = 8, w = 8;
+  data::Dataset ds;
+  std::vector<uint8_t> px(n * h * w);
+  uint32_t state = 12345u + salt;
+  for (auto& v : px) {
+    state = state * 1664525u + 1013904223u;
+    v = (uint8_t)(state >> 24);
+  }
+  ds.images = Tensor::from_vector(px, {n, h, w, 1});
+  std::vector<int64_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
+  ds.labels = Tensor::from_vector(labels, {n});
+  ds.classes = 4;
+  ds.name = "tiny";
+  return ds;
+}
+
+std::string write_tiny(const TempDir& dir, const std::string& name = "tiny.h5", uint32_t salt = 0) {
+  std::string path = dir / name;
+  data::save_dataset_h5(path, tiny_dataset(salt), data::Split::train);
+  return path;
+}
+
+bool all_within_unit(const Tensor& delta) {
+  for (float v : delta.to_vector<float>())
+    if (!(std::fabs(v) <= 1.0f)) return false;
+  return true;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A one-round-per-call CP-C run small enough for a test.
+const std::string kTinyCpc =
+    " --attack cp-c --algo simclr --recipe cpu-small --model-steps 1 --noise-batches 1 --width 2 --batch-size 8"
+    " --progress-seconds -1";
+
+#define SKIP_WITHOUT_CPOISON() SKIP_UNLESS(fs::exists(cpoison_exe()), "the cpoison executable is not built beside the tests")
+
+}  // namespace
+
+TEST_CASE("cpoison poison --attack random writes a loadable sample-wise poison and its picture") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  RunResult r = run_cpoison("poison --attack random --data '" + data + "' --eps 8/255 --seed 3 --progress-seconds -1 --out '" +
+                            (dir / "rand.h5") + "'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("poisoned") != std::string::npos);
+  CHECK(r.output.find(" s; poison") != std::string::npos);  // the summary line carries the seconds
+  poison::Poison p = poison::load_poison(dir / "rand.h5");
+  CHECK(p.attack == "random");
+  CHECK(p.kind == "sample");
+  CHECK(p.algorithm == "none");
+  CHECK(p.eps == doctest::Approx(8.0 / 255.0).epsilon(1e-12));
+  CHECK(p.dataset == data);
+  CHECK(p.subset == 0);
+  CHECK(p.seed == 3);
+  CHECK(p.image_count == 40);
+  CHECK(p.classes == 4);
+  CHECK(p.delta.shape() == Shape{40, 1, 8, 8});
+  CHECK(p.indices.numel() == 40);
+  CHECK(all_within_unit(p.delta));
+  io::Attrs a = io::H5Reader(dir / "rand.h5").file_attrs();
+  CHECK(std::get<std::string>(a.at("dataset_name")) == "tiny");
+  CHECK(std::get<std::string>(a.at("data_fingerprint")).size() == 16);
+  CHECK(nlohmann::json::parse(std::get<std::string>(a.at("settings")))["attack"] == "random");
+  CHECK(fs::file_size(dir / "rand.png") > 0);
+}
+
+TEST_CASE("cpoison poison --attack cp-c --recipe cpu-small runs one tiny round and records it") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  RunResult r = run_cpoison("poison" + kTinyCpc + " --rounds 1 --subset 32 --data '" + data + "' --out '" + (dir / "cpc.h5") + "'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("rounds 1/1") != std::string::npos);
+  poison::Poison p = poison::load_poison(dir / "cpc.h5");
+  CHECK(p.attack == "cp-c");
+  CHECK(p.kind == "class");
+  CHECK(p.algorithm == "simclr");
+  CHECK_FALSE(p.dual_branch);
+  CHECK(p.rounds_done == 1);
+  CHECK(p.rounds_total == 1);
+  CHECK(p.subset == 32);
+  CHECK(p.image_count == 32);
+  CHECK(p.classes == 4);
+  CHECK(p.delta.shape() == Shape{4, 1, 8, 8});
+  CHECK(all_within_unit(p.delta));
+  io::Attrs a = io::H5Reader(dir / "cpc.h5").file_attrs();
+  CHECK(std::get<std::string>(a.at("recipe")) == "cpu-small-cp-c");
+  CHECK(std::get<int64_t>(a.at("width")) == 2);
+  CHECK(std::get<std::string>(a.at("augment")) == "cpu-small");
+  CHECK(fs::exists(dir / "cpc.ckpt.h5"));
+  CHECK(fs::file_size(dir / "cpc.png") > 0);
+}
+
+TEST_CASE("cpoison poison --resume finishes a stopped run with the delta of an uninterrupted one") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  std::string common = "poison" + kTinyCpc + " --rounds 2 --subset 0 --seed 5 --data '" + data + "'";
+  RunResult full = run_cpoison(common + " --out '" + (dir / "full.h5") + "'");
+  INFO(full.output);
+  REQUIRE(full.code == 0);
+
+  RunResult cut = run_cpoison(common + " --out '" + (dir / "cut.h5") + "' --stop-after-rounds 1");
+  INFO(cut.output);
+  REQUIRE(cut.code == 0);
+  CHECK(cut.output.find("stopped after round 1 of 2") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "cut.h5"));  // a stopped run leaves only its checkpoint
+  REQUIRE(fs::exists(dir / "cut.ckpt.h5"));
+  CHECK(std::get<int64_t>(io::H5Reader(dir / "cut.ckpt.h5").file_attrs().at("rounds_done")) == 1);
+
+  // Progress on (not -1) so the resumption is reported.
+  RunResult resumed = run_cpoison(common + " --progress-seconds 1000 --out '" + (dir / "cut.h5") + "' --resume");
+  INFO(resumed.output);
+  REQUIRE(resumed.code == 0);
+  CHECK(resumed.output.find("resumed from") != std::string::npos);
+  CHECK(resumed.output.find("after round 1 of 2") != std::string::npos);
+  poison::Poison a = poison::load_poison(dir / "full.h5"), b = poison::load_poison(dir / "cut.h5");
+  CHECK(b.rounds_done == 2);
+  CHECK(b.delta.to_vector<float>() == a.delta.to_vector<float>());
+}
+
+TEST_CASE("cpoison export writes the poisoned set (HDF5 and CIFAR binary), pictures and export.json") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  // --channels 3 makes the noise differ per channel, so the binary's channel-major order shows.
+  RunResult made = run_cpoison("poison --attack random --data '" + data +
+                               "' --subset 32 --subset-seed 2 --channels 3 --ratio 0.5 --seed 1 --progress-seconds -1 --out '" +
+                               (dir / "r.h5") + "'");
+  INFO(made.output);
+  REQUIRE(made.code == 0);
+  RunResult r = run_cpoison("export '" + (dir / "r.h5") + "' --out '" + (dir / "exp") + "'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(r.output.find("exported") != std::string::npos);
+
+  data::LoadOptions lo;
+  lo.channels = 3;
+  data::Dataset clean = data::balanced_subset(data::load_dataset(data, data::Split::train, lo), 32, 2);
+  poison::Poison p = poison::load_poison(dir / "r.h5");
+  CHECK(p.indices.numel() == 16);
+  data::Dataset expected = poison::apply_poison(clean, p);
+  data::Dataset got = data::load_dataset(dir / "exp/poisoned_train.h5", data::Split::train);
+  REQUIRE(got.images.shape() == Shape{32, 8, 8, 3});
+  CHECK(got.images.to_vector<int64_t>() == expected.images.to_vector<int64_t>());
+  CHECK(got.labels.to_vector<int64_t>() == clean.labels.to_vector<int64_t>());
+  CHECK(got.images.to_vector<int64_t>() != clean.images.to_vector<int64_t>());
+
+  // CIFAR-10 records: label byte, then channel 0 row by row, channel 1, channel 2.
+  std::string bin = read_bytes(dir / "exp/poisoned_train.bin");
+  const int64_t C = 3, H = 8, W = 8;
+  REQUIRE((int64_t)bin.size() == 32 * (1 + C * H * W));
+  std::vector<int64_t> px = expected.images.to_vector<int64_t>(), labels = clean.labels.to_vector<int64_t>();
+  CHECK((uint8_t)bin[0] == labels[0]);
+  bool first_record_matches = true;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        first_record_matches &= (uint8_t)bin[1 + (c * H + y) * W + x] == px[(y * W + x) * C + c];
+  CHECK(first_record_matches);
+  CHECK((uint8_t)bin[5 * (1 + C * H * W)] == labels[5]);
+
+  nlohmann::json manifest = nlohmann::json::parse(read_bytes(dir / "exp/export.json"));
+  CHECK(manifest["data"]["images"] == 32);
+  CHECK(manifest["data"]["subset"] == 32);
+  CHECK(manifest["poison"]["attack"] == "random");
+  CHECK(manifest["files"].size() == 4);
+  auto noise = manifest["files"][2]["files"];
+  CHECK(noise.size() >= 1);
+  for (auto& f : noise) CHECK(fs::file_size(dir / ("exp/" + f["name"].get<std::string>())) > 0);
+  CHECK(fs::file_size(dir / "exp/samples.png") > 0);
+}
+
+TEST_CASE("cpoison export of a class-wise poison draws one noise picture per class") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  RunResult made = run_cpoison("poison --attack random --kind class --data '" + data + "' --progress-seconds -1 --out '" +
+                               (dir / "c.h5") + "'");
+  INFO(made.output);
+  REQUIRE(made.code == 0);
+  CHECK(poison::load_poison(dir / "c.h5").delta.shape() == Shape{4, 1, 8, 8});
+  CHECK(fs::file_size(dir / "c.png") > 0);
+  RunResult r = run_cpoison("export '" + (dir / "c.h5") + "' --out '" + (dir / "exp") + "'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  for (int k = 0; k < 4; ++k) CHECK(fs::exists(dir / ("exp/noise_class_" + std::to_string(k) + ".png")));
+  CHECK_FALSE(fs::exists(dir / "exp/noise_class_4.png"));
+  CHECK(fs::file_size(dir / "exp/poisoned_train.bin") == 40 * (1 + 64));
+}
+
+TEST_CASE("cpoison export refuses data that disagrees with the poison, accepts the same data moved") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  RunResult made = run_cpoison("poison --attack random --data '" + data + "' --subset 20 --progress-seconds -1 --out '" +
+                               (dir / "r.h5") + "'");
+  INFO(made.output);
+  REQUIRE(made.code == 0);
+
+  RunResult subset = run_cpoison("export '" + (dir / "r.h5") + "' --subset 24 --out '" + (dir / "x") + "'");
+  CHECK(subset.code == 1);
+  CHECK(subset.output.find("--subset 24 disagrees") != std::string::npos);
+
+  std::string other = write_tiny(dir, "other.h5", /*salt=*/99);
+  RunResult wrong = run_cpoison("export '" + (dir / "r.h5") + "' --data '" + other + "' --out '" + (dir / "x") + "'");
+  CHECK(wrong.code == 1);
+  CHECK(wrong.output.find("differ from those the poison") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "x/poisoned_train.h5"));
+
+  fs::copy_file(data, dir / "moved.h5");
+  RunResult moved = run_cpoison("export '" + (dir / "r.h5") + "' --data '" + (dir / "moved.h5") + "' --subset 20 --out '" +
+                                (dir / "y") + "'");
+  INFO(moved.output);
+  CHECK(moved.code == 0);
+  CHECK(fs::file_size(dir / "y/poisoned_train.bin") == 20 * (1 + 64));
+}
+
+TEST_CASE("cpoison poison and export reject bad input with a message naming the problem") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  const std::string out = " --progress-seconds -1 --out '" + (dir / "p.h5") + "'";
+  struct Case {
+    std::string args, expected;
+  } cases[] = {
+      {"poison --attack bogus --data '" + data + "'" + out, "unknown attack 'bogus'"},
+      {"poison --attack random --eps 2 --data '" + data + "'" + out, "--eps"},
+      {"poison --attack random --eps 8/0 --data '" + data + "'" + out, "divides by zero"},
+      {"poison --attack random --eps abc --data '" + data + "'" + out, "'abc' is not a number"},
+      {"poison --attack random --data '" + (dir / "missing.h5") + "'" + out, "missing.h5"},
+      {"poison --attack cp-s --recipe cp-c --data '" + data + "'" + out, "--recipe"},
+      {"poison --attack cp-c --algo nope --data '" + data + "'" + out, "nope"},
+      {"poison --attack random --ratio 1.5 --data '" + data + "'" + out, "ratio"},
+      {"poison --attack random --data '" + data + "' --out '" + (dir / "no/such/dir/p.h5") + "'", "does not exist"},
+      {"export '" + (dir / "none.h5") + "' --out '" + (dir / "x") + "'", "none.h5"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = run_cpoison(c.args);
+    INFO(c.args);
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find(c.expected) != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(dir / "p.h5"));
+  RunResult missing_out = run_cpoison("poison --attack random --data '" + data + "'");
+  CHECK(missing_out.code != 0);
+  CHECK(missing_out.output.find("--out") != std::string::npos);
+}

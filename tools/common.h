@@ -1,0 +1,100 @@
+// Pieces shared by the `cpoison` subcommands: the data options of every command that reads a
+// dataset (--data, --data-root, --subset, --subset-seed, --pad-to, --channels), --device, number
+// parsing for fractions like 8/255, output-path helpers, and the poison-file extras that
+// `cpoison poison` writes and `cpoison export` reads back (data fingerprint, noise pictures).
+// Layout letters: N images, K classes, C channels, H rows, W columns.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/data/dataset.h"
+#include "engine/io/hdf5.h"
+#include "poison/poison_file.h"
+
+namespace cpoison::tools {
+
+// ---------------------------------------------------------------- data options
+
+// Which training images a command works on. The same fields (under the attribute names of
+// to_attrs()) are recorded in train checkpoints and poison files, so a later command can
+// default to the data an earlier one used.
+struct DataOptions {
+  std::string data;       // built-in name (fashion-mnist, mnist, cifar10, cifar100, stl10) or an .h5 file
+  std::string data_root;  // directory of a built-in dataset's files ("" = the usual places)
+  int64_t subset = 0;     // > 0: a class-balanced subset of this many training images
+  uint64_t subset_seed = 0;
+  int64_t pad_to = 0;     // > 0: zero-pad images centrally to pad_to x pad_to
+  int64_t channels = 0;   // 0: as stored; 3: replicate grayscale to colour; 1: needs 1-channel data
+
+  // The options add_data_options registered, by flag ("--subset"), to tell values given on the
+  // command line from defaults. Empty when the struct was filled by hand.
+  std::map<std::string, CLI::Option*> options;
+
+  // True when `flag` was registered and given on the command line.
+  bool given(const std::string& flag) const;
+  // The registered option (for presets that change a default); Error when not registered.
+  CLI::Option* option(const std::string& flag) const;
+
+  data::LoadOptions load_options() const;  // root, pad_to, channels
+  // Attributes dataset, subset, subset_seed, pad_to, channels (the names train checkpoints use).
+  io::Attrs to_attrs() const;
+  // A copy in which every value not given on the command line comes from `recorded` (attributes
+  // as to_attrs() writes them); values absent there keep their defaults.
+  DataOptions with_recorded(const io::Attrs& recorded) const;
+  // "fashion-mnist (subset 5000, seed 0, pad to 32, 3 channels)", omitting defaults.
+  std::string describe() const;
+};
+
+// Registers --data (required when `data_required`; otherwise o.data, when not empty, is shown
+// as the default), --data-root, --subset, --subset-seed, --pad-to and --channels on `app`, bound
+// to `o` (which must outlive the parse, e.g. held by a shared_ptr captured in the callback).
+void add_data_options(CLI::App& app, DataOptions& o, bool data_required = false);
+
+// The training split with pad_to/channels applied, then the balanced subset when subset > 0.
+// Errors (from data::load_dataset / balanced_subset) name the dataset and what is wrong; an
+// empty o.data is an Error asking for --data.
+data::Dataset load_train(const DataOptions& o);
+// The test split with pad_to/channels applied (never subset: evaluations use the whole test
+// set), or its first `limit` images when limit > 0.
+data::Dataset load_test(const DataOptions& o, int64_t limit = 0);
+
+// "cpu" or "cuda"; Error naming --device for anything else or when CUDA is unavailable.
+Device parse_device(const std::string& s);
+
+// ---------------------------------------------------------------- small parsers and paths
+
+// A number written as a decimal ("0.0314", "1e-2") or a fraction ("8/255"). Error naming
+// `flag` and the text when it is neither or the denominator is zero.
+double parse_fraction(const std::string& text, const std::string& flag);
+// "8/255" when value * 255 is (within 1e-9) an integer, else "%g".
+std::string format_pixels(double value);
+// path without a trailing ".h5"/".hdf5", plus `suffix` ("out.h5", ".png" -> "out.png").
+std::string with_suffix(const std::string& path, const std::string& suffix);
+
+// ---------------------------------------------------------------- poison-file extras
+
+// FNV-1a 64 over the images' shape, pixels and labels, as 16 hex digits: `cpoison poison`
+// records it so that `cpoison export` can prove it applies a poison to the same images.
+std::string data_fingerprint(const data::Dataset& ds);
+
+// Saves a poison file (poison::save_poison's layout) with extra root attributes; atomic.
+// Error when an extra key collides with one save_poison writes.
+void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra);
+
+// The training rows (ascending) that carry noise and have label k, at most `limit` of them.
+std::vector<int64_t> poisoned_rows_of_class(const poison::Poison& p, const data::Dataset& ds, int64_t k, int64_t limit);
+
+// Writes a PNG grid of amplified noise, (delta + 1) / 2, one tile per entry of delta_rows
+// (rows of p.delta; -1 leaves a blank white tile), `columns` tiles per row.
+void write_noise_grid(const std::string& path, const poison::Poison& p, const std::vector<int64_t>& delta_rows,
+                      int64_t columns);
+
+// The picture `cpoison poison` writes beside the poison file: class-wise, one tile per class;
+// sample-wise, one row per class holding the noise of its first 8 poisoned images.
+void write_poison_overview(const std::string& path, const poison::Poison& p, const data::Dataset& train);
+
+}  // namespace cpoison::tools

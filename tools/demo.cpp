@@ -1,0 +1,60 @@
+// `cpoison demo` (`make demo`): contrastive poisoning end to end on Fashion-MNIST at the
+// cpu-scale reference's settings, scaled to a 15-minute budget on 2 cores; prints a Markdown
+// table and writes results/demo/ (table.md, summary.json, the poison files and noise pictures).
+//   cpoison demo                       the default schedule (see --scale)
+//   cpoison demo --scale 1             the reference's full schedule (about an hour on 2 cores)
+//   cpoison demo --quick               a tiny smoke run
+#include <memory>
+
+#include "tools/command.h"
+#include "tools/common.h"
+#include "tools/experiment/demo.h"
+
+namespace {
+
+using namespace cpoison;
+using cpoison::tools::experiment::DemoOptions;
+
+// The default fraction of the reference's epochs and rounds: what fits 15 minutes on 2 cores
+// at the speed measured for this build (docs/experiments.md, "The demo").
+constexpr double kDefaultScale = 0.2;
+
+void setup(CLI::App& app) {
+  auto o = std::make_shared<DemoOptions>();
+  auto eps = std::make_shared<std::string>("8/255");
+  auto device = std::make_shared<std::string>("cpu");
+  o->scale = kDefaultScale;
+  app.add_option("--out", o->out, "Output folder")->capture_default_str();
+  app.add_option("--data", o->data, "Dataset (built-in name or HDF5 dataset file)")->capture_default_str();
+  app.add_option("--data-root", o->data_root, "Directory of the dataset's files");
+  app.add_option("--images", o->images, "Class-balanced training images (the reference: 5000)")->capture_default_str();
+  app.add_option("--test-images", o->test_images, "First N test images (0: all 10000)")->capture_default_str();
+  app.add_option("--width", o->width, "ResNet-18 base width")->capture_default_str();
+  app.add_option("--scale", o->scale,
+                 "Fraction of the reference's epochs and rounds (SimCLR 30, supervised 15 epochs; CP-C 10, CP-S 12 "
+                 "rounds) to run; 1 = the reference")
+      ->capture_default_str();
+  app.add_option("--victim-epochs", o->victim_epochs, "SimCLR victim epochs before --scale")->capture_default_str();
+  app.add_option("--supervised-epochs", o->supervised_epochs, "Supervised victim epochs before --scale")->capture_default_str();
+  app.add_option("--cp-c-rounds", o->cp_c_rounds, "CP-C rounds before --scale")->capture_default_str();
+  app.add_option("--cp-s-rounds", o->cp_s_rounds, "CP-S rounds before --scale")->capture_default_str();
+  app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->capture_default_str();
+  app.add_option("--cp-c-victim", o->cp_c_victim, "Train a SimCLR victim on CP-C data: auto (if the budget allows), yes, no")
+      ->check(CLI::IsMember({"auto", "yes", "no"}))
+      ->capture_default_str();
+  app.add_option("--budget-minutes", o->budget_minutes, "Time budget that decides --cp-c-victim auto")->capture_default_str();
+  app.add_flag("--quick", o->quick, "A tiny smoke run (200 images, width 4, one epoch/round per stage)");
+  app.add_flag("--fresh", o->fresh, "Discard the demo's cached stages first");
+  app.add_option("--seed", o->seed, "Seed of everything")->capture_default_str();
+  app.add_option("--device", *device, "cpu | cuda")->capture_default_str();
+  app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
+      ->capture_default_str();
+  app.callback([o, eps, device] {
+    o->eps = tools::parse_fraction(*eps, "--eps");
+    o->device = tools::parse_device(*device);
+    tools::experiment::run_demo(*o);
+  });
+}
+
+}  // namespace
+CPOISON_COMMAND(demo, "End-to-end demo on Fashion-MNIST: poisons, victims, probes, alignment; writes results/demo/", setup);

@@ -1,0 +1,1001 @@
+#include "tools/experiment/cells.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "algorithms/eval.h"
+#include "algorithms/train.h"
+#include "defense/defense.h"
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/io/hdf5.h"
+#include "engine/nn/module.h"
+#include "engine/ops/ops.h"
+#include "models/registry.h"
+#include "poison/apply.h"
+#include "poison/generate.h"
+#include "tools/common.h"
+
+namespace cpoison::tools::experiment {
+
+namespace fs = std::filesystem;
+using algorithms::Algo;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// "0.5" -> "0.5", 8/255 -> "8-255": short, file-name safe numbers for ids.
+std::string id_number(double v) {
+  double k = v * 255.0;
+  if (v < 1 && std::fabs(k - std::round(k)) < 1e-9 && std::round(k) >= 1) return std::to_string((int)std::round(k)) + "-255";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Lower-case letters, digits, '.', '-'; everything else becomes '-' (runs collapsed).
+std::string slug(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    char c = (char)std::tolower((unsigned char)ch);
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.';
+    if (ok) out += c;
+    else if (!out.empty() && out.back() != '-') out += '-';
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out;
+}
+
+std::string dataset_slug(const DataSettings& d) {
+  std::string name = fs::path(d.dataset).stem().string();
+  return slug(name);
+}
+
+DataOptions data_options(const DataSettings& d, const std::string& root) {
+  DataOptions o;
+  o.data = d.dataset;
+  o.data_root = root;
+  o.subset = d.subset;
+  o.subset_seed = (uint64_t)d.subset_seed;
+  o.pad_to = d.pad_to;
+  o.channels = d.channels;
+  return o;
+}
+
+std::string data_key(const DataSettings& d) {
+  DataSettings c = d;
+  return to_json_fields(c).dump();
+}
+
+nlohmann::json train_json(const TrainSettings& t) {
+  TrainSettings c = t;
+  nlohmann::json j = to_json_fields(c);
+  j.erase("checkpoint_every");  // resuming is exact: the checkpoint interval does not change the result
+  return j;
+}
+
+bool is_contrastive(const std::string& algo) { return algo == "simclr" || algo == "moco" || algo == "byol"; }
+
+// The first key path where two JSON values differ ("" when equal).
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path) {
+  if (a == b) return "";
+  if (a.is_object() && b.is_object()) {
+    std::set<std::string> keys;
+    for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
+    for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
+    for (const auto& k : keys) {
+      std::string sub = path.empty() ? k : path + "." + k;
+      if (!a.contains(k) || !b.contains(k)) return sub;
+      std::string d = first_difference(a[k], b[k], sub);
+      if (!d.empty()) return d;
+    }
+  }
+  return path.empty() ? "(top level)" : path + " (" + a.dump() + " before, " + b.dump() + " now)";
+}
+
+algorithms::AlgoConfig algo_config(const std::string& algo, const Settings& s, bool dual_branch) {
+  Algo a = algorithms::parse_algo(algo);
+  algorithms::AlgoConfig c = algorithms::AlgoConfig::defaults(a);
+  if (a != Algo::supervised) {
+    const AlgoSettings& o = s.algo_settings(algo);
+    if (o.temperature > 0) c.temperature = o.temperature;
+    if (o.ema_momentum >= 0) c.momentum = o.ema_momentum;
+    if (o.queue_size >= 0) c.queue_size = o.queue_size;
+    if (o.proj_hidden >= 0) c.proj_hidden = o.proj_hidden;
+    if (o.proj_dim > 0) c.proj_dim = o.proj_dim;
+    if (o.pred_hidden > 0) c.pred_hidden = o.pred_hidden;
+  }
+  c.dual_branch = dual_branch;
+  c.seed = s.seed;
+  return c;
+}
+
+nlohmann::json algo_json(const std::string& algo, const Settings& s) {
+  if (!is_contrastive(algo)) return nullptr;
+  AlgoSettings a = s.algo_settings(algo);
+  return to_json_fields(a);
+}
+
+// The augmentation of a training run; translate-flip is flip + normalisation here, the
+// translation being the batch hook's.
+AugmentConfig train_augment(const TrainSettings& t, const data::Dataset& ds) {
+  std::string kind = t.augment == "translate-flip" ? "none" : t.augment;
+  AugmentConfig a = algorithms::make_augment(kind, ds.name, ds.channels(), ds.height(), ds.width());
+  if (t.augment == "translate-flip") a.flip = true;
+  return a;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- cells and plans
+
+CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings& s, const std::string& where) {
+  CellSpec c;
+  c.model = s.model;
+  c.attacker_model = s.model;
+  c.eps = s.poison.eps;
+  c.dataset = s.data.dataset;
+  auto apply = [&](const CellKeys& k) {
+    if (k.victim) c.victim = *k.victim;
+    if (k.attack) c.attack = *k.attack;
+    if (k.attacker) c.attacker = *k.attacker;
+    if (k.kind) c.kind = *k.kind;
+    if (k.dual_branch) c.dual_branch = *k.dual_branch;
+    if (k.ratio) c.ratio = *k.ratio;
+    if (k.eps) c.eps = *k.eps;
+    if (k.model) c.model = *k.model;
+    if (k.attacker_model) c.attacker_model = *k.attacker_model;
+    if (k.defense) c.defense = *k.defense;
+    if (k.dataset) c.dataset = *k.dataset;
+  };
+  apply(column);
+  apply(row);
+  const std::string& a = c.attack;
+  if (a == "none" || a == "clean-only") {
+    c.attacker = "none";
+  } else if (a == "random") {
+    c.attacker = "none";
+    if (c.kind.empty()) c.kind = "sample";
+  } else if (a == "unlearnable" || a == "adversarial") {
+    CP_CHECK(c.attacker.empty() || c.attacker == "supervised", where, "attack ", a,
+             " uses a supervised attacker, not '", c.attacker, "'");
+    c.attacker = "supervised";
+    if (c.kind.empty()) c.kind = "sample";
+    CP_CHECK(a != "adversarial" || c.kind == "sample", where, "adversarial poisoning is sample-wise");
+  } else {  // cp-s, cp-c
+    if (c.attacker.empty()) c.attacker = c.victim;
+    CP_CHECK(is_contrastive(c.attacker), where, "attack ", a, " needs a contrastive attacker (simclr, moco, byol); the ",
+             c.attacker.empty() ? std::string("victim") : c.attacker,
+             " cell has none: set attacker = \"simclr\" (or moco, byol)");
+    std::string natural = a == "cp-s" ? "sample" : "class";
+    CP_CHECK(c.kind.empty() || c.kind == natural, where, "attack ", a, " is ", natural, "-wise, not ", c.kind);
+    c.kind = natural;
+  }
+  if (c.defense != "none") {
+    defense::Defense d = defense::parse_defense(c.defense);
+    CP_CHECK(d.is_batch_transform() || is_contrastive(c.victim), where,
+             "adversarial training is offered for contrastive victims only");
+    c.defense = d.spec();
+  }
+  return c;
+}
+
+PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
+                          bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
+                          const Settings& s) {
+  PoisonJob j;
+  j.attack = attack;
+  j.attacker = attacker;
+  j.kind = kind;
+  // Only momentum-encoder attackers have a second branch; the flag means nothing elsewhere.
+  j.dual_branch = (attacker == "moco" || attacker == "byol") ? dual_branch : true;
+  j.eps = eps;
+  j.ratio = ratio;
+  j.model = model;
+  j.data = data;
+  std::string id = "poison-" + attack;
+  if (attacker != "none") id += "-" + attacker;
+  bool natural_kind = (attack == "cp-c") == (kind == "class");
+  if (attack == "random" || attack == "unlearnable" || !natural_kind) id += "-" + kind;
+  if (!j.dual_branch) id += "-single";
+  if (ratio != 1.0) id += "-r" + id_number(ratio);
+  if (std::fabs(eps - s.poison.eps) > 1e-12) id += "-eps" + id_number(eps);
+  if (model != s.model && attack != "random") id += "-" + model;
+  if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
+  j.id = id;
+  if (attack == "cp-s" && s.poison.cp_s_init == "cp-c") {
+    PoisonJob init = make_poison_job("cp-c", attacker, "class", dual_branch, eps, ratio, model, data, s);
+    j.init_from = init.id;
+  }
+
+  PoisonSettings ps = s.poison;
+  nlohmann::json poison = to_json_fields(ps);
+  poison.erase("checkpoint_every");
+  DataSettings d = data;
+  j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
+              {"dual_branch", j.dual_branch}, {"eps", eps}, {"ratio", ratio}, {"model", model},
+              {"width", s.width}, {"seed", s.seed}, {"data", to_json_fields(d)}, {"poison", poison},
+              {"augment", attacker == "supervised" ? std::string("crop-flip") : s.victim.augment},
+              {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
+  if (attack == "random") {  // only eps, kind, ratio, seed and the data matter
+    j.config.erase("poison");
+    j.config.erase("augment");
+    j.config.erase("algo");
+    j.config.erase("model");
+    j.config.erase("width");
+  }
+  return j;
+}
+
+VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
+                          const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense_spec,
+                          const Settings& s) {
+  VictimJob j;
+  j.algo = algo;
+  j.model = model;
+  j.data = data;
+  j.clean_only = clean_only;
+  j.ratio = ratio;
+  j.defense = defense_spec.empty() ? "none" : defense::parse_defense(defense_spec).spec();
+  std::string id = "victim-" + algo;
+  if (model != s.model) id += "-" + model;
+  if (poison) {
+    j.poison = poison->id;
+    id += "-" + poison->id.substr(std::string("poison-").size());
+  } else if (clean_only) {
+    id += "-clean-only-r" + id_number(ratio);
+  } else {
+    id += "-clean";
+    if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
+  }
+  if (j.defense != "none") id += "-" + slug(j.defense);
+  j.id = id;
+  const TrainSettings& t = algo == "supervised" ? s.supervised : s.victim;
+  DataSettings d = data;
+  EvalSettings e = s.eval;
+  j.config = {{"job", "victim"},
+              {"train",
+               {{"algo", algo},
+                {"model", model},
+                {"width", s.width},
+                {"seed", s.seed},
+                {"data", to_json_fields(d)},
+                {"poison", poison ? poison->config : nlohmann::json(nullptr)},
+                {"clean_only", clean_only},
+                {"ratio", clean_only ? ratio : 1.0},
+                {"defense", j.defense},
+                {"training", train_json(t)},
+                {"algo_settings", algo_json(algo, s)}}},
+              {"eval", to_json_fields(e)}};
+  return j;
+}
+
+Plan make_plan(const Preset& p) {
+  Plan plan;
+  const Settings& s = p.settings;
+  std::map<std::string, int> victim_index;
+  std::set<std::string> poison_ids;
+  auto add_poison = [&](const PoisonJob& job, auto& self) -> void {
+    if (poison_ids.count(job.id)) return;
+    if (!job.init_from.empty()) {
+      PoisonJob init = make_poison_job("cp-c", job.attacker, "class", job.dual_branch, job.eps, job.ratio, job.model,
+                                       job.data, s);
+      self(init, self);
+    }
+    poison_ids.insert(job.id);
+    plan.poisons.push_back(job);
+  };
+  plan.grid.assign(p.rows.size(), std::vector<int>(p.columns.size(), -1));
+  for (size_t r = 0; r < p.rows.size(); ++r) {
+    if (!p.rows[r].mean_of.empty()) continue;
+    for (size_t c = 0; c < p.columns.size(); ++c) {
+      if (!p.columns[c].mean_of.empty()) continue;
+      std::string where = p.file + ": cell (row '" + p.rows[r].label + "', column '" + p.columns[c].label + "')";
+      CellSpec cell = merge_cell(p.columns[c].keys, p.rows[r].keys, s, where);
+      DataSettings data = s.data;
+      data.dataset = cell.dataset;
+      if (cell.attack == "clean-only" && cell.ratio >= 1.0) continue;  // nothing left to train on
+      const PoisonJob* poison = nullptr;
+      PoisonJob pj;
+      if (cell.attack != "none" && cell.attack != "clean-only") {
+        pj = make_poison_job(cell.attack, cell.attacker, cell.kind, cell.dual_branch, cell.eps, cell.ratio,
+                             cell.attacker_model, data, s);
+        add_poison(pj, add_poison);
+        poison = &pj;
+      }
+      VictimJob vj = make_victim_job(cell.victim, cell.model, data, poison, cell.attack == "clean-only", cell.ratio,
+                                     cell.defense, s);
+      auto it = victim_index.find(vj.id);
+      if (it == victim_index.end()) {
+        it = victim_index.emplace(vj.id, (int)plan.victims.size()).first;
+        plan.victims.push_back(vj);
+      }
+      plan.grid[r][c] = it->second;
+    }
+  }
+  return plan;
+}
+
+// ---------------------------------------------------------------- files
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    CP_CHECK(out.good(), tmp, "cannot open for writing");
+    out << j.dump(2) << "\n";
+    CP_CHECK(out.good(), tmp, "write failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  CP_CHECK(!ec, path, "cannot rename ", tmp, " into place: ", ec.message());
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  CP_CHECK(in.good(), path, "cannot open");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail(path, "not valid JSON: ", e.what());
+  }
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s)) return "?";
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), (int)std::fmod(s / 60, 60));
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", (int)(s / 60), (int)std::fmod(s, 60));
+  else std::snprintf(buf, sizeof buf, "%.1fs", s);
+  return buf;
+}
+
+// ---------------------------------------------------------------- pieces
+
+Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen) {
+  CP_CHECK(x.dim() == 4, "random_translate", "x must be [B,C,H,W], got ", x.shape());
+  CP_CHECK(max_shift >= 0, "random_translate", "max_shift must be >= 0, got ", max_shift);
+  if (max_shift == 0) return x;
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), s = max_shift;
+  Tensor rows = Tensor::zeros({B, C, s, W}, x.dtype(), x.device());
+  Tensor tall = concat({rows, x, rows}, 2);  // [B, C, H + 2s, W]
+  Tensor cols = Tensor::zeros({B, C, H + 2 * s, s}, x.dtype(), x.device());
+  Tensor padded = concat({cols, tall, cols}, 3);  // [B, C, H + 2s, W + 2s]
+  std::vector<double> boxes(4 * B);
+  for (int64_t i = 0; i < B; ++i) {
+    boxes[4 * i] = (double)gen.randint(0, 2 * s + 1);
+    boxes[4 * i + 1] = (double)gen.randint(0, 2 * s + 1);
+    boxes[4 * i + 2] = (double)H;
+    boxes[4 * i + 3] = (double)W;
+  }
+  // A window of the input's own size maps pixel to pixel (align_corners): a pure shift.
+  return resize_window(padded, Tensor::from_vector(boxes, {B, 4}, DType::f64), H, W);
+}
+
+double classifier_accuracy(algorithms::Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
+                           const std::vector<double>& std, int64_t batch_size, Device device) {
+  CP_CHECK(ds.size() > 0, "classifier_accuracy", "empty dataset");
+  models::Encoder& enc = learner.encoder();
+  const bool was_training = learner.is_training();
+  learner.eval();
+  autograd::NoGradGuard no_grad;
+  auto labels = ds.labels.to_vector<int64_t>();
+  int64_t right = 0;
+  for (int64_t i = 0; i < ds.size(); i += batch_size) {
+    int64_t j = std::min(ds.size(), i + batch_size);
+    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, std);
+    auto pred = argmax(enc.logits(x), 1).to(Device::cpu).to_vector<int64_t>();
+    for (int64_t k = 0; k < j - i; ++k) right += pred[k] == labels[i + k];
+  }
+  learner.train(was_training);
+  return 100.0 * (double)right / (double)ds.size();
+}
+
+double metric_value(const nlohmann::json& r, Metric m) {
+  const double nan = std::nan("");
+  auto get = [&](const char* a, const char* b) -> double {
+    if (!r.contains(a) || !r[a].is_object() || !r[a].contains(b) || !r[a][b].is_number()) return nan;
+    return r[a][b].get<double>();
+  };
+  switch (m) {
+    case Metric::probe: {
+      double v = get("probe", "poisoned");
+      return std::isnan(v) ? get("supervised", "test_accuracy") : v;
+    }
+    case Metric::clean_probe: {
+      double v = get("probe", "clean");
+      return std::isnan(v) ? get("supervised", "test_accuracy") : v;
+    }
+    case Metric::align_poisoned: return get("alignment", "poisoned");
+    case Metric::align_clean: return get("alignment", "clean");
+    case Metric::align_gap: return get("alignment", "clean") - get("alignment", "poisoned");
+  }
+  return nan;
+}
+
+// ---------------------------------------------------------------- runner
+
+Runner::Runner(Settings settings, Options options) : settings_(std::move(settings)), options_(std::move(options)) {
+  CP_CHECK(!options_.root.empty(), "Runner", "the results folder is empty");
+}
+
+std::string Runner::dir(const std::string& id) const { return (fs::path(options_.root) / id).string(); }
+std::string Runner::poison_path(const std::string& id) const { return (fs::path(dir(id)) / "poison.h5").string(); }
+
+const data::Dataset& Runner::train_set(const DataSettings& d) {
+  std::string key = "train" + data_key(d);
+  auto it = datasets_.find(key);
+  if (it != datasets_.end()) return it->second;
+  return datasets_.emplace(key, load_train(data_options(d, options_.data_root))).first->second;
+}
+
+const data::Dataset& Runner::test_set(const DataSettings& d) {
+  std::string key = "test" + data_key(d);
+  auto it = datasets_.find(key);
+  if (it != datasets_.end()) return it->second;
+  return datasets_.emplace(key, load_test(data_options(d, options_.data_root), d.test_subset)).first->second;
+}
+
+int64_t Runner::train_size(const DataSettings& d) {
+  static const std::map<std::string, int64_t> known{
+      {"fashion-mnist", 60000}, {"mnist", 60000}, {"cifar10", 50000}, {"cifar100", 50000}, {"stl10", 5000}};
+  auto it = known.find(d.dataset);
+  int64_t full = it != known.end() ? it->second : -1;
+  if (d.subset > 0 && (full < 0 || d.subset <= full)) return d.subset;
+  if (full > 0) return full;
+  return train_set(d).size();
+}
+
+namespace {
+int64_t test_size_guess(const DataSettings& d) {
+  if (d.test_subset > 0) return d.test_subset;
+  return d.dataset == "stl10" ? 8000 : 10000;
+}
+}  // namespace
+
+nlohmann::json Runner::cached(const std::string& id, const nlohmann::json& config) const {
+  fs::path d = dir(id);
+  fs::path cfg = d / "config.json", res = d / "result.json";
+  if (!fs::exists(cfg)) return nullptr;
+  nlohmann::json old = read_json(cfg.string());
+  if (old != config) {
+    std::string diff = first_difference(old, config, "");
+    bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
+    if (eval_only || options_.redo_changed) return nullptr;
+    fail(d.string(), "this cell was run with different settings (first difference: ", diff,
+         "); pass --redo-changed to discard it, or remove the folder");
+  }
+  if (!fs::exists(res)) return nullptr;
+  return read_json(res.string());
+}
+
+std::string Runner::status(const std::string& id, const nlohmann::json& config) const {
+  fs::path d = dir(id);
+  fs::path cfg = d / "config.json";
+  if (!fs::exists(cfg)) return "pending";
+  nlohmann::json old;
+  try {
+    old = read_json(cfg.string());
+  } catch (const Error&) {
+    return "changed";
+  }
+  if (old != config) {
+    bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
+    if (!eval_only) return "changed";
+    return "partial";  // trained; the evaluation runs again
+  }
+  if (fs::exists(d / "result.json")) return "done";
+  for (const char* f : {"victim.h5", "poison.ckpt.h5", "train.json"})
+    if (fs::exists(d / f)) return "partial";
+  return "pending";
+}
+
+std::string Runner::prepare(const std::string& id, const nlohmann::json& config) {
+  fs::path d = dir(id);
+  fs::path cfg = d / "config.json";
+  if (fs::exists(cfg)) {
+    nlohmann::json old = read_json(cfg.string());
+    if (old != config) {
+      bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
+      if (eval_only) {
+        fs::remove(d / "result.json");
+      } else {
+        CP_CHECK(options_.redo_changed, d.string(), "this cell was run with different settings (first difference: ",
+                 first_difference(old, config, ""), "); pass --redo-changed to discard it, or remove the folder");
+        std::fprintf(stderr, "[experiment] %s: settings changed, discarding its old results\n", id.c_str());
+        fs::remove_all(d);
+      }
+    }
+  }
+  fs::create_directories(d);
+  write_json(cfg.string(), config);
+  return d.string();
+}
+
+// ---- poisons
+
+namespace {
+
+// Views (augmented images through the network) one round of generation processes.
+double poison_round_views(const poison::PoisonConfig& c, int64_t n, bool contrastive) {
+  const int64_t m = std::max<int64_t>(1, (int64_t)std::llround(c.ratio * (double)n));
+  const int64_t bs = std::min<int64_t>(c.batch_size, m);
+  const int64_t per_epoch = std::max<int64_t>(1, n / std::max<int64_t>(1, std::min<int64_t>(c.batch_size, n)));
+  const int64_t model_steps = c.model_steps > 0 ? c.model_steps : per_epoch;
+  const int64_t noise_batches = c.noise_batches > 0 ? c.noise_batches : std::max<int64_t>(1, m / bs);
+  const double views = contrastive ? 2.0 : 1.0;
+  double model = c.attack == poison::Attack::adversarial ? 0.0 : (double)(model_steps * std::min(c.batch_size, n)) * views;
+  return model + (double)(noise_batches * c.pgd_steps * bs) * views;
+}
+
+poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, const data::Dataset& train) {
+  using poison::Attack;
+  Attack attack = poison::parse_attack(job.attack);
+  poison::PoisonConfig c;
+  const PoisonSettings& ps = s.poison;
+  if (attack == Attack::cp_class || attack == Attack::cp_sample) {
+    std::string recipe = (ps.recipe == "paper" ? "" : "cpu-small-") + job.attack;
+    c = poison::PoisonConfig::recipe(recipe, algorithms::parse_algo(job.attacker));
+    if (attack == Attack::cp_class) {
+      if (ps.cp_c_rounds > 0) c.rounds = ps.cp_c_rounds;
+      if (ps.cp_c_model_steps > 0) c.model_steps = ps.cp_c_model_steps;
+      if (ps.cp_c_noise_batches > 0) c.noise_batches = ps.cp_c_noise_batches;
+    } else {
+      if (ps.cp_s_rounds > 0) c.rounds = ps.cp_s_rounds;
+      if (ps.cp_s_pgd_steps > 0) c.pgd_steps = ps.cp_s_pgd_steps;
+    }
+    const AlgoSettings& a = s.algo_settings(job.attacker);
+    if (a.lr > 0) c.lr = a.lr;
+    c.algo_config = algo_config(job.attacker, s, job.dual_branch);
+    c.augment = train_augment(s.victim, train);
+  } else {
+    c.attack = attack;
+    c.kind = job.kind;
+    c.algo = Algo::supervised;
+    c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
+    c.augment = algorithms::make_augment("crop-flip", train.name, train.channels(), train.height(), train.width());
+    c.lr = 0.1;
+    c.batch_size = s.supervised.batch_size;
+    if (attack == Attack::unlearnable) {
+      c.rounds = ps.unlearnable_rounds;
+      c.model_steps = ps.unlearnable_model_steps;
+      c.noise_batches = 0;
+      c.pgd_steps = ps.unlearnable_pgd_steps;
+    } else if (attack == Attack::adversarial) {
+      c.rounds = 1;
+      c.pretrain_epochs = ps.adversarial_pretrain_epochs;
+      c.noise_batches = 0;
+      c.pgd_steps = ps.adversarial_pgd_steps;
+    } else {  // random
+      c.algo = Algo::simclr;
+      c.algo_config = algorithms::AlgoConfig::defaults(Algo::simclr);
+      c.rounds = 1;
+    }
+  }
+  if (ps.batch_size > 0) c.batch_size = ps.batch_size;
+  if (ps.lr > 0) c.lr = ps.lr;
+  c.model = job.model;
+  c.model_options.width = s.width;
+  c.model_options.in_channels = train.channels();
+  c.eps = job.eps;
+  c.ratio = job.ratio;
+  c.seed = s.seed;
+  c.checkpoint_every = ps.checkpoint_every;
+  return c;
+}
+
+}  // namespace
+
+nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
+  nlohmann::json done = cached(job.id, job.config);
+  if (!done.is_null()) return done;
+  const data::Dataset& train = train_set(job.data);
+  poison::PoisonConfig cfg = poison_config(job, settings_, train);
+  if (!job.init_from.empty()) {
+    auto it = poisons.find(job.init_from);
+    CP_CHECK(it != poisons.end(), job.id, "needs poison ", job.init_from, " first");
+    std::string init = poison_path(job.init_from);
+    CP_CHECK(fs::exists(init), job.id, "starts from ", init, ", which has not been made");
+    cfg.init = "file";
+    cfg.init_file = init;
+  }
+  std::string d = prepare(job.id, job.config);
+  cfg.checkpoint_path = (fs::path(d) / "poison.ckpt.h5").string();
+  cfg.resume = true;
+  cfg.device = options_.device;
+  cfg.progress_seconds = options_.progress_seconds;
+  cfg.validate();
+
+  const auto t0 = Clock::now();
+  poison::PoisonResult res = poison::generate_poison(train, cfg, job.data.dataset, job.data.subset);
+  const double seconds = seconds_since(t0);
+  CP_CHECK(res.finished, job.id, "poison generation stopped before its last round");
+  io::Attrs extra{{"data_fingerprint", data_fingerprint(train)}, {"experiment_cell", job.id}};
+  save_poison_with_attrs(poison_path(job.id), res.poison, extra);
+  write_poison_overview((fs::path(d) / "noise.png").string(), res.poison, train);
+
+  nlohmann::json history = nlohmann::json::array();
+  double round_seconds = 0;
+  for (const auto& h : res.history) {
+    history.push_back({{"round", h.round}, {"model_loss", h.model_loss}, {"noise_loss", h.noise_loss}, {"seconds", h.seconds}});
+    round_seconds += h.seconds;
+  }
+  const bool contrastive = is_contrastive(job.attacker);
+  const double views = poison_round_views(cfg, train.size(), contrastive) * (double)res.history.size();
+  nlohmann::json result{{"id", job.id},
+                        {"job", "poison"},
+                        {"attack", job.attack},
+                        {"attacker", job.attacker},
+                        {"kind", job.kind},
+                        {"eps", job.eps},
+                        {"ratio", job.ratio},
+                        {"rounds", cfg.attack == poison::Attack::random ? 0 : cfg.rounds},
+                        {"rounds_this_run", (int64_t)res.history.size()},
+                        {"final_noise_loss", res.history.empty() ? nlohmann::json(nullptr) : nlohmann::json(res.history.back().noise_loss)},
+                        {"history", history},
+                        {"seconds", seconds},
+                        {"poison_file", poison_path(job.id)},
+                        {"device", options_.device == Device::cuda ? "cuda" : "cpu"},
+                        {"measured", nlohmann::json::object()}};
+  if (views > 0 && round_seconds > 0.5)
+    result["measured"]["poison_views_per_s"] = views / round_seconds * settings_.cost.model_factor.of(job.model);
+  fs::remove(cfg.checkpoint_path);
+  write_json((fs::path(d) / "result.json").string(), result);
+  return result;
+}
+
+// ---- victims
+
+nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
+  nlohmann::json done = cached(job.id, job.config);
+  if (!done.is_null()) return done;
+  const data::Dataset& clean = train_set(job.data);
+  const data::Dataset& test = test_set(job.data);
+  const Algo algo = algorithms::parse_algo(job.algo);
+  const bool contrastive = algo != Algo::supervised;
+  const TrainSettings& ts = contrastive ? settings_.victim : settings_.supervised;
+
+  // The training set as the victim sees it.
+  data::Dataset seen = clean;
+  std::vector<int64_t> poisoned_rows;
+  if (!job.poison.empty()) {
+    CP_CHECK(poisons.count(job.poison), job.id, "needs poison ", job.poison);
+    std::string path = poison_path(job.poison);
+    CP_CHECK(fs::exists(path), job.id, "trains on ", path, ", which has not been made");
+    poison::Poison p = poison::load_poison(path);
+    seen = poison::apply_poison(clean, p);
+    poisoned_rows = p.indices.to_vector<int64_t>();
+  } else if (job.clean_only) {
+    auto poisoned = poison::choose_poisoned_indices(clean.size(), job.ratio, settings_.seed).to_vector<int64_t>();
+    std::vector<char> is_poisoned(clean.size(), 0);
+    for (int64_t i : poisoned) is_poisoned[i] = 1;
+    std::vector<int64_t> keep;
+    for (int64_t i = 0; i < clean.size(); ++i)
+      if (!is_poisoned[i]) keep.push_back(i);
+    CP_CHECK(!keep.empty(), job.id, "no clean rows remain at ratio ", job.ratio);
+    seen = data::subset(clean, keep);
+  }
+  std::string d = prepare(job.id, job.config);
+  const std::string ckpt = (fs::path(d) / "victim.h5").string();
+  const std::string train_done = (fs::path(d) / "train.json").string();
+
+  algorithms::TrainConfig tc;
+  tc.algo = algo;
+  tc.model = job.model;
+  tc.model_options.width = settings_.width;
+  tc.model_options.in_channels = seen.channels();
+  tc.algo_config = contrastive ? algo_config(job.algo, settings_, false) : algorithms::AlgoConfig::defaults(algo);
+  tc.augment = train_augment(ts, seen);
+  tc.epochs = ts.epochs;
+  tc.batch_size = std::min<int64_t>(ts.batch_size, seen.size());
+  double lr = ts.lr;
+  if (contrastive && settings_.algo_settings(job.algo).lr > 0) lr = settings_.algo_settings(job.algo).lr;
+  tc.lr = lr;
+  tc.momentum = ts.momentum;
+  tc.nesterov = ts.nesterov;
+  tc.weight_decay = ts.weight_decay;
+  tc.warmup_epochs = ts.warmup_epochs;
+  tc.warmup_steps = ts.warmup_steps;
+  tc.warmup_start_lr = ts.warmup_start_lr;
+  tc.final_lr_fraction = ts.final_lr_fraction;
+  tc.seed = settings_.seed;
+  tc.device = options_.device;
+  tc.progress_seconds = options_.progress_seconds;
+  tc.extra_attrs = {{"dataset", job.data.dataset},   {"dataset_name", clean.name},
+                    {"subset", job.data.subset},    {"subset_seed", job.data.subset_seed},
+                    {"pad_to", job.data.pad_to},    {"channels", job.data.channels},
+                    {"experiment_cell", job.id},    {"augment", ts.augment},
+                    {"software", std::string("cpoison ") + CPOISON_VERSION}};
+
+  defense::Defense def = defense::parse_defense(job.defense);
+  if (ts.augment == "translate-flip" && ts.translate > 0) {
+    const int64_t shift = ts.translate;
+    tc.batch_hook = [shift](const Tensor& x, const data::Batch&, Generator& gen) { return random_translate(x, shift, gen); };
+  }
+  if (def.kind != defense::DefenseKind::none && def.is_batch_transform()) {
+    auto defend = defense::defense_batch_hook(def);
+    auto before = tc.batch_hook;
+    tc.batch_hook = [defend, before](const Tensor& x, const data::Batch& b, Generator& gen) {
+      Tensor y = before ? before(x, b, gen) : x;
+      return defend(y, b, gen);
+    };
+  }
+
+  std::shared_ptr<algorithms::Learner> learner;
+  nlohmann::json train_info;
+  if (fs::exists(train_done) && (fs::exists(ckpt) || def.kind == defense::DefenseKind::adversarial)) {
+    train_info = read_json(train_done);
+  }
+  const auto t_train = Clock::now();
+  if (!train_info.is_null() && fs::exists(ckpt)) {
+    learner = algorithms::load_learner(ckpt);
+    learner->to(options_.device);
+  } else {
+    algorithms::TrainResult tr;
+    if (def.kind == defense::DefenseKind::adversarial) {
+      // train_adversarial writes no checkpoint: a killed run starts this victim again.
+      tr = defense::train_adversarial(seen, tc, def.adversarial);
+    } else {
+      tc.checkpoint_path = ckpt;
+      tc.checkpoint_every = ts.checkpoint_every;
+      tc.resume = true;
+      tc.log_path = (fs::path(d) / "victim.jsonl").string();
+      tr = algorithms::train(seen, tc);
+    }
+    learner = tr.learner;
+    double img_s = 0, secs = 0;
+    for (const auto& h : tr.history) secs += h.seconds, img_s += h.images_per_s * h.seconds;
+    train_info = {{"epochs", tr.epochs_done},
+                  {"epochs_this_run", (int64_t)tr.history.size()},
+                  {"final_loss", tr.history.empty() ? nlohmann::json(nullptr) : nlohmann::json(tr.history.back().loss)},
+                  {"images", seen.size()},
+                  {"seconds", seconds_since(t_train)},
+                  {"images_per_s", secs > 0 ? img_s / secs : 0.0}};
+    write_json(train_done, train_info);
+  }
+
+  // ---- evaluation
+  const auto t_eval = Clock::now();
+  std::vector<double> mean, stddev;
+  algorithms::dataset_normalization(clean.name, clean.channels(), mean, stddev);
+  const EvalSettings& ev = settings_.eval;
+  nlohmann::json result{{"id", job.id},           {"job", "victim"},     {"algo", job.algo},
+                        {"model", job.model},     {"poison", job.poison}, {"clean_only", job.clean_only},
+                        {"defense", job.defense}, {"train", train_info}, {"device", options_.device == Device::cuda ? "cuda" : "cpu"}};
+  double forwarded = 0;
+  if (contrastive) {
+    models::Encoder& enc = learner->encoder();
+    nlohmann::json probe{{"mode", ev.probe}};
+    const bool same = job.poison.empty() && !job.clean_only;  // the victim saw the clean images
+    if (ev.probe == "features") {
+      algorithms::FeatureProbeOptions fo;
+      fo.max_iterations = ev.iterations;
+      fo.l2 = ev.l2;
+      Tensor f_test = algorithms::extract_features(enc, test, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
+      Tensor f_seen = algorithms::extract_features(enc, seen, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
+      forwarded += (double)(test.size() + seen.size());
+      auto r = algorithms::linear_probe_features(f_seen, seen.labels, f_test, test.labels, clean.classes, fo);
+      probe["poisoned"] = r.final_accuracy;
+      probe["poisoned_train_accuracy"] = r.train_accuracy;
+      probe["iterations"] = r.iterations;
+      if (ev.clean_probe && !same) {
+        Tensor f_clean = algorithms::extract_features(enc, clean, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
+        forwarded += (double)clean.size();
+        probe["clean"] = algorithms::linear_probe_features(f_clean, clean.labels, f_test, test.labels, clean.classes, fo).final_accuracy;
+      } else if (ev.clean_probe) {
+        probe["clean"] = r.final_accuracy;
+      }
+    } else {
+      algorithms::SgdProbeOptions so;
+      so.epochs = ev.sgd_epochs;
+      so.batch_size = ev.sgd_batch_size;
+      so.lr = ev.sgd_lr;
+      so.seed = settings_.seed;
+      so.device = options_.device;
+      so.augment = algorithms::make_augment("crop-flip", clean.name, clean.channels(), clean.height(), clean.width());
+      auto r = algorithms::linear_probe_sgd(enc, seen, test, so);
+      probe["poisoned"] = r.final_accuracy;
+      probe["poisoned_best"] = r.best_accuracy;
+      forwarded += (double)(ev.sgd_epochs * (seen.size() + test.size()));
+      if (ev.clean_probe && !same) {
+        auto rc = algorithms::linear_probe_sgd(enc, clean, test, so);
+        probe["clean"] = rc.final_accuracy;
+        probe["clean_best"] = rc.best_accuracy;
+        forwarded += (double)(ev.sgd_epochs * (clean.size() + test.size()));
+      } else if (ev.clean_probe) {
+        probe["clean"] = r.final_accuracy;
+        probe["clean_best"] = r.best_accuracy;
+      }
+    }
+    result["probe"] = probe;
+    if (ev.alignment_images > 0 && !job.clean_only) {
+      // Measured on poisoned rows (all rows for a clean victim): the same augmentation draws
+      // applied to the poisoned and the clean version of each image.
+      std::vector<int64_t> rows = poisoned_rows;
+      if (rows.empty())
+        for (int64_t i = 0; i < clean.size(); ++i) rows.push_back(i);
+      if ((int64_t)rows.size() > ev.alignment_images) rows.resize(ev.alignment_images);
+      Tensor rows_t = Tensor::from_vector(rows, {(int64_t)rows.size()});
+      Tensor p_u8 = index_select0(seen.images, rows_t), c_u8 = index_select0(clean.images, rows_t);
+      Generator gen(settings_.seed, 0xA119);
+      auto a = algorithms::alignment(*learner, p_u8, c_u8, tc.augment, gen, (int64_t)rows.size(), 256, options_.device);
+      result["alignment"] = {{"poisoned", a.poisoned}, {"clean", a.clean}, {"images", a.images}};
+      forwarded += 4.0 * (double)a.images;
+    }
+  } else {
+    double test_acc = classifier_accuracy(*learner, test, mean, stddev, ev.batch_size, options_.device);
+    double train_acc = classifier_accuracy(*learner, seen, mean, stddev, ev.batch_size, options_.device);
+    forwarded += (double)(test.size() + seen.size());
+    result["supervised"] = {{"test_accuracy", test_acc}, {"train_accuracy", train_acc}};
+  }
+  const double eval_seconds = seconds_since(t_eval);
+  result["eval_seconds"] = eval_seconds;
+  result["seconds"] = train_info.value("seconds", 0.0) + eval_seconds;
+
+  nlohmann::json measured = nlohmann::json::object();
+  const double factor = settings_.cost.model_factor.of(job.model);
+  const double img_s = train_info.value("images_per_s", 0.0);
+  if (img_s > 0 && train_info.value("epochs_this_run", 0) > 0 && def.kind == defense::DefenseKind::none) {
+    if (contrastive) measured[job.algo + "_views_per_s"] = 2.0 * img_s * factor;
+    else measured["supervised_images_per_s"] = img_s * factor;
+  }
+  if (forwarded > 0 && ev.probe == "features" && eval_seconds > 1.0)
+    measured["feature_images_per_s"] = forwarded / eval_seconds * factor;
+  result["measured"] = measured;
+  write_json((fs::path(d) / "result.json").string(), result);
+  return result;
+}
+
+// ---- the random-init baseline
+
+std::string Runner::random_encoder_id(const std::string& model) const {
+  return "random-encoder" + (model != settings_.model ? "-" + model : std::string());
+}
+
+nlohmann::json Runner::random_encoder_config(const DataSettings& data, const std::string& model) const {
+  DataSettings dc = data;
+  EvalSettings ec = settings_.eval;
+  return {{"job", "random-encoder"},
+          {"train", {{"model", model}, {"width", settings_.width}, {"seed", settings_.seed}, {"data", to_json_fields(dc)}}},
+          {"eval", to_json_fields(ec)}};
+}
+
+nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::string& model) {
+  const nlohmann::json config = random_encoder_config(data, model);
+  const std::string id = random_encoder_id(model);
+  nlohmann::json done = cached(id, config);
+  if (!done.is_null()) return done;
+  const data::Dataset& train = train_set(data);
+  const data::Dataset& test = test_set(data);
+  std::string d = prepare(id, config);
+  const auto t0 = Clock::now();
+  nn::manual_seed(settings_.seed);
+  models::ModelOptions mo;
+  mo.width = settings_.width;
+  mo.in_channels = train.channels();
+  models::EncoderPtr enc = models::make_encoder(model, mo);
+  enc->to(options_.device);
+  std::vector<double> mean, stddev;
+  algorithms::dataset_normalization(train.name, train.channels(), mean, stddev);
+  nlohmann::json probe{{"mode", settings_.eval.probe}};
+  if (settings_.eval.probe == "features") {
+    algorithms::FeatureProbeOptions fo;
+    fo.max_iterations = settings_.eval.iterations;
+    fo.l2 = settings_.eval.l2;
+    Tensor ftr = algorithms::extract_features(*enc, train, mean, stddev, settings_.eval.batch_size, options_.device).to(Device::cpu);
+    Tensor fte = algorithms::extract_features(*enc, test, mean, stddev, settings_.eval.batch_size, options_.device).to(Device::cpu);
+    probe["poisoned"] = probe["clean"] =
+        algorithms::linear_probe_features(ftr, train.labels, fte, test.labels, train.classes, fo).final_accuracy;
+  } else {
+    algorithms::SgdProbeOptions so;
+    so.epochs = settings_.eval.sgd_epochs;
+    so.batch_size = settings_.eval.sgd_batch_size;
+    so.lr = settings_.eval.sgd_lr;
+    so.seed = settings_.seed;
+    so.device = options_.device;
+    so.augment = algorithms::make_augment("crop-flip", train.name, train.channels(), train.height(), train.width());
+    probe["poisoned"] = probe["clean"] = algorithms::linear_probe_sgd(*enc, train, test, so).final_accuracy;
+  }
+  nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},
+                        {"seconds", seconds_since(t0)}, {"measured", nlohmann::json::object()}};
+  write_json((fs::path(d) / "result.json").string(), result);
+  return result;
+}
+
+// ---------------------------------------------------------------- estimates
+
+Rates Runner::rates() const {
+  Rates r;
+  CostSettings c = settings_.cost;
+  nlohmann::json defaults = to_json_fields(c);
+  for (auto it = defaults.begin(); it != defaults.end(); ++it)
+    if (it.value().is_number()) r.per_key[it.key()] = it.value().get<double>();
+  // Measured rates: the mean over finished cells (each cell one vote).
+  std::map<std::string, std::pair<double, int>> sums;
+  std::error_code ec;
+  if (fs::is_directory(options_.root, ec)) {
+    for (const auto& e : fs::directory_iterator(options_.root)) {
+      fs::path res = e.path() / "result.json";
+      if (!fs::exists(res)) continue;
+      nlohmann::json j;
+      try {
+        j = read_json(res.string());
+      } catch (const Error&) {
+        continue;  // a damaged file is the cell's problem, not the estimate's
+      }
+      if (!j.contains("measured") || !j["measured"].is_object()) continue;
+      for (auto it = j["measured"].begin(); it != j["measured"].end(); ++it)
+        if (it.value().is_number() && it.value().get<double>() > 0) {
+          sums[it.key()].first += it.value().get<double>();
+          sums[it.key()].second += 1;
+        }
+    }
+  }
+  for (const auto& [k, v] : sums) {
+    r.per_key[k] = v.first / v.second;
+    r.measured[k] = true;
+  }
+  return r;
+}
+
+namespace {
+double rate(const Rates& r, const std::string& key) {
+  auto it = r.per_key.find(key);
+  CP_CHECK(it != r.per_key.end() && it->second > 0, "estimate", "no rate '", key, "'");
+  return it->second;
+}
+}  // namespace
+
+double Runner::estimate(const PoisonJob& job, const Rates& r) {
+  if (job.attack == "random") return 1.0;
+  const int64_t n = train_size(job.data);
+  data::Dataset shape_only;  // poison_config needs the image shape and name: a 1-image stand-in suffices
+  shape_only.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);
+  shape_only.labels = Tensor::zeros({1}, DType::i64);
+  shape_only.classes = 10;
+  shape_only.name = job.data.dataset;
+  poison::PoisonConfig c = poison_config(job, settings_, shape_only);
+  double views = poison_round_views(c, n, is_contrastive(job.attacker)) * (double)c.rounds;
+  if (c.attack == poison::Attack::adversarial) views += (double)(c.pretrain_epochs * n);
+  return views / rate(r, "poison_views_per_s") * settings_.cost.model_factor.of(job.model);
+}
+
+double Runner::estimate(const VictimJob& job, const Rates& r) {
+  const bool contrastive = is_contrastive(job.algo);
+  const TrainSettings& ts = contrastive ? settings_.victim : settings_.supervised;
+  int64_t n = train_size(job.data);
+  if (job.clean_only) n -= (int64_t)std::llround(job.ratio * (double)n);
+  n = std::max<int64_t>(n, 1);
+  const int64_t bs = std::min<int64_t>(ts.batch_size, n);
+  const double per_epoch = (double)(n / bs * bs);
+  const double factor = settings_.cost.model_factor.of(job.model);
+  double defense_factor = 1.0;
+  defense::Defense def = defense::parse_defense(job.defense);
+  if (def.kind == defense::DefenseKind::adversarial) defense_factor = 1.0 + (double)def.adversarial.steps;
+  double train = contrastive ? (double)ts.epochs * per_epoch * 2.0 / rate(r, job.algo + "_views_per_s")
+                             : (double)ts.epochs * per_epoch / rate(r, "supervised_images_per_s");
+  train *= factor * defense_factor;
+  const EvalSettings& ev = settings_.eval;
+  const double test_n = (double)test_size_guess(job.data);
+  double eval_images = 0, fits = 0;
+  if (!contrastive) {
+    eval_images = test_n + (double)n;
+  } else if (ev.probe == "features") {
+    eval_images = test_n + (double)n * (job.poison.empty() ? 1.0 : 2.0);
+    fits = job.poison.empty() ? 1 : 2;
+    if (ev.alignment_images > 0) eval_images += 4.0 * (double)std::min<int64_t>(ev.alignment_images, n);
+  } else {
+    eval_images = (double)ev.sgd_epochs * ((double)n + test_n) * (job.poison.empty() ? 1.0 : 2.0);
+  }
+  return train + eval_images / rate(r, "feature_images_per_s") * factor + fits * rate(r, "probe_seconds");
+}
+
+}  // namespace cpoison::tools::experiment

@@ -1,0 +1,174 @@
+// The cells of an experiment and how each is run and cached. A preset's table expands into
+// poison jobs (one per distinct poison) and victim jobs (one per distinct victim), each with an
+// id and a folder results/<preset>/<scale>/<id>/ holding:
+//   config.json   every setting that determines the result (compared on every rerun)
+//   poison jobs:  poison.h5 (poison::save_poison layout), noise.png, poison.ckpt.h5 while running
+//   victim jobs:  victim.h5 (training checkpoint, resumable), victim.jsonl (per-epoch log),
+//                 train.json (written when training finished)
+//   result.json   written last: its presence marks the cell finished
+// A rerun skips finished cells and resumes an unfinished one from its checkpoints (training
+// epochs, poison rounds); a cell whose config.json differs from the current settings is an
+// Error naming the first differing key, unless redo_changed (then its folder is cleared).
+// Images: datasets u8 [N,H,W,C]; batches f32 [B,C,H,W] (B images, C channels, H rows, W columns).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "algorithms/learner.h"
+#include "engine/data/dataset.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "tools/experiment/preset.h"
+#include "tools/experiment/settings.h"
+
+namespace cpoison::tools::experiment {
+
+// ---------------------------------------------------------------- jobs
+
+struct PoisonJob {
+  std::string id;
+  std::string attack;    // random | cp-s | cp-c | unlearnable | adversarial
+  std::string attacker;  // simclr | moco | byol | supervised | none (random)
+  std::string kind;      // sample | class
+  bool dual_branch = true;
+  double eps = 8.0 / 255.0, ratio = 1.0;
+  std::string model;     // the attacker's backbone
+  DataSettings data;
+  std::string init_from;  // id of the poison job whose noise initialises this one ("" = none)
+  nlohmann::json config;  // everything that decides the result (set by make_poison_job)
+};
+
+struct VictimJob {
+  std::string id;
+  std::string algo;       // simclr | moco | byol | supervised
+  std::string model;
+  DataSettings data;
+  std::string poison;     // poison job id ("" = clean data)
+  // Train only on the rows a poison at `ratio` would leave clean (the paper's "clean only" row).
+  bool clean_only = false;
+  double ratio = 1.0;
+  std::string defense = "none";  // canonical defense::Defense::spec()
+  nlohmann::json config;
+};
+
+// One table cell's settings, after merging column and row keys and applying defaults.
+struct CellSpec {
+  std::string victim = "simclr", attack = "none", attacker, kind, model, attacker_model, defense = "none", dataset;
+  bool dual_branch = true;
+  double ratio = 1.0, eps = 0;
+};
+// Column keys, then row keys on top, then the settings' defaults (model, eps, dataset).
+// Error naming `where` for combinations that cannot run (a contrastive attack against a
+// supervised attacker, an attack on a victim with no attacker, ...).
+CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings& s, const std::string& where);
+
+// The table as jobs. grid[r][c] is an index into victims, or -1 for a cell with nothing to
+// run (clean-only at ratio 1, computed mean_of rows/columns). Poisons are listed so that a
+// poison's init_from comes before it; jobs are deduplicated by id.
+struct Plan {
+  std::vector<PoisonJob> poisons;
+  std::vector<VictimJob> victims;
+  std::vector<std::vector<int>> grid;
+};
+Plan make_plan(const Preset& p);
+
+// Job construction (also used by the demo). The id encodes what differs between jobs of a
+// preset; config records everything that decides the result.
+PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
+                          bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
+                          const Settings& s);
+VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
+                          const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense,
+                          const Settings& s);
+
+// ---------------------------------------------------------------- running
+
+// Throughputs for estimates (CostSettings' fields), measured or from the settings.
+struct Rates {
+  std::map<std::string, double> per_key;  // "simclr_views_per_s", ... (resnet18-equivalent)
+  std::map<std::string, bool> measured;   // true where a finished cell measured the key
+};
+
+class Runner {
+public:
+  struct Options {
+    std::string root;        // results/<preset>/<scale>: one folder per job inside
+    Device device = Device::cpu;
+    std::string data_root;   // directory of the built-in datasets ("" = the usual places)
+    bool redo_changed = false;
+    double progress_seconds = 10;  // < 0: silent training / generation
+  };
+  Runner(Settings settings, Options options);
+
+  const Settings& settings() const { return settings_; }
+  const Options& options() const { return options_; }
+
+  // The cached result of a finished job, or null (json()) when it is not finished. Error when
+  // the folder holds a different configuration and redo_changed is off.
+  nlohmann::json cached(const std::string& id, const nlohmann::json& config) const;
+
+  // "done", "partial" (checkpoints of an interrupted run), "pending", or "changed" (the folder
+  // holds results of other settings). Never throws for a changed cell.
+  std::string status(const std::string& id, const nlohmann::json& config) const;
+
+  // Run (or load) a job; returns its result.json content. `poisons` resolves init_from / the
+  // victim's poison by id.
+  nlohmann::json run_poison(const PoisonJob& job, const std::map<std::string, const PoisonJob*>& poisons);
+  nlohmann::json run_victim(const VictimJob& job, const std::map<std::string, const PoisonJob*>& poisons);
+  // The linear probe of a freshly initialised encoder on the data (the demo's baseline row),
+  // cached under random_encoder_id(model).
+  nlohmann::json run_random_encoder(const DataSettings& data, const std::string& model);
+  std::string random_encoder_id(const std::string& model) const;
+  nlohmann::json random_encoder_config(const DataSettings& data, const std::string& model) const;
+
+  // Estimated seconds of a job at the given rates.
+  double estimate(const PoisonJob& job, const Rates& rates);
+  double estimate(const VictimJob& job, const Rates& rates);
+  // Rates from the settings, replaced by those measured in finished cells under root.
+  Rates rates() const;
+
+  // The folder of a job (root/id).
+  std::string dir(const std::string& id) const;
+  // The poison file a finished poison job wrote.
+  std::string poison_path(const std::string& id) const;
+
+  // Datasets, loaded once per DataSettings.
+  const data::Dataset& train_set(const DataSettings& d);
+  const data::Dataset& test_set(const DataSettings& d);
+  int64_t train_size(const DataSettings& d);
+
+private:
+  std::string prepare(const std::string& id, const nlohmann::json& config);
+  Settings settings_;
+  Options options_;
+  std::map<std::string, data::Dataset> datasets_;
+};
+
+// ---------------------------------------------------------------- pieces
+
+// x [B,C,H,W] shifted by independent whole-pixel offsets in [-max_shift, max_shift] along H
+// and W (drawn from gen: top then left per image), the uncovered border filled with zeros:
+// torchvision's RandomCrop(size, padding = max_shift). max_shift 0 returns x.
+Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen);
+
+// Test accuracy (%) of a supervised learner's classifier on ds (un-augmented, normalised by
+// mean/std, eval mode, no autograd).
+double classifier_accuracy(algorithms::Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
+                           const std::vector<double>& std, int64_t batch_size, Device device);
+
+// The value a table cell shows for a finished victim result (NaN when absent).
+double metric_value(const nlohmann::json& result, Metric m);
+
+// Writes `j` to path atomically (tmp + rename), pretty-printed.
+void write_json(const std::string& path, const nlohmann::json& j);
+nlohmann::json read_json(const std::string& path);
+
+// "1h02m", "3m05s", "12.3s".
+std::string format_duration(double seconds);
+
+}  // namespace cpoison::tools::experiment

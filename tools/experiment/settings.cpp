@@ -1,0 +1,126 @@
+#include "tools/experiment/settings.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace cpoison::tools::experiment {
+
+TrainSettings Settings::supervised_defaults() {
+  TrainSettings t;
+  t.epochs = 15;
+  t.batch_size = 128;
+  t.lr = 0.1;
+  t.momentum = 0.9;
+  t.nesterov = true;
+  t.weight_decay = 5e-4;
+  t.warmup_epochs = 0;
+  t.warmup_steps = 0;
+  t.warmup_start_lr = 0;
+  t.final_lr_fraction = 0;
+  t.augment = "translate-flip";
+  t.translate = 2;
+  return t;
+}
+
+const AlgoSettings& Settings::algo_settings(const std::string& algo) const {
+  if (algo == "simclr") return this->algo.simclr;
+  if (algo == "moco") return this->algo.moco;
+  if (algo == "byol") return this->algo.byol;
+  fail("settings", "no algorithm settings for '", algo, "' (simclr, moco or byol)");
+}
+
+double ModelFactors::of(const std::string& model) const {
+  if (model == "resnet18") return resnet18;
+  if (model == "resnet34") return resnet34;
+  if (model == "resnet50") return resnet50;
+  if (model == "vgg19") return vgg19;
+  if (model == "densenet121") return densenet121;
+  if (model == "mobilenetv2") return mobilenetv2;
+  fail("cost.model_factor", "unknown model '", model, "' (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)");
+}
+
+namespace {
+
+void check_train(const std::string& where, const TrainSettings& t) {
+  CP_CHECK(t.epochs >= 1, where, ".epochs must be >= 1, got ", t.epochs);
+  CP_CHECK(t.batch_size >= 2, where, ".batch_size must be >= 2, got ", t.batch_size);
+  CP_CHECK(std::isfinite(t.lr), where, ".lr must be a number");
+  CP_CHECK(t.momentum >= 0 && t.momentum < 1, where, ".momentum must be in [0, 1), got ", t.momentum);
+  CP_CHECK(t.weight_decay >= 0, where, ".weight_decay must be >= 0, got ", t.weight_decay);
+  CP_CHECK(t.warmup_epochs >= 0 && t.warmup_start_lr >= 0 && t.final_lr_fraction >= 0, where,
+           ".warmup_epochs, .warmup_start_lr and .final_lr_fraction must be >= 0");
+  CP_CHECK(t.augment == "simclr" || t.augment == "cpu-small" || t.augment == "crop-flip" || t.augment == "none" ||
+               t.augment == "translate-flip",
+           where, ".augment '", t.augment, "' is not one of simclr, cpu-small, crop-flip, none, translate-flip");
+  CP_CHECK(t.translate >= 0, where, ".translate must be >= 0, got ", t.translate);
+  CP_CHECK(t.checkpoint_every >= 0, where, ".checkpoint_every must be >= 0, got ", t.checkpoint_every);
+}
+
+}  // namespace
+
+void Settings::validate(const std::string& where) const {
+  CP_CHECK(!data.dataset.empty(), where, "data.dataset is empty");
+  CP_CHECK(data.subset >= 0 && data.test_subset >= 0 && data.pad_to >= 0, where,
+           "data.subset, data.test_subset and data.pad_to must be >= 0");
+  CP_CHECK(data.channels == 0 || data.channels == 1 || data.channels == 3, where, "data.channels must be 0, 1 or 3, got ",
+           data.channels);
+  CP_CHECK(width >= 1, where, "width must be >= 1, got ", width);
+  (void)cost.model_factor.of(model);
+  check_train(where + " victim", victim);
+  check_train(where + " supervised", supervised);
+  CP_CHECK(poison.recipe == "cpu-small" || poison.recipe == "paper", where, "poison.recipe '", poison.recipe,
+           "' is not cpu-small or paper");
+  CP_CHECK(poison.eps > 0 && poison.eps <= 1, where, "poison.eps ", poison.eps, " outside (0, 1] (8/255 = 0.0314)");
+  CP_CHECK(poison.cp_s_init == "uniform" || poison.cp_s_init == "cp-c", where, "poison.cp_s_init '", poison.cp_s_init,
+           "' is not uniform or cp-c");
+  for (int64_t v : {poison.cp_c_rounds, poison.cp_s_rounds, poison.cp_c_model_steps, poison.cp_c_noise_batches,
+                    poison.cp_s_pgd_steps, poison.batch_size})
+    CP_CHECK(v >= 0, where, "poison counts (rounds, steps, batch_size) must be >= 0 (0: the recipe's), got ", v);
+  CP_CHECK(poison.unlearnable_rounds >= 1 && poison.unlearnable_model_steps >= 0 && poison.unlearnable_pgd_steps >= 1 &&
+               poison.adversarial_pretrain_epochs >= 0 && poison.adversarial_pgd_steps >= 1,
+           where, "poison.unlearnable_* / adversarial_* out of range");
+  CP_CHECK(poison.checkpoint_every >= 0, where, "poison.checkpoint_every must be >= 0");
+  CP_CHECK(eval.probe == "features" || eval.probe == "sgd", where, "eval.probe '", eval.probe,
+           "' is not features or sgd");
+  CP_CHECK(eval.iterations >= 0 && eval.l2 >= 0 && eval.sgd_epochs >= 1 && eval.sgd_batch_size >= 1 &&
+               eval.alignment_images >= 0 && eval.batch_size >= 1,
+           where, "eval values out of range");
+  for (double r : {cost.simclr_views_per_s, cost.moco_views_per_s, cost.byol_views_per_s, cost.supervised_images_per_s,
+                   cost.poison_views_per_s, cost.feature_images_per_s})
+    CP_CHECK(r > 0, where, "cost rates must be > 0, got ", r);
+}
+
+namespace {
+
+// Collects (dotted key, default value, help) rows.
+class ReferenceWriter {
+public:
+  ReferenceWriter(std::vector<std::vector<std::string>>& rows, std::string prefix) : rows_(rows), prefix_(std::move(prefix)) {}
+  template <class T>
+  void operator()(const char* key, T& value, const char* help) {
+    rows_.push_back({prefix_ + key, nlohmann::json(value).dump(), help});
+  }
+  template <class S>
+  void section(const char* key, S& s) {
+    ReferenceWriter w(rows_, prefix_ + key + ".");
+    s.visit(w);
+  }
+
+private:
+  std::vector<std::vector<std::string>>& rows_;
+  std::string prefix_;
+};
+
+}  // namespace
+
+std::vector<std::vector<std::string>> settings_reference() {
+  std::vector<std::vector<std::string>> rows;
+  Settings s;
+  ReferenceWriter w(rows, "");
+  s.visit(w);
+  return rows;
+}
+
+}  // namespace cpoison::tools::experiment

@@ -1,0 +1,285 @@
+// The settings of an experiment scale (cpu-small, paper, ...): data, backbone, victim training,
+// poison generation, evaluation and the cost model used by `--dry-run`. Each struct lists its
+// fields once, in visit(), and that one list drives reading a TOML table (strictly: an unknown
+// key or a value of the wrong type is an Error naming the dotted key and the file), writing
+// JSON (the configuration a cached cell is compared against) and the key reference in
+// docs/experiments.md.
+//
+// The C++ defaults are cpu-scale-reference.md's settings (Fashion-MNIST, 5000 class-balanced
+// images, width-8 ResNet-18, batch 256, 30 victim epochs, L-BFGS probe on features), which the
+// demo uses as they are; tools/presets/scales.toml and each preset's [scale.NAME] table change
+// them.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cpoison::tools::experiment {
+
+// Which images: a built-in dataset name or an HDF5 dataset file, the class-balanced training
+// subset and the transforms applied when loading.
+struct DataSettings {
+  std::string dataset = "fashion-mnist";
+  int64_t subset = 5000;      // class-balanced training images (0: the whole training split)
+  int64_t subset_seed = 0;
+  int64_t test_subset = 0;    // first N test images (0: the whole test split)
+  int64_t pad_to = 0;         // zero-pad to pad_to x pad_to (VGG needs 32)
+  int64_t channels = 0;       // 0: as stored; 3: replicate grayscale
+
+  template <class V>
+  void visit(V& v) {
+    v("dataset", dataset, "dataset name (fashion-mnist, cifar10, ...) or HDF5 dataset file");
+    v("subset", subset, "class-balanced training images (0: all)");
+    v("subset_seed", subset_seed, "seed of the subset's choice");
+    v("test_subset", test_subset, "first N test images (0: all)");
+    v("pad_to", pad_to, "zero-pad images to this size (0: as stored)");
+    v("channels", channels, "0: as stored; 3: replicate grayscale to colour");
+  }
+};
+
+// SGD training of a victim (contrastive or supervised).
+struct TrainSettings {
+  int64_t epochs = 30;
+  int64_t batch_size = 256;
+  double lr = 0.3;                // <= 0: the algorithm's default (SimCLR 0.5, MoCo 0.3, BYOL 1.0)
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 1e-4;
+  double warmup_epochs = 0;
+  int64_t warmup_steps = 20;      // >= 0 overrides warmup_epochs
+  double warmup_start_lr = 0;
+  double final_lr_fraction = 0;
+  // simclr | cpu-small | crop-flip | none (algorithms::make_augment), or translate-flip
+  // (±translate pixels with zero fill, then a horizontal flip: the supervised reference's).
+  std::string augment = "cpu-small";
+  int64_t translate = 2;
+  int64_t checkpoint_every = 5;   // epochs between resumable checkpoints
+
+  template <class V>
+  void visit(V& v) {
+    v("epochs", epochs, "training epochs");
+    v("batch_size", batch_size, "images per step (drop_last)");
+    v("lr", lr, "base learning rate (<= 0: the algorithm's default)");
+    v("momentum", momentum, "SGD momentum");
+    v("nesterov", nesterov, "Nesterov momentum");
+    v("weight_decay", weight_decay, "SGD weight decay");
+    v("warmup_epochs", warmup_epochs, "linear warm-up in epochs (when warmup_steps < 0)");
+    v("warmup_steps", warmup_steps, "linear warm-up in steps (>= 0 overrides warmup_epochs)");
+    v("warmup_start_lr", warmup_start_lr, "learning rate at the start of the warm-up");
+    v("final_lr_fraction", final_lr_fraction, "the cosine ends at this fraction of lr");
+    v("augment", augment, "simclr | cpu-small | crop-flip | none | translate-flip");
+    v("translate", translate, "translate-flip: largest shift in pixels");
+    v("checkpoint_every", checkpoint_every, "epochs between resumable checkpoints (0: only at the end)");
+  }
+};
+
+// Per-algorithm overrides of algorithms::AlgoConfig (a negative or zero value keeps the default).
+struct AlgoSettings {
+  double temperature = 0;     // 0: default (SimCLR 0.5, MoCo 0.2)
+  double ema_momentum = -1;   // -1: default (MoCo 0.99, BYOL 0.999)
+  int64_t queue_size = -1;    // -1: 4096
+  int64_t proj_hidden = -1;   // -1: default
+  int64_t proj_dim = 0;       // 0: default
+  int64_t pred_hidden = 0;    // 0: default (4096)
+  double lr = 0;              // > 0: this algorithm's victim and attacker learning rate
+
+  template <class V>
+  void visit(V& v) {
+    v("temperature", temperature, "softmax temperature (0: default)");
+    v("ema_momentum", ema_momentum, "EMA momentum of the momentum copy (-1: default)");
+    v("queue_size", queue_size, "MoCo queue length (-1: default)");
+    v("proj_hidden", proj_hidden, "projector hidden width (-1: default)");
+    v("proj_dim", proj_dim, "projector output width (0: default)");
+    v("pred_hidden", pred_hidden, "BYOL predictor hidden width (0: default)");
+    v("lr", lr, "learning rate of this algorithm (0: the victim's / recipe's)");
+  }
+};
+
+struct AlgosSettings {
+  AlgoSettings simclr, moco, byol;
+  template <class V>
+  void visit(V& v) {
+    v.section("simclr", simclr);
+    v.section("moco", moco);
+    v.section("byol", byol);
+  }
+};
+
+// Poison generation (poison::PoisonConfig). recipe "cpu-small" starts from
+// PoisonConfig::recipe("cpu-small-cp-c" / "cpu-small-cp-s"), "paper" from "cp-c" / "cp-s";
+// the fields below then override it (0 keeps the recipe's value).
+struct PoisonSettings {
+  std::string recipe = "cpu-small";
+  double eps = 8.0 / 255.0;
+  int64_t cp_c_rounds = 0, cp_s_rounds = 0;          // 0: the recipe's (10 / 12; paper 1000 / 200)
+  int64_t cp_c_model_steps = 0, cp_c_noise_batches = 0;
+  int64_t cp_s_pgd_steps = 0;
+  int64_t batch_size = 0;
+  double lr = 0;                                      // 0: the recipe's (or the algorithm's lr override)
+  // CP-S's initial noise: "uniform" (cpu-small) or "cp-c" (the paper: the CP-C noise of the same
+  // attacker, copied to every image by its label; adds a dependency on that poison).
+  std::string cp_s_init = "uniform";
+  // Baselines against supervised learning (attacker: a supervised model of the same backbone).
+  int64_t unlearnable_rounds = 10, unlearnable_model_steps = 10, unlearnable_pgd_steps = 20;
+  int64_t adversarial_pretrain_epochs = 5, adversarial_pgd_steps = 10;
+  int64_t checkpoint_every = 1;                       // rounds between resumable checkpoints
+
+  template <class V>
+  void visit(V& v) {
+    v("recipe", recipe, "cpu-small | paper: the PoisonConfig recipe the other fields override");
+    v("eps", eps, "L-infinity radius in pixel units (a number or a fraction such as \"8/255\")");
+    v("cp_c_rounds", cp_c_rounds, "CP-C rounds (0: the recipe's)");
+    v("cp_s_rounds", cp_s_rounds, "CP-S rounds (0: the recipe's)");
+    v("cp_c_model_steps", cp_c_model_steps, "CP-C model steps per round (0: the recipe's)");
+    v("cp_c_noise_batches", cp_c_noise_batches, "CP-C noise batches per round (0: the recipe's)");
+    v("cp_s_pgd_steps", cp_s_pgd_steps, "CP-S PGD steps per batch (0: the recipe's)");
+    v("batch_size", batch_size, "attacker batch size (0: the recipe's)");
+    v("lr", lr, "attacker learning rate (0: the recipe's)");
+    v("cp_s_init", cp_s_init, "uniform | cp-c: CP-S starts from the CP-C noise of the same attacker");
+    v("unlearnable_rounds", unlearnable_rounds, "unlearnable examples: rounds");
+    v("unlearnable_model_steps", unlearnable_model_steps, "unlearnable examples: model steps per round");
+    v("unlearnable_pgd_steps", unlearnable_pgd_steps, "unlearnable examples: PGD steps per batch");
+    v("adversarial_pretrain_epochs", adversarial_pretrain_epochs, "adversarial poisoning: clean supervised epochs");
+    v("adversarial_pgd_steps", adversarial_pgd_steps, "adversarial poisoning: PGD steps per batch");
+    v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
+  }
+};
+
+// Evaluation of a victim.
+struct EvalSettings {
+  std::string probe = "features";   // features (standardised features + L-BFGS) | sgd (the spec's)
+  int64_t iterations = 300;         // features: L-BFGS iterations
+  double l2 = 1e-4;                 // features: L2 penalty
+  int64_t sgd_epochs = 100;         // sgd probe
+  int64_t sgd_batch_size = 512;
+  double sgd_lr = 1.0;
+  bool clean_probe = true;          // also fit a probe on the clean training images
+  int64_t alignment_images = 1000;  // alignment on poisoned vs clean views (0: skip)
+  int64_t batch_size = 512;         // feature extraction batch
+
+  template <class V>
+  void visit(V& v) {
+    v("probe", probe, "features (L-BFGS on standardised features) | sgd (the spec's SGD probe)");
+    v("iterations", iterations, "features probe: L-BFGS iterations");
+    v("l2", l2, "features probe: L2 penalty");
+    v("sgd_epochs", sgd_epochs, "sgd probe: epochs");
+    v("sgd_batch_size", sgd_batch_size, "sgd probe: batch size");
+    v("sgd_lr", sgd_lr, "sgd probe: learning rate");
+    v("clean_probe", clean_probe, "also fit a probe on the clean training images");
+    v("alignment_images", alignment_images, "images for the alignment measurement (0: skip)");
+    v("batch_size", batch_size, "feature extraction batch size");
+  }
+};
+
+// Relative cost of the backbones (resnet18 = 1), used by the estimates.
+struct ModelFactors {
+  double resnet18 = 1, resnet34 = 2, resnet50 = 2.3, vgg19 = 0.7, densenet121 = 1.6, mobilenetv2 = 0.7;
+  template <class V>
+  void visit(V& v) {
+    v("resnet18", resnet18, "cost relative to resnet18");
+    v("resnet34", resnet34, "cost relative to resnet18");
+    v("resnet50", resnet50, "cost relative to resnet18");
+    v("vgg19", vgg19, "cost relative to resnet18");
+    v("densenet121", densenet121, "cost relative to resnet18");
+    v("mobilenetv2", mobilenetv2, "cost relative to resnet18");
+  }
+  double of(const std::string& model) const;  // Error naming the model when unknown
+};
+
+// Throughputs the dry-run's estimates start from (replaced by the rates measured in finished
+// cells of the same results folder as soon as there are some). One "view" is one augmented
+// image through the network (a contrastive step sees 2 views per image).
+struct CostSettings {
+  double simclr_views_per_s = 450, moco_views_per_s = 400, byol_views_per_s = 350;
+  double supervised_images_per_s = 500;
+  double poison_views_per_s = 450;       // model and noise phases together
+  double feature_images_per_s = 1200;    // un-augmented forward passes (probe, alignment)
+  double probe_seconds = 5;              // a fixed cost per L-BFGS probe fit
+  ModelFactors model_factor;
+
+  template <class V>
+  void visit(V& v) {
+    v("simclr_views_per_s", simclr_views_per_s, "SimCLR training throughput (views/s)");
+    v("moco_views_per_s", moco_views_per_s, "MoCo v2 training throughput (views/s)");
+    v("byol_views_per_s", byol_views_per_s, "BYOL training throughput (views/s)");
+    v("supervised_images_per_s", supervised_images_per_s, "supervised training throughput (images/s)");
+    v("poison_views_per_s", poison_views_per_s, "poison generation throughput (views/s, both phases)");
+    v("feature_images_per_s", feature_images_per_s, "forward passes for probes (images/s)");
+    v("probe_seconds", probe_seconds, "fixed seconds per probe fit");
+    v.section("model_factor", model_factor);
+  }
+};
+
+// Everything a scale decides.
+struct Settings {
+  std::string description;
+  DataSettings data;
+  std::string model = "resnet18";
+  int64_t width = 8;
+  uint64_t seed = 0;
+  TrainSettings victim;              // contrastive victims
+  TrainSettings supervised = supervised_defaults();
+  AlgosSettings algo;
+  PoisonSettings poison;
+  EvalSettings eval;
+  CostSettings cost;
+
+  template <class V>
+  void visit(V& v) {
+    v("description", description, "one line shown in the table caption");
+    v.section("data", data);
+    v("model", model, "backbone of attackers and victims (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)");
+    v("width", width, "base width (64: the published models; 8: cpu-small)");
+    v("seed", seed, "seed of weights, batch orders, augmentations and noise");
+    v.section("victim", victim);
+    v.section("supervised", supervised);
+    v.section("algo", algo);
+    v.section("poison", poison);
+    v.section("eval", eval);
+    v.section("cost", cost);
+  }
+
+  // cpu-scale-reference.md's supervised victim: batch 128, 15 epochs, Nesterov 0.9, lr 0.1
+  // cosine, wd 5e-4, ±2 px translation + flip, no warm-up.
+  static TrainSettings supervised_defaults();
+  // The settings of one algorithm ("simclr", "moco", "byol"); Error for others.
+  const AlgoSettings& algo_settings(const std::string& algo) const;
+  // Error naming the field (prefixed by `where`) for out-of-range values.
+  void validate(const std::string& where) const;
+};
+
+// Writes the fields of a visit()-able struct into a JSON object (sections nested).
+class JsonWriter {
+public:
+  explicit JsonWriter(nlohmann::json& out) : out_(out) {}
+  template <class T>
+  void operator()(const char* key, T& value, const char*) {
+    out_[key] = value;
+  }
+  template <class S>
+  void section(const char* key, S& s) {
+    nlohmann::json sub = nlohmann::json::object();
+    JsonWriter w(sub);
+    s.visit(w);
+    out_[key] = std::move(sub);
+  }
+
+private:
+  nlohmann::json& out_;
+};
+
+// Any visit()-able struct as JSON (every field, nested like the TOML).
+template <class S>
+nlohmann::json to_json_fields(S& s) {
+  nlohmann::json j = nlohmann::json::object();
+  JsonWriter w(j);
+  s.visit(w);
+  return j;
+}
+
+// The key reference (dotted key, default, help) of every field, for docs and --help.
+std::vector<std::vector<std::string>> settings_reference();
+
+}  // namespace cpoison::tools::experiment

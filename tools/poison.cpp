@@ -1,0 +1,301 @@
+// `cpoison poison`: generates a poison (contrastive poisoning CP-S / CP-C, or the baselines:
+// uniform random noise, unlearnable examples, adversarial poisoning) for a training set and
+// writes it as an HDF5 poison file (docs/poison-format.md) plus a PNG of the noise.
+//   cpoison poison --attack cp-c --algo simclr --data cifar10 --out cpc.h5                 (the paper's recipe)
+//   cpoison poison --attack cp-s --algo simclr --data fashion-mnist --recipe cpu-small --out cps.h5
+//   cpoison poison --attack cp-s --data cifar10 --init file --init-file cpc.h5 --out cps.h5 --resume
+// A run checkpoints to OUT.ckpt.h5 every --checkpoint-every rounds; --resume continues it.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "algorithms/train.h"
+#include "poison/generate.h"
+#include "tools/command.h"
+#include "tools/common.h"
+
+namespace {
+
+using namespace cpoison;
+using namespace cpoison::poison;
+using algorithms::Algo;
+
+struct Options {
+  std::string attack, algo = "simclr", recipe = "paper", kind, eps = "8/255", step = "0.1", init = "uniform", init_file;
+  std::string model = "resnet18", augment, device = "cpu", out, schedule = "cosine";
+  int64_t rounds = 0, model_steps = 0, noise_batches = 0, pgd_steps = 1, batch_size = 0, width = 64, pretrain_epochs = 5;
+  int64_t checkpoint_every = 1, stop_after_rounds = 0;
+  double ratio = 1.0, lr = 0, momentum = 0.9, weight_decay = 1e-4, final_lr_fraction = 0.001, progress_seconds = 10;
+  uint64_t seed = 0;
+  bool dual_branch = false, byol_detach_target = false, resume = false;
+  // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
+  double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
+  int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
+  tools::DataOptions data;
+};
+
+bool uses_supervised_model(Attack a) { return a == Attack::unlearnable || a == Attack::adversarial; }
+
+// The PoisonConfig recipe behind --recipe for this attack. CP-S takes the sample-wise schedule;
+// every other attack the class-wise one (its rounds x (model steps, noise batches) loop).
+std::string recipe_for(const std::string& recipe, Attack attack) {
+  const bool sample_schedule = attack == Attack::cp_sample;
+  if (recipe == "paper") return sample_schedule ? "cp-s" : "cp-c";
+  if (recipe == "cpu-small") return sample_schedule ? "cpu-small-cp-s" : "cpu-small-cp-c";
+  if (recipe == "cp-c" || recipe == "cp-s" || recipe == "cpu-small-cp-c" || recipe == "cpu-small-cp-s") {
+    const bool recipe_sample = recipe.size() >= 4 && recipe.compare(recipe.size() - 4, 4, "cp-s") == 0;
+    CP_CHECK(!(attack == Attack::cp_sample && !recipe_sample) && !(attack == Attack::cp_class && recipe_sample), "--recipe",
+             "recipe ", recipe, " is ", recipe_sample ? "sample" : "class", "-wise but --attack is ", attack_name(attack),
+             " (use --recipe paper or cpu-small to follow the attack)");
+    return recipe;
+  }
+  fail("--recipe", "unknown recipe '", recipe, "' (choose paper, cpu-small, cp-c or cp-s)");
+}
+
+void setup(CLI::App& app) {
+  auto o = std::make_shared<Options>();
+  // Options that override the recipe: applied after the recipe, only when given.
+  auto overrides = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(PoisonConfig&)>>>>();
+  auto overriding = [overrides](CLI::Option* opt, std::function<void(PoisonConfig&)> apply) {
+    overrides->emplace_back(opt, std::move(apply));
+    return opt;
+  };
+
+  // ---- attack
+  app.add_option("--attack", o->attack, "cp-s | cp-c | random | unlearnable | adversarial")->required();
+  auto* algo_opt = app.add_option("--algo", o->algo,
+                 "Attacker's algorithm: simclr | moco | byol (unlearnable and adversarial always train a supervised "
+                 "classifier)")
+      ->capture_default_str();
+  app.add_flag("--dual-branch", o->dual_branch, "Gradients into the noise also through the momentum branch (MoCo, BYOL)");
+  app.add_flag("--byol-detach-target", o->byol_detach_target,
+               "BYOL: detach the target inside the loss as the authors' release does");
+  app.add_option("--recipe", o->recipe,
+                 "paper: reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); cp-s: "
+                 "200 rounds x (one epoch, one pass x 5 PGD steps); batch 512, cosine lr); cpu-small: "
+                 "cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, cp-s "
+                 "12); cp-c / cp-s: the paper's, named explicitly. Flags given explicitly win.")
+      ->capture_default_str();
+  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random and unlearnable; default sample)");
+  // ---- noise
+  app.add_option("--eps", o->eps, "L-infinity radius in pixel units, a number or a fraction (8/255)")
+                      ->capture_default_str();
+  overriding(app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)"),
+             [o](PoisonConfig& c) { c.step = tools::parse_fraction(o->step, "--step"); });
+  overriding(app.add_option("--rounds", o->rounds, "Rounds T of model phase + noise phase"),
+             [o](PoisonConfig& c) { c.rounds = o->rounds; });
+  overriding(app.add_option("--model-steps", o->model_steps, "Model SGD steps per round (0: one epoch)"),
+             [o](PoisonConfig& c) { c.model_steps = o->model_steps; });
+  overriding(app.add_option("--noise-batches", o->noise_batches, "Noise batches per round (0: one pass)"),
+             [o](PoisonConfig& c) { c.noise_batches = o->noise_batches; });
+  overriding(app.add_option("--pgd-steps", o->pgd_steps, "PGD steps per noise batch"),
+             [o](PoisonConfig& c) { c.pgd_steps = o->pgd_steps; });
+  overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]"),
+             [o](PoisonConfig& c) { c.ratio = o->ratio; });
+  app.add_option("--init", o->init, "Initial noise: uniform | zero | file")->capture_default_str();
+  app.add_option("--init-file", o->init_file,
+                 "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
+  overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first"),
+             [o](PoisonConfig& c) { c.pretrain_epochs = o->pretrain_epochs; });
+  // ---- attacker's model and optimiser
+  app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
+      ->capture_default_str();
+  auto* width_opt = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)");
+  overriding(app.add_option("--batch-size", o->batch_size, "Images per step (paper 512, cpu-small 256)"),
+                               [o](PoisonConfig& c) { c.batch_size = o->batch_size; });
+  auto* lr_opt = app.add_option("--lr", o->lr,
+                                "Attacker lr (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1; "
+                                "default: the recipe's)");
+  overriding(app.add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str(),
+             [o](PoisonConfig& c) { c.momentum = o->momentum; });
+  overriding(app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")->capture_default_str(),
+             [o](PoisonConfig& c) { c.weight_decay = o->weight_decay; });
+  overriding(app.add_option("--schedule", o->schedule, "Attacker lr over the rounds: cosine | constant (default: the recipe's)")
+                 ->check(CLI::IsMember({"cosine", "constant"})),
+             [o](PoisonConfig& c) { c.cosine = o->schedule == "cosine"; });
+  overriding(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
+                 ->capture_default_str(),
+             [o](PoisonConfig& c) { c.final_lr_fraction = o->final_lr_fraction; });
+  auto* augment_opt = app.add_option("--augment", o->augment,
+                                     "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
+                                     "unlearnable and adversarial: crop-flip)");
+  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")->capture_default_str();
+  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+      ->capture_default_str();
+  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")->capture_default_str();
+  app.add_option("--proj-hidden", o->proj_hidden, "Projector hidden width (-1: the algorithm's default)")->capture_default_str();
+  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")->capture_default_str();
+  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")->capture_default_str();
+  app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")->capture_default_str();
+  // ---- data
+  tools::add_data_options(app, o->data, /*data_required=*/true);
+  // ---- run
+  app.add_option("--seed", o->seed, "Seed of the noise init, weights, batch order, augmentations, poisoned rows")
+      ->capture_default_str();
+  app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
+  app.add_option("--out", o->out, "Poison file (HDF5); the noise picture goes to OUT with .png")->required();
+  app.add_option("--checkpoint-every", o->checkpoint_every,
+                 "Checkpoint to OUT.ckpt.h5 every N rounds (and after the last; 0: never)")
+      ->capture_default_str();
+  app.add_flag("--resume", o->resume, "Continue from OUT.ckpt.h5 when it exists (the finished rounds are kept)");
+  app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
+      ->capture_default_str();
+  // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
+  app.add_option("--stop-after-rounds", o->stop_after_rounds)->group("");
+
+  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt] {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Attack attack = parse_attack(o->attack);
+    const double eps = tools::parse_fraction(o->eps, "--eps");
+    CP_CHECK(eps > 0 && eps <= 1, "--eps", "eps ", o->eps, " outside (0, 1]: it is in pixel units, e.g. 8/255 (= 0.0314)");
+    const std::string recipe = recipe_for(o->recipe, attack);
+    const bool cpu_small = recipe.rfind("cpu-small", 0) == 0;
+    const Algo requested_algo = algorithms::parse_algo(o->algo);
+    const Algo algo = uses_supervised_model(attack) ? Algo::supervised : requested_algo;
+    Device device = tools::parse_device(o->device);
+    CP_CHECK(!o->out.empty(), "--out", "no output file given");
+    {
+      std::filesystem::path parent = std::filesystem::path(o->out).parent_path();
+      CP_CHECK(parent.empty() || std::filesystem::is_directory(parent), "--out", "directory '", parent.string(),
+               "' does not exist");
+    }
+
+    // ---- data (cpu-small poisons the same 5000-image subset `cpoison train --preset cpu-small` uses)
+    if (cpu_small && !o->data.given("--subset")) o->data.subset = 5000;
+    data::Dataset ds = tools::load_train(o->data);
+
+    // ---- config: recipe, then the defaults that depend on it, then every flag given
+    PoisonConfig cfg = PoisonConfig::recipe(recipe, algo);
+    cfg.attack = attack;
+    if (attack == Attack::cp_sample) cfg.kind = "sample";
+    else if (attack == Attack::cp_class) cfg.kind = "class";
+    else cfg.kind = "sample";
+    if (kind_opt->count()) cfg.kind = o->kind;
+    cfg.eps = eps;
+    cfg.model = o->model;
+    cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;
+    cfg.model_options.in_channels = ds.channels();
+    std::string aug = augment_opt->count()     ? o->augment
+                      : uses_supervised_model(attack) ? "crop-flip"
+                      : cpu_small              ? "cpu-small"
+                                               : "simclr";
+    cfg.augment = algorithms::make_augment(aug, ds.name, ds.channels(), ds.height(), ds.width());
+    if (uses_supervised_model(attack)) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
+    for (auto& [opt, apply] : *overrides)
+      if (opt->count()) apply(cfg);
+    if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
+    algorithms::AlgoConfig& ac = cfg.algo_config;
+    if (o->temperature > 0) ac.temperature = o->temperature;
+    if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;
+    if (o->queue_size >= 0) ac.queue_size = o->queue_size;
+    if (o->proj_hidden >= 0) ac.proj_hidden = o->proj_hidden;
+    if (o->proj_dim > 0) ac.proj_dim = o->proj_dim;
+    if (o->pred_hidden > 0) ac.pred_hidden = o->pred_hidden;
+    ac.dual_branch = o->dual_branch;
+    ac.byol_detach_target = o->byol_detach_target;
+    ac.loss_scale = o->loss_scale;
+    ac.seed = o->seed;
+    cfg.init = !o->init_file.empty() && o->init == "uniform" ? "file" : o->init;
+    cfg.init_file = o->init_file;
+    cfg.seed = o->seed;
+    cfg.device = device;
+    cfg.checkpoint_path = tools::with_suffix(o->out, ".ckpt.h5");
+    cfg.checkpoint_every = o->checkpoint_every;
+    cfg.resume = o->resume;
+    cfg.progress_seconds = o->progress_seconds;
+    if (o->stop_after_rounds > 0) {
+      int64_t stop = o->stop_after_rounds;
+      cfg.on_round_end = [stop](int64_t done) { return done < stop; };
+    }
+    cfg.validate();
+
+    // ---- settings, printed and recorded in the poison file
+    const std::string picture = tools::with_suffix(o->out, ".png");
+    nlohmann::json settings{{"attack", attack_name(attack)},
+                            {"kind", cfg.kind},
+                            {"algorithm", algorithms::algo_name(algo)},
+                            {"dual_branch", ac.dual_branch},
+                            {"recipe", recipe},
+                            {"eps", cfg.eps},
+                            {"step", cfg.step},
+                            {"rounds", cfg.rounds},
+                            {"model_steps", cfg.model_steps},
+                            {"noise_batches", cfg.noise_batches},
+                            {"pgd_steps", cfg.pgd_steps},
+                            {"batch_size", cfg.batch_size},
+                            {"lr", cfg.lr},
+                            {"momentum", cfg.momentum},
+                            {"weight_decay", cfg.weight_decay},
+                            {"schedule", cfg.cosine ? "cosine" : "constant"},
+                            {"final_lr_fraction", cfg.final_lr_fraction},
+                            {"init", cfg.init},
+                            {"init_file", cfg.init_file},
+                            {"ratio", cfg.ratio},
+                            {"pretrain_epochs", cfg.pretrain_epochs},
+                            {"model", cfg.model},
+                            {"width", cfg.model_options.width},
+                            {"augment", aug},
+                            {"seed", cfg.seed},
+                            {"data", o->data.data},
+                            {"subset", o->data.subset},
+                            {"subset_seed", o->data.subset_seed},
+                            {"pad_to", o->data.pad_to},
+                            {"channels", o->data.channels}};
+    std::fprintf(stderr, "poison %s (%s-wise) against %s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n",
+                 attack_name(attack), cfg.kind.c_str(), algorithms::algo_name(algo), ac.dual_branch ? " (dual branch)" : "",
+                 o->data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
+                 (long long)ds.channels(), (long long)ds.classes);
+    if (uses_supervised_model(attack) && algo_opt->count() && requested_algo != Algo::supervised)
+      std::fprintf(stderr, "  note: %s trains a supervised classifier; --algo %s is not used\n", attack_name(attack),
+                   o->algo.c_str());
+    std::fprintf(stderr,
+                 "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
+                 "batch %lld, lr %g (%s), init %s, ratio %g\n",
+                 recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
+                 (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
+                 (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
+    std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
+                 cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
+                 o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+    if (!o->resume && std::filesystem::exists(cfg.checkpoint_path))
+      std::fprintf(stderr, "  note: %s exists; starting over (pass --resume to continue it)\n", cfg.checkpoint_path.c_str());
+
+    PoisonResult res = generate_poison(ds, cfg, o->data.data, o->data.subset);
+    const Poison& p = res.poison;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!res.finished) {
+      std::printf("stopped after round %lld of %lld, %.1f s; checkpoint %s (rerun with --resume to finish)\n",
+                  (long long)p.rounds_done, (long long)cfg.rounds, secs, cfg.checkpoint_path.c_str());
+      return;
+    }
+
+    io::Attrs extra{{"dataset_name", ds.name},
+                    {"subset_seed", (int64_t)o->data.subset_seed},
+                    {"pad_to", o->data.pad_to},
+                    {"channels", o->data.channels},
+                    {"data_fingerprint", tools::data_fingerprint(ds)},
+                    {"recipe", recipe},
+                    {"model", cfg.model},
+                    {"width", cfg.model_options.width},
+                    {"augment", aug},
+                    {"settings", settings.dump()}};
+    tools::save_poison_with_attrs(o->out, p, extra);
+    tools::write_poison_overview(picture, p, ds);
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double last_noise_loss = res.history.empty() ? NAN : res.history.back().noise_loss;
+    std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld, final noise loss %.4f, "
+                "%.1f s; poison %s, picture %s\n",
+                o->data.describe().c_str(), attack_name(attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
+                (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
+                (long long)p.rounds_total, last_noise_loss, secs, o->out.c_str(), picture.c_str());
+  });
+}
+
+}  // namespace
+CPOISON_COMMAND(poison, "Generate a poison (CP-S, CP-C, random, unlearnable, adversarial); write an HDF5 poison file",
+                setup);
