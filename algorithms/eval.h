@@ -63,7 +63,8 @@ struct SgdProbeOptions {
 };
 // Frozen encoder in eval mode, Linear(D, classes) trained with SGD on augmented clean training
 // images (fresh crops and flips every epoch), tested on the un-augmented test set after every
-// epoch. Reports the final and the best test accuracy. Encoder weights are left unchanged.
+// epoch. Reports the final and the best test accuracy. Encoder weights and mode are left
+// unchanged; the head's initial weights come from nn::init_generator() seeded with options.seed.
 ProbeResult linear_probe_sgd(models::Encoder& encoder, const data::Dataset& train, const data::Dataset& test,
                              const SgdProbeOptions& options);
 

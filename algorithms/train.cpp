@@ -299,8 +299,22 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
 
   std::ofstream log;
   if (!cfg.log_path.empty()) {
-    log.open(cfg.log_path, start_epoch > 0 ? std::ios::app : std::ios::trunc);
+    // On resume keep the lines of the epochs the checkpoint holds; later ones (written after
+    // the last checkpoint by the killed run) are run again and logged again.
+    std::vector<std::string> kept;
+    if (start_epoch > 0) {
+      std::ifstream old(cfg.log_path);
+      for (std::string line; std::getline(old, line);) {
+        auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.contains("epoch") && j["epoch"].is_number_integer() &&
+            j["epoch"].get<int64_t>() <= start_epoch)
+          kept.push_back(line);
+      }
+    }
+    log.open(cfg.log_path, std::ios::trunc);
     CP_CHECK(log.good(), cfg.log_path, "cannot open the training log for writing");
+    for (auto& line : kept) log << line << "\n";
+    log.flush();
   }
 
   using clock = std::chrono::steady_clock;

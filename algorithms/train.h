@@ -69,7 +69,9 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;
   bool resume = false;
   std::string resume_from;
-  std::string log_path;  // JSON lines, one per epoch ("" = none); appended to on resume
+  // JSON lines, one per epoch ("" = none). A resumed run keeps the lines of the epochs its
+  // checkpoint holds and rewrites the rest.
+  std::string log_path;
   // Extra file attributes for the checkpoint (dataset name, preset, data options...).
   io::Attrs extra_attrs;
 
@@ -112,6 +114,7 @@ struct TrainResult {
 // offset from the checkpoint when resuming: a resumed run ends with the same weights as an
 // uninterrupted one. Throws Error for a bad config, a dataset whose channels differ from
 // model_options.in_channels, or a checkpoint made with a different algorithm or model.
+// The returned learner is in eval mode. Seeds nn::init_generator() with cfg.seed.
 TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg);
 
 // Builds the learner of a training checkpoint (algo, model and sizes from its attributes) and

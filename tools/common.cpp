@@ -119,12 +119,14 @@ Device parse_device(const std::string& s) {
 // ---------------------------------------------------------------- small parsers and paths
 
 namespace {
+// The whole of `text` (blanks around it allowed) as a finite number.
 bool parse_number(const std::string& text, double& out) {
-  if (text.empty()) return false;
-  const char* begin = text.c_str();
+  const size_t first = text.find_first_not_of(" \t"), last = text.find_last_not_of(" \t");
+  if (first == std::string::npos) return false;
+  const std::string trimmed = text.substr(first, last - first + 1);
   char* end = nullptr;
-  out = std::strtod(begin, &end);
-  return end == begin + text.size() && std::isfinite(out);
+  out = std::strtod(trimmed.c_str(), &end);
+  return end == trimmed.c_str() + trimmed.size() && std::isfinite(out);
 }
 }  // namespace
 
@@ -210,6 +212,24 @@ std::vector<int64_t> poisoned_rows_of_class(const poison::Poison& p, const data:
   return rows;
 }
 
+void write_tiles_png(const std::string& path, const Tensor& images, int64_t columns) {
+  CP_CHECK(images.defined() && images.dim() == 4, "picture " + path, "images must be [N, C, H, W], got ", images.describe());
+  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  const int64_t scale = std::max<int64_t>(1, 64 / std::max<int64_t>(1, std::max(H, W)));
+  Tensor src = images.to(Device::cpu).to(DType::f32).contiguous();
+  Tensor big = src;
+  if (scale > 1) {
+    big = Tensor::empty({N, C, H * scale, W * scale}, DType::f32);
+    const float* in = src.data<float>();
+    float* out = big.data<float>();
+    const int64_t HS = H * scale, WS = W * scale;
+    for (int64_t nc = 0; nc < N * C; ++nc)
+      for (int64_t y = 0; y < HS; ++y)
+        for (int64_t x = 0; x < WS; ++x) out[(nc * HS + y) * WS + x] = in[(nc * H + y / scale) * W + x / scale];
+  }
+  io::write_png(path, io::tile_images(big, std::max<int64_t>(1, columns), 1, 1.0));
+}
+
 void write_noise_grid(const std::string& path, const poison::Poison& p, const std::vector<int64_t>& delta_rows,
                       int64_t columns) {
   CP_CHECK(!delta_rows.empty(), "noise picture " + path, "no noise rows to draw");
@@ -223,8 +243,7 @@ void write_noise_grid(const std::string& path, const poison::Poison& p, const st
     CP_CHECK(r < delta.size(0), "noise picture " + path, "delta row ", r, " outside ", delta.describe());
     for (int64_t j = 0; j < per; ++j) tiles[t * per + j] = (std::clamp(d[r * per + j], -1.0f, 1.0f) + 1.0f) / 2.0f;
   }
-  Tensor images = Tensor::from_vector(tiles, {(int64_t)delta_rows.size(), C, H, W});
-  io::write_png(path, io::tile_images(images, std::max<int64_t>(1, columns), 1, 1.0));
+  write_tiles_png(path, Tensor::from_vector(tiles, {(int64_t)delta_rows.size(), C, H, W}), columns);
 }
 
 void write_poison_overview(const std::string& path, const poison::Poison& p, const data::Dataset& train) {

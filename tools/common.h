@@ -88,6 +88,11 @@ void save_poison_with_attrs(const std::string& path, const poison::Poison& p, co
 // The training rows (ascending) that carry noise and have label k, at most `limit` of them.
 std::vector<int64_t> poisoned_rows_of_class(const poison::Poison& p, const data::Dataset& ds, int64_t k, int64_t limit);
 
+// Tiles float images [R, C, H, W] in [0, 1] into a PNG, `columns` per row, white 1-pixel gaps.
+// Small images are enlarged by an integer factor (nearest neighbour) so that a tile is at least
+// 64 pixels on its longer side: 28x28 -> 56x56, 8x8 -> 64x64, 32x32 -> 64x64, 96x96 unchanged.
+void write_tiles_png(const std::string& path, const Tensor& images, int64_t columns);
+
 // Writes a PNG grid of amplified noise, (delta + 1) / 2, one tile per entry of delta_rows
 // (rows of p.delta; -1 leaves a blank white tile), `columns` tiles per row.
 void write_noise_grid(const std::string& path, const poison::Poison& p, const std::vector<int64_t>& delta_rows,

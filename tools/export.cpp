@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "engine/io/png.h"
 #include "poison/apply.h"
 #include "tools/command.h"
 #include "tools/common.h"
@@ -124,7 +123,7 @@ int64_t write_samples(const std::string& path, const data::Dataset& clean, const
           t[2 * per + chw] = (float)((std::clamp(diff, -1.0, 1.0) + 1.0) / 2.0);
         }
   }
-  io::write_png(path, io::tile_images(Tensor::from_vector(tiles, {(int64_t)rows.size() * 3, C, H, W}), 3, 1, 1.0));
+  tools::write_tiles_png(path, Tensor::from_vector(tiles, {(int64_t)rows.size() * 3, C, H, W}), 3);
   return (int64_t)rows.size();
 }
 

@@ -42,7 +42,12 @@ echo "build: $BUILD"
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
 echo "GPU: ${gpu:-unknown (nvidia-smi failed)}"
-"$BUILD/cpoison" version || status=1
+version=$("$BUILD/cpoison" version 2>&1) || status=1
+echo "$version"
+if ! grep -q "GPU available" <<<"$version"; then
+  echo "cpoison sees no usable GPU: the CUDA tests below will all be skipped"
+  status=1
+fi
 
 # ---- CUDA tests (every case compares a CUDA op with the CPU reference)
 "$BUILD/cpoison-tests" -sf='*cuda*' >"$LOGS/tests.log" 2>&1
@@ -150,6 +155,9 @@ PY
   echo "pytorch resnet18 batch $BATCH: f32 $torch_f32 images/s, tf32 $torch_tf32 images/s"
 fi
 
+rate() {  # a number gets its unit; a reason is printed as is
+  if [[ $1 =~ ^[0-9.]+$ ]]; then echo "$1 images/s"; else echo "$1"; fi
+}
 {
   echo
   echo "GPU: ${gpu:-unknown}"
@@ -157,9 +165,9 @@ fi
   echo "| check | result |"
   echo "|---|---|"
   echo "| CUDA tests (\`cpoison-tests -sf='*cuda*'\`) | ${tests_line:-no summary} |"
-  echo "| cpoison ResNet-18 step, batch $BATCH, f32 | $cp_f32 images/s |"
-  echo "| cpoison ResNet-18 step, batch $BATCH, TF32 | $cp_tf32 images/s |"
-  echo "| PyTorch eager ResNet-18 step, batch $BATCH, f32 | $torch_f32 images/s |"
-  echo "| PyTorch eager ResNet-18 step, batch $BATCH, TF32 | $torch_tf32 images/s |"
+  echo "| cpoison ResNet-18 step, batch $BATCH, f32 | $(rate "$cp_f32") |"
+  echo "| cpoison ResNet-18 step, batch $BATCH, TF32 | $(rate "$cp_tf32") |"
+  echo "| PyTorch eager ResNet-18 step, batch $BATCH, f32 | $(rate "$torch_f32") |"
+  echo "| PyTorch eager ResNet-18 step, batch $BATCH, TF32 | $(rate "$torch_tf32") |"
 } | tee "$LOGS/results.md"
 exit "$status"

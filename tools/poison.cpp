@@ -134,6 +134,7 @@ void setup(CLI::App& app) {
   app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")->capture_default_str();
   // ---- data
   tools::add_data_options(app, o->data, /*data_required=*/true);
+  o->data.option("--subset")->description("Use a class-balanced subset of N training images (0: all; recipe cpu-small: 5000)");
   // ---- run
   app.add_option("--seed", o->seed, "Seed of the noise init, weights, batch order, augmentations, poisoned rows")
       ->capture_default_str();
@@ -246,22 +247,29 @@ void setup(CLI::App& app) {
                             {"subset_seed", o->data.subset_seed},
                             {"pad_to", o->data.pad_to},
                             {"channels", o->data.channels}};
-    std::fprintf(stderr, "poison %s (%s-wise) against %s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n",
-                 attack_name(attack), cfg.kind.c_str(), algorithms::algo_name(algo), ac.dual_branch ? " (dual branch)" : "",
+    const std::string attacker = attack == Attack::random ? std::string()
+                                : std::string(" against ") + algorithms::algo_name(algo) + (ac.dual_branch ? " (dual branch)" : "");
+    std::fprintf(stderr, "poison %s (%s-wise)%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
+                 cfg.kind.c_str(), attacker.c_str(),
                  o->data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                  (long long)ds.channels(), (long long)ds.classes);
     if (uses_supervised_model(attack) && algo_opt->count() && requested_algo != Algo::supervised)
       std::fprintf(stderr, "  note: %s trains a supervised classifier; --algo %s is not used\n", attack_name(attack),
                    o->algo.c_str());
-    std::fprintf(stderr,
-                 "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
-                 "batch %lld, lr %g (%s), init %s, ratio %g\n",
-                 recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
-                 (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
-                 (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
-    std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
-                 cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
-                 o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+    if (attack == Attack::random)
+      std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
+                   tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
+    else
+      std::fprintf(stderr,
+                   "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
+                   "batch %lld, lr %g (%s), init %s, ratio %g\n",
+                   recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
+                   (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
+                   (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
+    if (attack != Attack::random)
+      std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
+                   cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
+                   o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
     if (!o->resume && std::filesystem::exists(cfg.checkpoint_path))
       std::fprintf(stderr, "  note: %s exists; starting over (pass --resume to continue it)\n", cfg.checkpoint_path.c_str());
 
@@ -287,12 +295,13 @@ void setup(CLI::App& app) {
     tools::save_poison_with_attrs(o->out, p, extra);
     tools::write_poison_overview(picture, p, ds);
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double last_noise_loss = res.history.empty() ? NAN : res.history.back().noise_loss;
-    std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld, final noise loss %.4f, "
-                "%.1f s; poison %s, picture %s\n",
+    char loss[64] = "";
+    if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
+    std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
+                "picture %s\n",
                 o->data.describe().c_str(), attack_name(attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
                 (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
-                (long long)p.rounds_total, last_noise_loss, secs, o->out.c_str(), picture.c_str());
+                (long long)p.rounds_total, loss, secs, o->out.c_str(), picture.c_str());
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <unistd.h>
 
 #include "engine/io/hdf5.h"
@@ -41,7 +42,7 @@ TEST_CASE("tools parse_fraction reads decimals and fractions and names the flag 
   CHECK(parse_fraction("8/255", "--eps") == doctest::Approx(8.0 / 255.0).epsilon(1e-15));
   CHECK(parse_fraction("0.5", "--eps") == 0.5);
   CHECK(parse_fraction("1e-2", "--eps") == 0.01);
-  CHECK(parse_fraction("16 / 255", "--eps") == doctest::Approx(16.0 / 255.0));  // strtod skips leading blanks
+  CHECK(parse_fraction("16 / 255", "--eps") == doctest::Approx(16.0 / 255.0));  // blanks around the parts are allowed
   CHECK_THROWS_WITH(parse_fraction("abc", "--eps"), doctest::Contains("--eps"));
   CHECK_THROWS_WITH(parse_fraction("8/0", "--eps"), doctest::Contains("divides by zero"));
   CHECK_THROWS_WITH(parse_fraction("8/", "--step"), doctest::Contains("--step"));
@@ -155,5 +156,25 @@ TEST_CASE("tools save_poison_with_attrs keeps the poison layout and adds attribu
   std::string png = (dir / "p.png").string();
   write_poison_overview(png, p, small_dataset(3, 2));
   CHECK(std::filesystem::file_size(png) > 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("tools write_tiles_png enlarges small tiles by an integer factor") {
+  auto dir = std::filesystem::temp_directory_path() / ("cpoison-common-png-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  // Width and height from the PNG header (IHDR: big-endian at bytes 16 and 20).
+  auto png_size = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    unsigned char b[24] = {};
+    in.read(reinterpret_cast<char*>(b), 24);
+    auto be = [&](int at) { return (int64_t)b[at] << 24 | (int64_t)b[at + 1] << 16 | (int64_t)b[at + 2] << 8 | b[at + 3]; };
+    return std::pair<int64_t, int64_t>{be(16), be(20)};
+  };
+  std::string small = (dir / "small.png").string(), large = (dir / "large.png").string();
+  write_tiles_png(small, Tensor::full({3, 1, 8, 8}, 0.5), 2);  // x8: 64-pixel tiles, 2 columns, 2 rows
+  CHECK(png_size(small) == std::pair<int64_t, int64_t>{2 * 65 + 1, 2 * 65 + 1});
+  write_tiles_png(large, Tensor::full({1, 3, 70, 90}, 0.5), 4);  // no enlargement
+  CHECK(png_size(large) == std::pair<int64_t, int64_t>{92, 72});
+  CHECK_THROWS_WITH(write_tiles_png(small, Tensor::full({8, 8}, 0.5), 2), doctest::Contains("[N, C, H, W]"));
   std::filesystem::remove_all(dir);
 }

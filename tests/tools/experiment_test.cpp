@@ -1,13 +1,379 @@
-// The experiment engine: presets, plans, cached cells, the demo's quick mode.
+// The experiment engine (tools/experiment/): preset loading and its errors, the plan of a
+// table, a smoke run of a preset on a tiny synthetic dataset, resuming and skipping finished
+// cells, dry runs, the translate augmentation, and the demo's quick mode.
+// Images: u8 [N,H,W,C]; batches f32 [B,C,H,W].
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/data/dataset.h"
+#include "tools/experiment/demo.h"
 #include "tools/experiment/runner.h"
 
 using namespace cpoison;
 using namespace cpoison::tools::experiment;
+namespace fs = std::filesystem;
 
-TEST_CASE("experiment: translate of zero is the identity") {
-  Generator g(0, 1);
-  Tensor x = Tensor::ones({1, 1, 3, 3});
-  CHECK(random_translate(x, 0, g).to_vector<float>() == x.to_vector<float>());
+namespace {
+
+// A fresh folder under the temp directory, removed when the test ends.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path = fs::temp_directory_path() / ("cpoison-experiment-" + tag + "-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+// 8x8 grey images of 4 classes (a bright quadrant per class, plus a pattern per image), as
+// one HDF5 file with train and test splits.
+std::string tiny_dataset(const TempDir& d, int64_t n_train = 32, int64_t n_test = 16) {
+  auto make = [](int64_t n, int64_t offset) {
+    data::Dataset ds;
+    std::vector<uint8_t> px(n * 8 * 8);
+    std::vector<int64_t> labels(n);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t k = i % 4;
+      labels[i] = k;
+      for (int64_t y = 0; y < 8; ++y)
+        for (int64_t x = 0; x < 8; ++x) {
+          bool bright = (y / 4) == (k / 2) && (x / 4) == (k % 2);
+          px[(i * 8 + y) * 8 + x] = (uint8_t)((bright ? 180 : 30) + ((i + offset) * 7 + y * 3 + x) % 40);
+        }
+    }
+    ds.images = Tensor::from_vector(px, {n, 8, 8, 1});
+    ds.labels = Tensor::from_vector(labels, {n});
+    ds.classes = 4;
+    ds.name = "tiny";
+    return ds;
+  };
+  data::Dataset train = make(n_train, 0), test = make(n_test, 1000);
+  std::string path = d.file("tiny.h5");
+  data::save_datasets_h5(path, {{data::Split::train, &train}, {data::Split::test, &test}});
+  return path;
+}
+
+// scales.toml with one fast scale, "tiny", on the dataset file.
+void write_scales(const TempDir& d, const std::string& dataset) {
+  write(d.file("scales.toml"), R"([tiny]
+width = 2
+[tiny.data]
+dataset = ")" + dataset + R"("
+subset = 0
+[tiny.victim]
+epochs = 1
+batch_size = 16
+checkpoint_every = 1
+[tiny.supervised]
+epochs = 1
+batch_size = 16
+[tiny.poison]
+cp_c_rounds = 1
+cp_c_model_steps = 1
+cp_c_noise_batches = 1
+cp_s_rounds = 1
+cp_s_pgd_steps = 1
+batch_size = 16
+[tiny.eval]
+iterations = 10
+alignment_images = 8
+batch_size = 16
+[tiny.cost]
+simclr_views_per_s = 100
+[other]
+width = 3
+)");
+}
+
+const char* kSmokePreset = R"(title = "smoke"
+columns = [ { label = "SimCLR", victim = "simclr" }, { label = "Supervised", victim = "supervised" } ]
+rows = [
+  { label = "None", attack = "none", paper = [1.0, "-"] },
+  { label = "CP (C)", attack = "cp-c", attacker = "simclr" },
+]
+[scale.tiny]
+)";
+
+ExperimentOptions quiet_options(const TempDir& d) {
+  ExperimentOptions o;
+  o.results = d.file("results");
+  o.quiet = true;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("experiment random_translate shifts whole images by at most max_shift, filling zeros") {
+  // One 1x4x4 image with distinct values; every output must be one of the 25 shifts of it.
+  std::vector<float> v(16);
+  for (int i = 0; i < 16; ++i) v[i] = (float)(i + 1);
+  Tensor x = Tensor::from_vector(v, {1, 1, 4, 4});
+  Generator gen(3, 7);
+  for (int trial = 0; trial < 6; ++trial) {
+    auto y = random_translate(x, 2, gen).to_vector<float>();
+    REQUIRE(y.size() == 16);
+    bool matched = false;
+    for (int dy = -2; dy <= 2 && !matched; ++dy)
+      for (int dx = -2; dx <= 2 && !matched; ++dx) {
+        bool same = true;
+        for (int r = 0; r < 4; ++r)
+          for (int c = 0; c < 4; ++c) {
+            int sr = r + dy, sc = c + dx;
+            float want = (sr >= 0 && sr < 4 && sc >= 0 && sc < 4) ? v[sr * 4 + sc] : 0.f;
+            same = same && std::fabs(y[r * 4 + c] - want) < 1e-6f;
+          }
+        matched = same;
+      }
+    CHECK(matched);
+  }
+  Generator g0(0, 0);
+  CHECK(random_translate(x, 0, g0).to_vector<float>() == v);
+  CHECK_THROWS_WITH_AS(random_translate(Tensor::ones({4, 4}), 1, g0), doctest::Contains("[B,C,H,W]"), Error);
+}
+
+TEST_CASE("experiment presets: scales.toml, then the preset's [scale.NAME], override the defaults") {
+  TempDir d("load");
+  write_scales(d, "fashion-mnist");
+  write(d.file("p.toml"), R"(title = "t"
+metric = "align_gap"
+columns = [ { label = "A", victim = "moco" } ]
+rows = [ { label = "r1", attack = "cp-s", eps = "16/255" }, { label = "r2", attack = "random", kind = "class" } ]
+[scale.tiny]
+victim.epochs = 7
+algo.moco.queue_size = 64
+[scale.other]
+rows = [ { label = "only", attack = "none" } ]
+)");
+  Preset p = load_preset(d.file("p.toml"), "tiny", d.path.string());
+  CHECK(p.name == "p");
+  CHECK(p.scales == std::vector<std::string>{"other", "tiny"});  // sorted by name
+  CHECK(p.metric == Metric::align_gap);
+  CHECK(p.settings.width == 2);              // scales.toml
+  CHECK(p.settings.victim.epochs == 7);      // the preset wins
+  CHECK(p.settings.victim.batch_size == 16); // scales.toml
+  CHECK(p.settings.supervised.nesterov);     // C++ default kept
+  CHECK(p.settings.algo.moco.queue_size == 64);
+  REQUIRE(p.rows.size() == 2);
+  CHECK(*p.rows[0].keys.eps == doctest::Approx(16.0 / 255.0));
+  CHECK(*p.rows[1].keys.kind == "class");
+
+  Preset q = load_preset(d.file("p.toml"), "other", d.path.string());
+  CHECK(q.settings.width == 3);
+  REQUIRE(q.rows.size() == 1);
+  CHECK(q.rows[0].label == "only");
+  CHECK(q.columns.size() == 1);  // columns not replaced
+  CHECK_THROWS_WITH_AS(load_preset(d.file("p.toml"), "paper", d.path.string()), doctest::Contains("scales: other, tiny"), Error);
+}
+
+TEST_CASE("experiment presets: a malformed file is an error naming the key") {
+  TempDir d("bad");
+  write_scales(d, "fashion-mnist");
+  auto error_of = [&](const std::string& text) -> std::string {
+    write(d.file("bad.toml"), text);
+    try {
+      load_preset(d.file("bad.toml"), "tiny", d.path.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::string ok_axes = "columns = [ { label = \"A\" } ]\nrows = [ { label = \"r\" } ]\n";
+  CHECK(error_of(ok_axes + "[scale.tiny]\nvictim.epoch = 3\n").find("unknown key 'scale.tiny.victim.epoch'") != std::string::npos);
+  CHECK(error_of(ok_axes + "[scale.tiny]\nvictim.epochs = \"3\"\n").find("'scale.tiny.victim.epochs'") != std::string::npos);
+  CHECK(error_of(ok_axes + "[scale.tiny]\nvictim.epochs = 2.5\n").find("expected an integer") != std::string::npos);
+  CHECK(error_of(ok_axes + "[scale.tiny]\npoison.eps = \"eight\"\n").find("'scale.tiny.poison.eps'") != std::string::npos);
+  CHECK(error_of(ok_axes + "[scale.tiny]\neval.probe = \"knn\"\n").find("eval.probe") != std::string::npos);
+  CHECK(error_of(ok_axes + "colour = 1\n[scale.tiny]\n").find("unknown key 'colour'") != std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\", atack = \"cp-s\" } ]\n[scale.tiny]\n").find("unknown key 'rows[0].atack'") !=
+        std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\" }, { label = \"s\", attack = \"cp-x\" } ]\n[scale.tiny]\n")
+            .find("'rows[1].attack'") != std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\", ratio = 1.5 } ]\n[scale.tiny]\n").find("'rows[0].ratio'") != std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\", defense = \"usvt:p=2\" } ]\n[scale.tiny]\n").find("'rows[0].defense'") !=
+        std::string::npos);
+  CHECK(error_of("rows = [ { attack = \"none\" } ]\n[scale.tiny]\n").find("'rows[0].label'") != std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\" } ]\ncolumns = [ { label = \"m\", mean_of = [\"x\"] } ]\n[scale.tiny]\n")
+            .find("'columns[0].mean_of'") != std::string::npos);
+  CHECK(error_of("rows = [ { label = \"r\", paper = [1, 2] } ]\n[scale.tiny]\n").find("'rows[0].paper'") != std::string::npos);
+  CHECK(error_of(ok_axes + "[scale.tiny\n").find("line 3") != std::string::npos);  // TOML syntax
+  CHECK(error_of(ok_axes).find("[scale.NAME]") != std::string::npos);
+  // A cell that cannot run: a contrastive attack on a supervised victim needs an attacker.
+  write(d.file("cell.toml"), "rows = [ { label = \"r\", victim = \"supervised\", attack = \"cp-c\" } ]\n[scale.tiny]\n");
+  CHECK_THROWS_WITH_AS(make_plan(load_preset(d.file("cell.toml"), "tiny", d.path.string())),
+                       doctest::Contains("needs a contrastive attacker"), Error);
+}
+
+TEST_CASE("experiment plans share poisons and victims between cells and order dependencies first") {
+  TempDir d("plan");
+  write_scales(d, "fashion-mnist");
+  write(d.file("p.toml"), R"(columns = [
+  { label = "S", attack = "cp-s", attacker = "simclr" },
+  { label = "C", attack = "cp-c", attacker = "simclr" },
+  { label = "Avg", mean_of = ["S", "C"] },
+]
+rows = [
+  { label = "none", defense = "none" },
+  { label = "noise", defense = "noise:std=8/255" },
+  { label = "clean", attack = "none" },
+  { label = "clean only", attack = "clean-only", ratio = 1.0 },
+]
+[scale.tiny]
+poison.cp_s_init = "cp-c"
+)");
+  Preset p = load_preset(d.file("p.toml"), "tiny", d.path.string());
+  Plan plan = make_plan(p);
+  REQUIRE(plan.poisons.size() == 2);
+  CHECK(plan.poisons[0].id == "poison-cp-c-simclr");  // CP-S starts from it: listed first
+  CHECK(plan.poisons[1].id == "poison-cp-s-simclr");
+  CHECK(plan.poisons[1].init_from == "poison-cp-c-simclr");
+  CHECK(plan.victims.size() == 5);  // 2 x 2 defended/undefended + one clean victim shared by two cells
+  CHECK(plan.grid[2][0] == plan.grid[2][1]);
+  CHECK(plan.victims[plan.grid[2][0]].id == "victim-simclr-clean");
+  CHECK(plan.victims[plan.grid[1][0]].id.rfind("victim-simclr-cp-s-simclr-noise-std-", 0) == 0);
+  CHECK(plan.victims[plan.grid[0][1]].id == "victim-simclr-cp-c-simclr");
+  CHECK(plan.grid[0][2] == -1);  // computed
+  CHECK(plan.grid[3][0] == -1);  // clean-only at 100%: nothing to train on
+}
+
+TEST_CASE("experiment smoke run of a preset, then a rerun that skips every finished cell") {
+  TempDir d("smoke");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("smoke.toml"), kSmokePreset);
+  Preset p = load_preset(d.file("smoke.toml"), "tiny", d.path.string());
+  ExperimentOptions o = quiet_options(d);
+
+  ExperimentOptions dry = o;
+  dry.dry_run = true;
+  ExperimentReport plan = run_experiment(p, dry);
+  CHECK(plan.cells == 5);  // the CP-C poison and four victims (SimCLR and supervised, clean and poisoned)
+  CHECK(plan.remaining == plan.cells);
+  CHECK(plan.estimated_seconds > 0);
+  REQUIRE(plan.listing.size() == (size_t)plan.cells + 1);
+  CHECK(plan.listing[0].find("pending") == 0);
+  CHECK(!fs::exists(d.file("results")));  // a dry run writes nothing
+
+  ExperimentReport first = run_experiment(p, o);
+  CHECK(first.ran == first.cells);
+  CHECK(first.skipped == 0);
+  const auto& rows = first.json["rows"];
+  REQUIRE(rows.size() == 2);
+  for (const auto& row : rows)
+    for (const auto& v : row["values"]) {
+      REQUIRE(v.is_number());
+      CHECK(v.get<double>() >= 0.0);
+      CHECK(v.get<double>() <= 100.0);
+    }
+  const std::string root = first.root;
+  CHECK(fs::exists(root + "/table.md"));
+  CHECK(fs::exists(root + "/results.json"));
+  CHECK(fs::exists(root + "/poison-cp-c-simclr/poison.h5"));
+  CHECK(fs::exists(root + "/poison-cp-c-simclr/noise.png"));
+  CHECK(!fs::exists(root + "/poison-cp-c-simclr/poison.ckpt.h5"));  // removed once finished
+  CHECK(fs::exists(root + "/victim-simclr-cp-c-simclr/victim.h5"));
+  const auto& simclr_cp = first.json["cells"]["victim-simclr-cp-c-simclr"];
+  CHECK(simclr_cp["alignment"]["images"].get<int64_t>() == 8);
+  CHECK(simclr_cp["probe"].contains("clean"));
+  CHECK(first.json["cells"]["victim-supervised-clean"]["supervised"]["test_accuracy"].is_number());
+  CHECK(first.markdown.find("| None |") != std::string::npos);
+  CHECK(first.markdown.find("The paper's numbers") != std::string::npos);
+
+  // Rerun: nothing runs, the same table comes back.
+  ExperimentReport second = run_experiment(p, o);
+  CHECK(second.ran == 0);
+  CHECK(second.skipped == second.cells);
+  CHECK(second.json["rows"] == first.json["rows"]);
+  ExperimentReport listed = run_experiment(p, dry);
+  CHECK(listed.remaining == 0);
+  CHECK(listed.listing[0].find("done") == 0);
+
+  // A victim killed after training (train.json and victim.h5 kept, no result.json) is evaluated
+  // again without retraining.
+  const std::string cell = root + "/victim-simclr-clean";
+  const std::string train_before = read_json(cell + "/train.json").dump();
+  const auto ckpt_time = fs::last_write_time(cell + "/victim.h5");
+  fs::remove(cell + "/result.json");
+  ExperimentReport third = run_experiment(p, o);
+  CHECK(third.ran == 1);
+  CHECK(read_json(cell + "/train.json").dump() == train_before);
+  CHECK(fs::last_write_time(cell + "/victim.h5") == ckpt_time);
+  CHECK(third.json["rows"] == first.json["rows"]);
+}
+
+TEST_CASE("experiment resumes after a partial run and refuses cells made with other settings") {
+  TempDir d("resume");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("smoke.toml"), kSmokePreset);
+  Preset p = load_preset(d.file("smoke.toml"), "tiny", d.path.string());
+  ExperimentOptions o = quiet_options(d);
+  o.max_cells = 1;  // as if killed after the first cell
+  ExperimentReport first = run_experiment(p, o);
+  CHECK(first.ran == 1);
+  CHECK(first.remaining == first.cells - 1);
+  CHECK(first.markdown.find("…") != std::string::npos);  // pending cells shown as such
+  o.max_cells = 0;
+  ExperimentReport rest = run_experiment(p, o);
+  CHECK(rest.skipped == 1);
+  CHECK(rest.ran == rest.cells - 1);
+
+  // Other settings for the same cells: an error naming the changed key, unless --redo-changed.
+  write(d.file("smoke2.toml"), std::string(kSmokePreset) + "victim.epochs = 2\n");
+  Preset changed = load_preset(d.file("smoke2.toml"), "tiny", d.path.string());
+  changed.name = p.name;  // the same results folder
+  CHECK_THROWS_WITH_AS(run_experiment(changed, o), doctest::Contains("training.epochs"), Error);
+  ExperimentOptions dry = o;
+  dry.dry_run = true;
+  ExperimentReport listing = run_experiment(changed, dry);
+  bool saw_changed = false;
+  for (const auto& l : listing.listing) saw_changed = saw_changed || l.find("changed") == 0;
+  CHECK(saw_changed);
+  // Only the evaluation changed: the victims are probed again, not retrained.
+  write(d.file("smoke3.toml"), std::string(kSmokePreset) + "eval.alignment_images = 4\n");
+  Preset eval_only = load_preset(d.file("smoke3.toml"), "tiny", d.path.string());
+  eval_only.name = p.name;
+  ExperimentReport again = run_experiment(eval_only, o);
+  CHECK(again.ran == 4);  // every victim (the evaluation settings are part of each victim's config); not the poison
+  CHECK(again.skipped == 1);
+}
+
+TEST_CASE("experiment demo --quick writes the summary keys, the table and the poison files") {
+  TempDir d("demo");
+  DemoOptions o;
+  o.data = tiny_dataset(d, 40, 16);
+  o.images = 40;
+  o.width = 2;
+  o.quick = true;
+  o.out = d.file("demo");
+  o.progress_seconds = -1;
+  nlohmann::json s = run_demo(o);
+  for (const char* k : {"random_encoder", "clean", "random_noise", "cp_s", "cp_c", "supervised_clean", "supervised_cp_c",
+                        "align_cp_s_poisoned", "align_cp_s_clean", "seconds"})
+    CHECK_MESSAGE(s.contains(k), k);
+  CHECK(s["clean"].is_number());
+  CHECK(s["supervised_cp_c"].is_number());
+  CHECK(s["seconds"]["total"].get<double>() > 0);
+  CHECK(fs::exists(o.out + "/summary.json"));
+  CHECK(fs::exists(o.out + "/table.md"));
+  CHECK(fs::exists(o.out + "/poison-cp-c-simclr/poison.h5"));
+  CHECK(fs::exists(o.out + "/poison-cp-s-simclr/noise.png"));
+  // A second run reuses every stage.
+  nlohmann::json again = run_demo(o);
+  CHECK(again["clean"] == s["clean"]);
+  CHECK(read_json(o.out + "/stages.json")["victim-simclr-clean"]["cached"].get<bool>());
+  o.cp_c_victim = "no";
+  CHECK(run_demo(o)["cp_c"].is_null());
 }

@@ -100,8 +100,7 @@ std::string read_bytes(const std::string& path) {
 
 // A one-round-per-call CP-C run small enough for a test.
 const std::string kTinyCpc =
-    " --attack cp-c --algo simclr --recipe cpu-small --model-steps 1 --noise-batches 1 --width 2 --batch-size 8"
-    " --progress-seconds -1";
+    " --attack cp-c --algo simclr --recipe cpu-small --model-steps 1 --noise-batches 1 --width 2 --batch-size 8";
 
 #define SKIP_WITHOUT_CPOISON() SKIP_UNLESS(fs::exists(cpoison_exe()), "the cpoison executable is not built beside the tests")
 
@@ -141,7 +140,7 @@ TEST_CASE("cpoison poison --attack cp-c --recipe cpu-small runs one tiny round a
   SKIP_WITHOUT_CPOISON();
   TempDir dir;
   std::string data = write_tiny(dir);
-  RunResult r = run_cpoison("poison" + kTinyCpc + " --rounds 1 --subset 32 --data '" + data + "' --out '" + (dir / "cpc.h5") + "'");
+  RunResult r = run_cpoison("poison" + kTinyCpc + " --progress-seconds -1 --rounds 1 --subset 32 --data '" + data + "' --out '" + (dir / "cpc.h5") + "'");
   INFO(r.output);
   REQUIRE(r.code == 0);
   CHECK(r.output.find("rounds 1/1") != std::string::npos);
@@ -170,11 +169,11 @@ TEST_CASE("cpoison poison --resume finishes a stopped run with the delta of an u
   TempDir dir;
   std::string data = write_tiny(dir);
   std::string common = "poison" + kTinyCpc + " --rounds 2 --subset 0 --seed 5 --data '" + data + "'";
-  RunResult full = run_cpoison(common + " --out '" + (dir / "full.h5") + "'");
+  RunResult full = run_cpoison(common + " --progress-seconds -1 --out '" + (dir / "full.h5") + "'");
   INFO(full.output);
   REQUIRE(full.code == 0);
 
-  RunResult cut = run_cpoison(common + " --out '" + (dir / "cut.h5") + "' --stop-after-rounds 1");
+  RunResult cut = run_cpoison(common + " --progress-seconds -1 --out '" + (dir / "cut.h5") + "' --stop-after-rounds 1");
   INFO(cut.output);
   REQUIRE(cut.code == 0);
   CHECK(cut.output.find("stopped after round 1 of 2") != std::string::npos);

@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "tools/common.h"
 #include "tools/experiment/cells.h"
+#include "tools/experiment/runner.h"
 
 namespace cpoison::tools::experiment {
 

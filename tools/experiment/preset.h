@@ -62,7 +62,7 @@ struct Preset {
   std::string note;   // an extra line under the table (may be empty)
   std::string corner = "Attack";  // the header above the row labels
   Metric metric = Metric::probe;
-  std::vector<std::string> scales;  // the scales the file defines, in file order
+  std::vector<std::string> scales;  // the scales the file defines, sorted by name
   std::string scale;                // the one loaded
   Settings settings;                // defaults < scales.toml [scale] < the preset's [scale.NAME]
   std::vector<Axis> rows, columns;
