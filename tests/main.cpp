@@ -5,9 +5,12 @@
 
 #include <cstdio>
 
+#include "engine/runtime.h"
+
 #include "tests/support/skip.h"
 
 int main(int argc, char** argv) {
+  cpoison::ensure_passive_openmp_wait(argv);
   doctest::Context ctx(argc, argv);
   int rc = ctx.run();
   if (ctx.shouldExit()) return rc;

@@ -21,7 +21,7 @@ namespace ex = cpoison::tools::experiment;
 
 struct Options {
   std::string preset, scale = "cpu-small", presets, device = "cpu";
-  bool list = false;
+  bool list = false, keys = false;
   ex::ExperimentOptions run;
 };
 
@@ -31,6 +31,7 @@ void setup(CLI::App& app) {
   app.add_option("--scale", o->scale, "Scale defined by the preset: cpu-small | paper")->capture_default_str();
   app.add_flag("--dry-run", o->run.dry_run, "List the cells, their state and estimated cost; run nothing");
   app.add_flag("--list", o->list, "List the presets and their scales");
+  app.add_flag("--keys", o->keys, "Print every settings key of a scale (Markdown table: key, default, meaning)");
   app.add_option("--results", o->run.results, "Results folder (cells under RESULTS/PRESET/SCALE/)")->capture_default_str();
   app.add_option("--presets", o->presets, "Presets folder (default: $CPOISON_PRESETS, ./tools/presets, beside the build)");
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
@@ -41,6 +42,12 @@ void setup(CLI::App& app) {
   app.add_option("--progress-seconds", o->run.progress_seconds, "Seconds between training progress lines (< 0: quiet)")
       ->capture_default_str();
   app.callback([o] {
+    if (o->keys) {
+      std::printf("| key | default | meaning |\n|---|---|---|\n");
+      for (const auto& row : ex::settings_reference())
+        std::printf("| `%s` | `%s` | %s |\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+      return;
+    }
     if (o->list) {
       std::string dir = ex::presets_dir(o->presets);
       for (const auto& name : ex::list_presets(dir)) {

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+
+#include "engine/runtime.h"
 #include <exception>
 
 #include "engine/error.h"
@@ -16,6 +18,7 @@ std::vector<Command>& commands() {
 }  // namespace cpoison::tools
 
 int main(int argc, char** argv) {
+  cpoison::ensure_passive_openmp_wait(argv);
   CLI::App app{"cpoison: indiscriminate poisoning of contrastive learning, and its defences"};
   app.require_subcommand(1);
   auto& cmds = cpoison::tools::commands();

@@ -173,10 +173,8 @@ void setup(CLI::App& app) {
     // ---- config: recipe, then the defaults that depend on it, then every flag given
     PoisonConfig cfg = PoisonConfig::recipe(recipe, algo);
     cfg.attack = attack;
-    if (attack == Attack::cp_sample) cfg.kind = "sample";
-    else if (attack == Attack::cp_class) cfg.kind = "class";
-    else cfg.kind = "sample";
-    if (kind_opt->count()) cfg.kind = o->kind;
+    // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
+    cfg.kind = kind_opt->count() ? o->kind : attack == Attack::cp_class ? "class" : "sample";
     cfg.eps = eps;
     cfg.model = o->model;
     cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;

@@ -100,14 +100,14 @@ width = 3
 )");
 }
 
-const char* kSmokePreset = R"(title = "smoke"
+const char* kSmokePreset = R"toml(title = "smoke"
 columns = [ { label = "SimCLR", victim = "simclr" }, { label = "Supervised", victim = "supervised" } ]
 rows = [
   { label = "None", attack = "none", paper = [1.0, "-"] },
   { label = "CP (C)", attack = "cp-c", attacker = "simclr" },
 ]
 [scale.tiny]
-)";
+)toml";
 
 ExperimentOptions quiet_options(const TempDir& d) {
   ExperimentOptions o;
@@ -244,7 +244,8 @@ poison.cp_s_init = "cp-c"
   CHECK(plan.victims.size() == 5);  // 2 x 2 defended/undefended + one clean victim shared by two cells
   CHECK(plan.grid[2][0] == plan.grid[2][1]);
   CHECK(plan.victims[plan.grid[2][0]].id == "victim-simclr-clean");
-  CHECK(plan.victims[plan.grid[1][0]].id.rfind("victim-simclr-cp-s-simclr-noise-std-", 0) == 0);
+  CHECK(plan.victims[plan.grid[1][0]].id == "victim-simclr-cp-s-simclr-noise-std-8-255");
+  CHECK(plan.victims[plan.grid[1][0]].config["train"]["defense"] == "noise:std=0.03137254901960784,clip=1");
   CHECK(plan.victims[plan.grid[0][1]].id == "victim-simclr-cp-c-simclr");
   CHECK(plan.grid[0][2] == -1);  // computed
   CHECK(plan.grid[3][0] == -1);  // clean-only at 100%: nothing to train on
@@ -359,6 +360,7 @@ TEST_CASE("experiment demo --quick writes the summary keys, the table and the po
   o.quick = true;
   o.out = d.file("demo");
   o.progress_seconds = -1;
+  o.print = false;
   nlohmann::json s = run_demo(o);
   for (const char* k : {"random_encoder", "clean", "random_noise", "cp_s", "cp_c", "supervised_clean", "supervised_cp_c",
                         "align_cp_s_poisoned", "align_cp_s_clean", "seconds"})

@@ -298,7 +298,8 @@ TEST_CASE("cpoison poison and export reject bad input with a message naming the 
     std::string args, expected;
   } cases[] = {
       {"poison --attack bogus --data '" + data + "'" + out, "unknown attack 'bogus'"},
-      {"poison --attack random --eps 2 --data '" + data + "'" + out, "--eps"},
+      {"poison --attack random --eps 8 --data '" + data + "'" + out, "--eps: eps 8 outside (0, 1]"},
+      {"poison --attack cp-c --kind sample --data '" + data + "'" + out, "cp-c is class-wise"},
       {"poison --attack random --eps 8/0 --data '" + data + "'" + out, "divides by zero"},
       {"poison --attack random --eps abc --data '" + data + "'" + out, "'abc' is not a number"},
       {"poison --attack random --data '" + (dir / "missing.h5") + "'" + out, "missing.h5"},

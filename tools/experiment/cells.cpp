@@ -32,10 +32,11 @@ namespace {
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// "0.5" -> "0.5", 8/255 -> "8-255": short, file-name safe numbers for ids.
-std::string id_number(double v) {
+// Short, file-name safe numbers for ids: 0.5 -> "0.5"; as pixels, 8/255 -> "8-255".
+std::string id_number(double v, bool pixels = false) {
   double k = v * 255.0;
-  if (v < 1 && std::fabs(k - std::round(k)) < 1e-9 && std::round(k) >= 1) return std::to_string((int)std::round(k)) + "-255";
+  if (pixels && v < 1 && std::fabs(k - std::round(k)) < 1e-9 && std::round(k) >= 1)
+    return std::to_string((int)std::round(k)) + "-255";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
@@ -52,6 +53,18 @@ std::string slug(const std::string& s) {
   }
   while (!out.empty() && out.back() == '-') out.pop_back();
   return out;
+}
+
+// A short id part for a defence: the specification as written, made file-name safe; a long
+// one is cut and completed by a hash of the canonical form (which config.json records).
+std::string defense_tag(const std::string& written, const std::string& canonical) {
+  std::string tag = slug(written);
+  if (tag.size() <= 32) return tag;
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : canonical) h = (h ^ c) * 1099511628211ull;
+  char buf[12];
+  std::snprintf(buf, sizeof buf, "%08x", (unsigned)(h & 0xffffffffu));
+  return tag.substr(0, 23) + "-" + buf;
 }
 
 std::string dataset_slug(const DataSettings& d) {
@@ -183,7 +196,7 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
     defense::Defense d = defense::parse_defense(c.defense);
     CP_CHECK(d.is_batch_transform() || is_contrastive(c.victim), where,
              "adversarial training is offered for contrastive victims only");
-    c.defense = d.spec();
+    if (d.kind == defense::DefenseKind::none) c.defense = "none";  // (the id keeps the spelling of the others)
   }
   return c;
 }
@@ -207,7 +220,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   if (attack == "random" || attack == "unlearnable" || !natural_kind) id += "-" + kind;
   if (!j.dual_branch) id += "-single";
   if (ratio != 1.0) id += "-r" + id_number(ratio);
-  if (std::fabs(eps - s.poison.eps) > 1e-12) id += "-eps" + id_number(eps);
+  if (std::fabs(eps - s.poison.eps) > 1e-12) id += "-eps" + id_number(eps, true);
   if (model != s.model && attack != "random") id += "-" + model;
   if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
   j.id = id;
@@ -256,7 +269,7 @@ VictimJob make_victim_job(const std::string& algo, const std::string& model, con
     id += "-clean";
     if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
   }
-  if (j.defense != "none") id += "-" + slug(j.defense);
+  if (j.defense != "none") id += "-" + defense_tag(defense_spec, j.defense);
   j.id = id;
   const TrainSettings& t = algo == "supervised" ? s.supervised : s.victim;
   DataSettings d = data;
@@ -461,17 +474,36 @@ int64_t test_size_guess(const DataSettings& d) {
 }
 }  // namespace
 
+namespace {
+
+enum class ConfigChange { same, eval_only, changed };
+
+// How a cell's recorded configuration compares with the current one. Victim configurations
+// split into "train" and "eval": when only "eval" differs the trained model is still good.
+ConfigChange compare_config(const nlohmann::json& old, const nlohmann::json& now) {
+  if (old == now) return ConfigChange::same;
+  bool eval_only = old.contains("train") && now.contains("train") && old["train"] == now["train"];
+  return eval_only ? ConfigChange::eval_only : ConfigChange::changed;
+}
+
+std::string changed_message(const nlohmann::json& old, const nlohmann::json& now) {
+  return "this cell was run with different settings (first difference: " + first_difference(old, now, "") +
+         "); pass --redo-changed to discard it, or remove the folder";
+}
+
+}  // namespace
+
 nlohmann::json Runner::cached(const std::string& id, const nlohmann::json& config) const {
   fs::path d = dir(id);
   fs::path cfg = d / "config.json", res = d / "result.json";
   if (!fs::exists(cfg)) return nullptr;
   nlohmann::json old = read_json(cfg.string());
-  if (old != config) {
-    std::string diff = first_difference(old, config, "");
-    bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
-    if (eval_only || options_.redo_changed) return nullptr;
-    fail(d.string(), "this cell was run with different settings (first difference: ", diff,
-         "); pass --redo-changed to discard it, or remove the folder");
+  switch (compare_config(old, config)) {
+    case ConfigChange::same: break;
+    case ConfigChange::eval_only: return nullptr;
+    case ConfigChange::changed:
+      if (options_.redo_changed) return nullptr;
+      fail(d.string(), changed_message(old, config));
   }
   if (!fs::exists(res)) return nullptr;
   return read_json(res.string());
@@ -487,10 +519,10 @@ std::string Runner::status(const std::string& id, const nlohmann::json& config) 
   } catch (const Error&) {
     return "changed";
   }
-  if (old != config) {
-    bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
-    if (!eval_only) return "changed";
-    return "partial";  // trained; the evaluation runs again
+  switch (compare_config(old, config)) {
+    case ConfigChange::same: break;
+    case ConfigChange::eval_only: return "partial";  // trained; the evaluation runs again
+    case ConfigChange::changed: return "changed";
   }
   if (fs::exists(d / "result.json")) return "done";
   for (const char* f : {"victim.h5", "poison.ckpt.h5", "train.json"})
@@ -503,16 +535,14 @@ std::string Runner::prepare(const std::string& id, const nlohmann::json& config)
   fs::path cfg = d / "config.json";
   if (fs::exists(cfg)) {
     nlohmann::json old = read_json(cfg.string());
-    if (old != config) {
-      bool eval_only = old.contains("train") && config.contains("train") && old["train"] == config["train"];
-      if (eval_only) {
-        fs::remove(d / "result.json");
-      } else {
-        CP_CHECK(options_.redo_changed, d.string(), "this cell was run with different settings (first difference: ",
-                 first_difference(old, config, ""), "); pass --redo-changed to discard it, or remove the folder");
+    switch (compare_config(old, config)) {
+      case ConfigChange::same: break;
+      case ConfigChange::eval_only: fs::remove(d / "result.json"); break;
+      case ConfigChange::changed:
+        CP_CHECK(options_.redo_changed, d.string(), changed_message(old, config));
         std::fprintf(stderr, "[experiment] %s: settings changed, discarding its old results\n", id.c_str());
         fs::remove_all(d);
-      }
+        break;
     }
   }
   fs::create_directories(d);

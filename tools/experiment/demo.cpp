@@ -130,6 +130,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
   const std::string stages_path = (fs::path(o.out) / "stages.json").string();
   nlohmann::json stages = fs::exists(stages_path) ? read_json(stages_path) : nlohmann::json::object();
   const auto t_demo = Clock::now();
+  const bool verbose = o.progress_seconds >= 0;
   double elapsed_this_run = 0;
   std::map<std::string, nlohmann::json> results;
   std::vector<std::string> order;
@@ -137,7 +138,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
                    const std::function<nlohmann::json()>& run) {
     const bool was_done = runner.status(id, config) == "done";
     const double w0 = std::chrono::duration<double>(Clock::now() - t_demo).count(), c0 = cpu_seconds();
-    std::fprintf(stderr, "[demo] %s (%s)%s\n", key.c_str(), id.c_str(), was_done ? ": cached" : "");
+    if (verbose) std::fprintf(stderr, "[demo] %s (%s)%s\n", key.c_str(), id.c_str(), was_done ? ": cached" : "");
     nlohmann::json r = run();
     const double wall = std::chrono::duration<double>(Clock::now() - t_demo).count() - w0, cpu = cpu_seconds() - c0;
     if (!was_done || !stages.contains(id)) stages[id] = {{"seconds", was_done ? r.value("seconds", wall) : wall},
@@ -147,12 +148,14 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
     elapsed_this_run += wall;
     results[key] = r;
     order.push_back(key);
-    std::fprintf(stderr, "[demo] %s: %.1f s wall%s\n", key.c_str(), wall,
+    if (verbose)
+      std::fprintf(stderr, "[demo] %s: %.1f s wall%s\n", key.c_str(), wall,
                  was_done ? " (cached)" : (", " + fmt(cpu, "%.1f") + " s CPU").c_str());
   };
 
   const data::Dataset& train = runner.train_set(s.data);
-  std::fprintf(stderr, "[demo] %s: %lld training images (%lldx%lldx%lld), %lld test images\n", train.name.c_str(),
+  if (verbose)
+    std::fprintf(stderr, "[demo] %s: %lld training images (%lldx%lldx%lld), %lld test images\n", train.name.c_str(),
                (long long)train.size(), (long long)train.height(), (long long)train.width(), (long long)train.channels(),
                (long long)runner.test_set(s.data).size());
 
@@ -187,7 +190,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
                                         : "skipped: " + fmt(so_far / 60, "%.1f") + " min so far + about " +
                                               fmt(need / 60, "%.1f") + " min would pass the " +
                                               fmt(o.budget_minutes, "%g") + "-minute budget";
-      std::fprintf(stderr, "[demo] simclr-cp-c %s\n", cp_c_note.c_str());
+      if (verbose) std::fprintf(stderr, "[demo] simclr-cp-c %s\n", cp_c_note.c_str());
     }
   }
 
@@ -275,10 +278,9 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
         "supervised test % | seconds | reference (cpu-scale-reference.md) |\n";
   md += "|---|---|---:|---:|---|---:|---:|---|\n";
   md += row("random-init encoder", "clean (no training)", "random-encoder");
-  md += poison_row("CP-C poison (SimCLR attacker)", "poison-cp-c",
-                   std::to_string(s.poison.cp_c_rounds) + " rounds, eps " + format_pixels(o.eps));
-  md += poison_row("CP-S poison (SimCLR attacker)", "poison-cp-s",
-                   std::to_string(s.poison.cp_s_rounds) + " rounds, eps " + format_pixels(o.eps));
+  auto rounds = [](int64_t n) { return std::to_string(n) + (n == 1 ? " round" : " rounds"); };
+  md += poison_row("CP-C poison (SimCLR attacker)", "poison-cp-c", rounds(s.poison.cp_c_rounds) + ", eps " + format_pixels(o.eps));
+  md += poison_row("CP-S poison (SimCLR attacker)", "poison-cp-s", rounds(s.poison.cp_s_rounds) + ", eps " + format_pixels(o.eps));
   md += poison_row("uniform noise", "poison-random", "U(-eps, eps), sample-wise");
   md += row("supervised victim", "clean", "supervised-clean");
   md += row("supervised victim", "CP-C", "supervised-cp-c");
@@ -293,7 +295,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
         std::to_string(s.supervised.batch_size) + ", Nesterov, lr 0.1 cosine, wd 5e-4, ±2 px translation + flip. "
         "Probe: \"poisoned\" fitted on the training images as the victim saw them, \"clean\" on the clean ones; "
         "both tested on the clean test set. Alignment: mean ‖z(v1) − z(v2)‖² over " +
-        std::to_string(s.eval.alignment_images) + " training images, the same augmentations on poisoned and clean "
+        std::to_string(std::min<int64_t>(s.eval.alignment_images, train.size())) + " training images, the same augmentations on poisoned and clean "
         "versions (lower = views closer). Reference column: probe poisoned / clean; alignment poisoned / clean "
         "(N = 5000, 30 epochs; supervised CP-C: 10 rounds).\n";
   md += scaled_notes.empty() ? std::string("\nScaled: nothing (the reference's settings).\n")
@@ -344,8 +346,10 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
   }
   fs::rename(fs::path(o.out) / "table.md.tmp", fs::path(o.out) / "table.md");
   write_json((fs::path(o.out) / "summary.json").string(), summary);
-  std::printf("%s", md.c_str());
-  std::fflush(stdout);
+  if (o.print) {
+    std::printf("%s", md.c_str());
+    std::fflush(stdout);
+  }
   return summary;
 }
 

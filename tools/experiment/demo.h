@@ -37,7 +37,8 @@ struct DemoOptions {
   bool fresh = false;  // discard the demo's cached stages first
   uint64_t seed = 0;
   Device device = Device::cpu;
-  double progress_seconds = 10;
+  double progress_seconds = 10;  // < 0: no progress lines (stages and training)
+  bool print = true;              // print the table on stdout
 };
 
 // Runs the demo and returns summary.json's content. Errors from a stage propagate.

@@ -7,6 +7,7 @@
 //    that is deterministic and fits the workspace limit, so the choice itself never depends on
 //    timing and a seed reproduces a run bit for bit;
 //  - otherwise: cudnnFind*Ex benchmarks the algorithms on the real buffers and keeps the fastest.
+// Plans are meant for one host thread issuing GPU work (as every op of the backend is).
 // All passes share one growing workspace (libraries.cu). TF32 is used only when allowed by
 // set_allow_tf32(true): the descriptors are set to CUDNN_FMA_MATH otherwise.
 // This file is the only user of cuDNN's convolution API (a move to the graph API touches only it).
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "engine/backend/cuda/libraries.cuh"
 #include "engine/backend/nn.h"
@@ -33,11 +35,17 @@ size_t workspace_limit() {
   return std::min(kMaxWorkspace, free_bytes / 2);
 }
 
-struct Algo {
-  bool chosen = false;
+struct Choice {
   int algo = 0;
   size_t workspace = 0;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+// The acceptable algorithms of one pass, best first. Execution uses ranked[current] and moves
+// on to the next one if cuDNN reports it unsupported for these descriptors after all.
+struct Algo {
+  bool chosen = false;
+  std::vector<Choice> ranked;
+  size_t current = 0;
 };
 
 struct Plan {
@@ -111,20 +119,22 @@ Plan& plan_for(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t
   return *(plans[key] = std::move(p));
 }
 
-// Picks the first acceptable entry of cuDNN's ranked list (by heuristics or by measured time).
+// The acceptable entries of cuDNN's ranked list (by heuristics or by measured time), in order.
 template <class Perf>
 Algo pick(const Plan& P, const Perf* perf, int count, size_t limit, const char* pass) {
+  Algo a;
   for (int i = 0; i < count; ++i) {
     const Perf& r = perf[i];
     if (r.status != CUDNN_STATUS_SUCCESS || r.memory > limit || !P.math_allowed(r.mathType)) continue;
     if (P.deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
-    Algo a;
-    a.chosen = true;
-    a.algo = (int)r.algo;
-    a.workspace = r.memory;
-    a.math = (P.dtype == DType::f32 && !P.tf32) ? CUDNN_FMA_MATH : r.mathType;  // never TF32 unless allowed
-    return a;
+    Choice c;
+    c.algo = (int)r.algo;
+    c.workspace = r.memory;
+    c.math = (P.dtype == DType::f32 && !P.tf32) ? CUDNN_FMA_MATH : r.mathType;  // never TF32 unless allowed
+    a.ranked.push_back(c);
   }
+  a.chosen = !a.ranked.empty();
+  if (a.chosen) return a;
   fail("conv2d", "cuDNN offers no usable ", pass, " algorithm for x [", P.N, ", ", P.C, ", ", P.H, ", ", P.W, "], weight [", P.Cout,
        ", ", P.C / P.groups, ", ", P.KH, ", ", P.KW, "], stride ", P.stride, ", padding ", P.pad, ", groups ", P.groups,
        P.deterministic ? " (deterministic mode)" : "");
@@ -186,6 +196,25 @@ void choose_backward_filter(Plan& P, const void* x, const void* dy, void* dw) {
   P.bwd_filter = pick(P, perf, count, limit, "backward-filter");
 }
 
+// Runs one pass with the current choice of `a`, stepping down the ranking while cuDNN answers
+// "not supported" (a heuristic entry can still be refused for a particular math type).
+template <class Launch>
+void run_pass(const Plan& P, Algo& a, Launch launch) {
+  for (;;) {
+    const Choice& c = a.ranked[a.current];
+    void* ws = c.workspace ? workspace(c.workspace) : nullptr;
+    CP_CUDNN_CHECK(cudnnSetConvolutionMathType(P.conv, c.math));
+    cudnnStatus_t status = launch(c, ws);
+    const bool unsupported = status >= CUDNN_STATUS_NOT_SUPPORTED && status < CUDNN_STATUS_NOT_SUPPORTED + 1000;
+    if (unsupported && a.current + 1 < a.ranked.size()) {
+      ++a.current;
+      continue;
+    }
+    CP_CUDNN_CHECK(status);
+    return;
+  }
+}
+
 // alpha = 1, beta = 0 in the scaling type cuDNN expects for the data type.
 struct Scale {
   float f1 = 1.0f, f0 = 0.0f;
@@ -216,11 +245,10 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
   Plan& P = plan_for(N, C, H, W, Cout, KH, KW, stride, padding, groups, x.dtype());
   choose_forward(P, x.raw_data(), weight.raw_data(), y.raw_data());
   Scale s;
-  void* ws = P.fwd.workspace ? workspace(P.fwd.workspace) : nullptr;
-  CP_CUDNN_CHECK(cudnnSetConvolutionMathType(P.conv, P.fwd.math));
-  CP_CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), s.one(x.dtype()), P.x, x.raw_data(), P.w, weight.raw_data(), P.conv,
-                                         (cudnnConvolutionFwdAlgo_t)P.fwd.algo, ws, P.fwd.workspace, s.zero(x.dtype()), P.y,
-                                         y.raw_data()));
+  run_pass(P, P.fwd, [&](const Choice& c, void* ws) {
+    return cudnnConvolutionForward(cudnn_handle(), s.one(x.dtype()), P.x, x.raw_data(), P.w, weight.raw_data(), P.conv,
+                                   (cudnnConvolutionFwdAlgo_t)c.algo, ws, c.workspace, s.zero(x.dtype()), P.y, y.raw_data());
+  });
   if (bias.defined())
     CP_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(), s.one(x.dtype()), P.bias, bias.raw_data(), s.one(x.dtype()), P.y, y.raw_data()));
   return y;
@@ -241,11 +269,10 @@ Tensor conv2d_backward_input(const Tensor& g, const Tensor& weight, int64_t in_h
            P.Ho, ", ", P.Wo, "] of an input ", in_h, "x", in_w);
   choose_backward_data(P, weight.raw_data(), g.raw_data(), dx.raw_data());
   Scale s;
-  void* ws = P.bwd_data.workspace ? workspace(P.bwd_data.workspace) : nullptr;
-  CP_CUDNN_CHECK(cudnnSetConvolutionMathType(P.conv, P.bwd_data.math));
-  CP_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), s.one(g.dtype()), P.w, weight.raw_data(), P.y, g.raw_data(), P.conv,
-                                              (cudnnConvolutionBwdDataAlgo_t)P.bwd_data.algo, ws, P.bwd_data.workspace,
-                                              s.zero(g.dtype()), P.x, dx.raw_data()));
+  run_pass(P, P.bwd_data, [&](const Choice& c, void* ws) {
+    return cudnnConvolutionBackwardData(cudnn_handle(), s.one(g.dtype()), P.w, weight.raw_data(), P.y, g.raw_data(), P.conv,
+                                        (cudnnConvolutionBwdDataAlgo_t)c.algo, ws, c.workspace, s.zero(g.dtype()), P.x, dx.raw_data());
+  });
   return dx;
 }
 
@@ -264,11 +291,10 @@ Tensor conv2d_backward_weight(const Tensor& g, const Tensor& x, int64_t kernel_h
            P.Ho, ", ", P.Wo, "] of input ", x.describe());
   choose_backward_filter(P, x.raw_data(), g.raw_data(), dw.raw_data());
   Scale s;
-  void* ws = P.bwd_filter.workspace ? workspace(P.bwd_filter.workspace) : nullptr;
-  CP_CUDNN_CHECK(cudnnSetConvolutionMathType(P.conv, P.bwd_filter.math));
-  CP_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), s.one(g.dtype()), P.x, x.raw_data(), P.y, g.raw_data(), P.conv,
-                                                (cudnnConvolutionBwdFilterAlgo_t)P.bwd_filter.algo, ws, P.bwd_filter.workspace,
-                                                s.zero(g.dtype()), P.w, dw.raw_data()));
+  run_pass(P, P.bwd_filter, [&](const Choice& c, void* ws) {
+    return cudnnConvolutionBackwardFilter(cudnn_handle(), s.one(g.dtype()), P.x, x.raw_data(), P.y, g.raw_data(), P.conv,
+                                          (cudnnConvolutionBwdFilterAlgo_t)c.algo, ws, c.workspace, s.zero(g.dtype()), P.w, dw.raw_data());
+  });
   return dw;
 }
 

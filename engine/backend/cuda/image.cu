@@ -1,7 +1,7 @@
 // CUDA image kernels on contiguous NCHW tensors (N images, C channels, H rows, W columns), with
-// the arithmetic of backend/cpu/image.cpp written out identically (the build disables FMA
-// contraction), so CUDA and CPU results agree to the last bit where the math library is not
-// involved. The bilinear backward is a gather: each input pixel sums the contributions of the
+// the arithmetic of backend/cpu/image.cpp written out identically and never contracted into
+// FMAs (-fmad=false), so CUDA and CPU agree to rounding (to the last bit where the host compiler
+// does not contract either). The bilinear backward is a gather: each input pixel sums the contributions of the
 // output pixels that sample it in the CPU's scatter order (output raster order, then the four
 // taps in order), so it is deterministic without atomics.
 #include "engine/backend/cuda/common.cuh"

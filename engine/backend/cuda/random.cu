@@ -1,7 +1,8 @@
 // Random fills on the GPU: element i is random_value(..., offset + i), the same function the CPU
-// kernel evaluates, so a (seed, stream, offset) gives the same numbers on both devices. The
-// build compiles CUDA with -fmad=false so that `lo + (hi - lo) * u` is not fused into an FMA
-// (which would round differently from the CPU).
+// kernel evaluates, so a (seed, stream, offset) gives the same numbers on both devices. The CUDA
+// build compiles with -fmad=false so that `lo + (hi - lo) * u` is rounded twice, as written;
+// f32 draws, Bernoulli and randint are then identical to the CPU's, and f64 uniform/normal
+// values are too unless the host compiler fuses that expression into an FMA.
 #include "engine/backend/cuda/common.cuh"
 #include "engine/backend/random.h"
 #include "engine/backend/random_value.h"
