@@ -379,3 +379,35 @@ TEST_CASE("experiment demo --quick writes the summary keys, the table and the po
   o.cp_c_victim = "no";
   CHECK(run_demo(o)["cp_c"].is_null());
 }
+
+TEST_CASE("experiment tables: computed means, pending and missing cells, metrics") {
+  Preset p;
+  p.name = "t";
+  p.scale = "tiny";
+  p.title = "T";
+  p.corner = "Defence";
+  p.columns = {Axis{"S", {}, {}, {}}, Axis{"C", {}, {}, {}}, Axis{"Avg", {}, {"S", "C"}, {}}};
+  p.rows = {Axis{"a", {}, {}, {1.0, 2.0, std::nan("")}}, Axis{"b", {}, {}, {}}};
+  Plan plan;
+  plan.victims.resize(3);
+  plan.victims[0].id = "v0";
+  plan.victims[1].id = "v1";
+  plan.victims[2].id = "v2";
+  plan.grid = {{0, 1, -1}, {2, -1, -1}};
+  nlohmann::json r0{{"probe", {{"poisoned", 40.0}, {"clean", 50.0}}}, {"alignment", {{"poisoned", 0.1}, {"clean", 0.25}}}};
+  nlohmann::json r1{{"supervised", {{"test_accuracy", 60.0}}}};
+  std::vector<nlohmann::json> results{r0, r1, nullptr};  // v2 not finished
+  std::string md = render_markdown(p, plan, results);
+  CHECK(md.find("| Defence | S | C | Avg |") != std::string::npos);
+  CHECK(md.find("| a | 40.0 | 60.0 | 50.0 |") != std::string::npos);
+  CHECK(md.find("| b | … | – | … |") != std::string::npos);  // pending, no cell, mean waiting on a pending cell
+  CHECK(md.find("| a | 1.0 | 2.0 | – |") != std::string::npos);  // the paper's numbers
+  nlohmann::json j = render_json(p, plan, results, {});
+  CHECK(j["rows"][0]["values"][2].get<double>() == doctest::Approx(50.0));
+  CHECK(j["rows"][1]["values"][0].is_null());
+  CHECK(j["cells"]["v2"]["status"] == "pending");
+  CHECK(metric_value(r0, Metric::clean_probe) == 50.0);
+  CHECK(metric_value(r0, Metric::align_gap) == doctest::Approx(0.15));
+  CHECK(metric_value(r1, Metric::probe) == 60.0);  // a supervised victim: its test accuracy
+  CHECK(std::isnan(metric_value(r1, Metric::align_poisoned)));
+}
