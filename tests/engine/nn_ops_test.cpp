@@ -205,9 +205,10 @@ TEST_CASE("conv2d with a frozen weight computes the input gradient only") {
 
 TEST_CASE("conv2d results do not depend on the thread count") {
   Generator gen(5, 0);
-  // 32 channels at 16x16: chunks of 4, 4 and 1 images, whose weight gradients add up in order.
-  Tensor x = uniform({9, 32, 16, 16}, -1, 1, gen), w = uniform({16, 32, 3, 3}, -1, 1, gen);
-  Tensor gy = uniform({9, 16, 16, 16}, -1, 1, gen);
+  // 32 channels at 16x16: chunks of 4 images (the last of 1), run in parallel; ten chunks give
+  // the weight gradient more chunks than slots, whose partial sums add up in a fixed order.
+  Tensor x = uniform({37, 32, 16, 16}, -1, 1, gen), w = uniform({16, 32, 3, 3}, -1, 1, gen);
+  Tensor gy = uniform({37, 16, 16, 16}, -1, 1, gen);
   auto run = [&](int threads) {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
@@ -219,11 +220,14 @@ TEST_CASE("conv2d results do not depend on the thread count") {
   const int threads = omp_get_max_threads();
   auto one = run(1);
   auto two = run(2);
+  auto three = run(3);
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
   CHECK(one[0] == two[0]);
   CHECK(one[1] == two[1]);
   CHECK(one[2] == two[2]);
+  CHECK(one[2] == three[2]);
+  CHECK(one[1] == three[1]);
 }
 
 TEST_CASE("conv2d errors name the op and the shapes") {

@@ -1,18 +1,18 @@
 // CPU 2-d convolution. Layout: x [N,C,H,W], weight [Cout,C/groups,KH,KW], y [N,Cout,Ho,Wo].
 //
 // General case: im2col + BLAS GEMM. The batch is processed in chunks of `chunk` images, where the
-// chunk size depends only on the shapes (never on the thread count), so the weight gradient,
-// which sums over the chunks with beta = 1 in chunk order, is the same for any thread count.
-// Inside a chunk the columns are laid out [Cg*KH*KW, chunk*Ho*Wo] (image-major within a row), so
-// one GEMM per group covers the whole chunk; small late-layer images (4x4) still give the GEMM
-// wide matrices. OpenBLAS threads inside each GEMM and BLAS is never called inside an OpenMP
-// region; the loops between GEMMs (im2col, col2im, gathers) use OpenMP over independent outputs
-// only when OpenBLAS shares OpenMP's thread pool (see parallel_helpers).
+// chunk size depends only on the shapes (never on the thread count). Inside a chunk the columns
+// are laid out [Cg*KH*KW, chunk*Ho*Wo] (image-major within a row), so one GEMM per group covers
+// the whole chunk; small late-layer images (4x4) still give the GEMM wide matrices. Chunks run in
+// parallel, one thread each with a serial GEMM; the weight gradient sums the chunks in a fixed
+// order (see gemm_backward_weight), so it is the same for any thread count.
 //
 // 1x1 stride-1 unpadded convs need no im2col: with one image per chunk the GEMM reads x (and
 // writes y / dx) directly. Depthwise-style convs (one input channel per group) use direct loops,
 // since a GEMM with one row per group would be all overhead.
 #include <cblas.h>
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -26,15 +26,18 @@ namespace cpoison::cpu {
 // Loops with less work than this run on one thread: a parallel region costs more than it saves.
 constexpr int64_t kParallelWork = int64_t(1) << 15;
 
-// Whether the loops between GEMMs (im2col, col2im, gathers) use OpenMP. Only when OpenBLAS
-// threads through OpenMP as well (openblas_get_parallel() == 2: one shared thread pool). With the
-// pthreads OpenBLAS, an OpenMP worker that spins after a helper loop competes with OpenBLAS's own
-// worker for the second core during the next GEMM, and a conv alternates the two once per chunk:
-// that costs far more than the helpers' parallelism saves (and under load, much more still).
-bool parallel_helpers(int64_t work) {
+// Whether OpenBLAS threads through OpenMP (openblas_get_parallel() == 2: one shared thread pool,
+// and a GEMM called inside a parallel region runs serially). Only then do we run chunks, or the
+// loops between GEMMs (im2col, col2im, gathers), in OpenMP threads: with the pthreads OpenBLAS,
+// OpenMP workers compete with OpenBLAS's own workers for the cores, which costs far more than
+// the parallelism saves.
+bool blas_shares_openmp() {
   static const bool shared_pool = openblas_get_parallel() == 2;
-  return shared_pool && work >= kParallelWork;
+  return shared_pool;
 }
+
+// The helper loops of a single-chunk conv (inside a chunk-parallel region they run serially).
+bool parallel_helpers(int64_t work) { return blas_shares_openmp() && work >= kParallelWork && !omp_in_parallel(); }
 
 namespace {
 
@@ -72,7 +75,7 @@ struct Geometry {
   // many tiny GEMMs), capped so that the column buffer stays under kMaxColElems (it then stays
   // in cache). A function of the shapes only, never of the thread count.
   int64_t chunk() const {
-    constexpr int64_t kTargetCols = 1024, kMinColElems = int64_t(1) << 18, kMaxColElems = int64_t(1) << 21;
+    constexpr int64_t kTargetCols = 1024, kMinColElems = int64_t(1) << 16, kMaxColElems = int64_t(1) << 18;
     const int64_t per_image = std::max<int64_t>(1, col_rows() * out_plane());
     int64_t nb = std::max<int64_t>((kTargetCols + out_plane() - 1) / out_plane(), (kMinColElems + per_image - 1) / per_image);
     nb = std::min<int64_t>(nb, std::max<int64_t>(1, kMaxColElems / per_image));
@@ -110,19 +113,21 @@ void im2col(const Geometry& g, const T* x, int64_t n0, int64_t nb, int64_t grp, 
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     valid_range(kh, g.stride, g.pad, g.H, g.Ho, oh_lo, oh_hi);
     valid_range(kw, g.stride, g.pad, g.W, g.Wo, ow_lo, ow_hi);
-    std::fill(dst, dst + oh_lo * g.Wo, T(0));
+    // Rows are short (4 to 32 entries): plain loops, which the compiler vectorises, beat a
+    // library call per row.
+    for (int64_t p = 0; p < oh_lo * g.Wo; ++p) dst[p] = T(0);
     for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
       T* d = dst + oh * g.Wo;
       const T* src = plane + (oh * g.stride - g.pad + kh) * g.W - g.pad + kw;
-      std::fill(d, d + ow_lo, T(0));
+      for (int64_t ow = 0; ow < ow_lo; ++ow) d[ow] = T(0);
       if (g.stride == 1) {
-        std::memcpy(d + ow_lo, src + ow_lo, sizeof(T) * (ow_hi - ow_lo));
+        for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = src[ow];
       } else {
         for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = src[ow * g.stride];
       }
-      std::fill(d + ow_hi, d + g.Wo, T(0));
+      for (int64_t ow = ow_hi; ow < g.Wo; ++ow) d[ow] = T(0);
     }
-    std::fill(dst + oh_hi * g.Wo, dst + g.out_plane(), T(0));
+    for (int64_t p = oh_hi * g.Wo; p < g.out_plane(); ++p) dst[p] = T(0);
   }
 }
 
@@ -282,39 +287,59 @@ void depthwise_backward_weight(const Geometry& g, const T* gy, const T* x, T* dw
 }
 
 // ---- im2col + GEMM paths
+//
+// The chunks of a batch run in parallel (OpenMP over chunks, one single-threaded GEMM per chunk
+// and group: OpenBLAS's OpenMP build runs serially inside a parallel region). The small GEMMs of
+// narrow networks (8 to 64 output channels) scale badly when OpenBLAS splits each one over the
+// threads; whole chunks per thread keep both cores busy. A batch of one chunk runs serially with
+// OpenBLAS threading inside the GEMM instead.
+
+inline int64_t chunk_count(const Geometry& g) { return (g.N + g.chunk() - 1) / g.chunk(); }
+
+template <class Body>
+void for_each_chunk(const Geometry& g, const Body& body) {
+  const int64_t nb_max = g.chunk(), chunks = chunk_count(g);
+  if (chunks == 1 || !blas_shares_openmp()) {
+    for (int64_t c = 0; c < chunks; ++c) body(c, c * nb_max, std::min(nb_max, g.N - c * nb_max));
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) body(c, c * nb_max, std::min(nb_max, g.N - c * nb_max));
+}
+
+template <class T>
+void forward_chunk(const Geometry& g, const T* x, const T* w, const T* bias, T* y, int64_t n0, int64_t nb) {
+  const int64_t P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    const T* wg = w + grp * coutg * rows;
+    const T* col;
+    if (g.pointwise() && nb == 1) {
+      col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
+    } else {
+      T* buf = scratch<T, 0>(rows * nb * P);
+      im2col(g, x, n0, nb, grp, buf);
+      col = buf;
+    }
+    if (nb == 1) {
+      gemm(false, false, coutg, P, rows, T(1), wg, rows, col, P, T(0), y + (n0 * g.Cout + grp * coutg) * P, P);
+    } else {
+      T* out = scratch<T, 1>(coutg * nb * P);
+      gemm(false, false, coutg, nb * P, rows, T(1), wg, rows, col, nb * P, T(0), out, nb * P);
+      scatter_chunk(out, bias, g.Cout, P, coutg, n0, nb, grp, y);
+    }
+  }
+  if (nb == 1 && bias) add_bias_planes(y + n0 * g.Cout * P, bias, 1, g.Cout, P);
+}
 
 template <class T>
 void gemm_forward(const Geometry& g, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t nb_max = g.chunk(), P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
-  for (int64_t n0 = 0; n0 < g.N; n0 += nb_max) {
-    const int64_t nb = std::min(nb_max, g.N - n0);
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* wg = w + grp * coutg * rows;
-      const T* col;
-      if (g.pointwise() && nb == 1) {
-        col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
-      } else {
-        T* buf = scratch<T, 0>(rows * nb * P);
-        im2col(g, x, n0, nb, grp, buf);
-        col = buf;
-      }
-      if (nb == 1) {
-        gemm(false, false, coutg, P, rows, T(1), wg, rows, col, P, T(0), y + (n0 * g.Cout + grp * coutg) * P, P);
-      } else {
-        T* out = scratch<T, 1>(coutg * nb * P);
-        gemm(false, false, coutg, nb * P, rows, T(1), wg, rows, col, nb * P, T(0), out, nb * P);
-        scatter_chunk(out, bias, g.Cout, P, coutg, n0, nb, grp, y);
-      }
-    }
-    if (nb == 1 && bias) add_bias_planes(y + n0 * g.Cout * P, bias, 1, g.Cout, P);
-  }
+  for_each_chunk(g, [&](int64_t, int64_t n0, int64_t nb) { forward_chunk(g, x, w, bias, y, n0, nb); });
 }
 
 template <class T>
 void gemm_backward_input(const Geometry& g, const T* gy, const T* w, T* dx) {
-  const int64_t nb_max = g.chunk(), P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
-  for (int64_t n0 = 0; n0 < g.N; n0 += nb_max) {
-    const int64_t nb = std::min(nb_max, g.N - n0);
+  const int64_t P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
+  for_each_chunk(g, [&](int64_t, int64_t n0, int64_t nb) {
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const T* wg = w + grp * coutg * rows;
       const T* go;
@@ -333,49 +358,75 @@ void gemm_backward_input(const Geometry& g, const T* gy, const T* w, T* dx) {
         col2im(g, col, n0, nb, grp, dx);
       }
     }
-  }
+  });
 }
 
-// dW = sum over chunks of G · colᵀ, accumulated in chunk order. With few output channels (< 256)
-// the transposed product dWᵀ[rows, Coutg] += col · Gᵀ runs faster in OpenBLAS (about 80 instead
-// of 66 GFLOP/s for 64 channels), and the final blocked transpose is small; with many it costs
-// more than it saves.
+// dW = sum over chunks of G · colᵀ. The chunks are split into a fixed number of consecutive
+// slots (a function of the shapes only); each slot accumulates its chunks in order with
+// beta = 1, the slots run in parallel, and their sums are added in slot order: the same bits for
+// any thread count. With few output channels (< 256) the transposed product
+// dWᵀ[rows, Coutg] += col · Gᵀ runs faster in OpenBLAS (about 80 instead of 66 GFLOP/s for 64
+// channels), and the final blocked transpose is small; with many it costs more than it saves.
 template <class T>
 void gemm_backward_weight(const Geometry& g, const T* gy, const T* x, T* dw) {
+  constexpr int64_t kMaxSlots = 8;
   const int64_t nb_max = g.chunk(), P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
+  const int64_t chunks = chunk_count(g), slots = std::min(chunks, kMaxSlots);
+  const int64_t per_group = rows * coutg, per_slot = g.groups * per_group;
   const bool transposed = coutg < 256;
-  T* acc = transposed ? scratch<T, 2>(g.groups * rows * coutg) : nullptr;
-  for (int64_t n0 = 0; n0 < g.N; n0 += nb_max) {
-    const int64_t nb = std::min(nb_max, g.N - n0);
-    const T beta = n0 == 0 ? T(0) : T(1);
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* go;
-      if (nb == 1) {
-        go = gy + (n0 * g.Cout + grp * coutg) * P;
-      } else {
-        T* buf = scratch<T, 1>(coutg * nb * P);
-        gather_chunk(gy, g.Cout, P, coutg, n0, nb, grp, buf);
-        go = buf;
+  // Slot 0 accumulates in place (dw itself unless transposed); the others in a shared buffer.
+  std::vector<T> extra((size_t)((slots - 1) * per_slot + (transposed ? per_slot : 0)));
+  auto slot_buffer = [&](int64_t s) -> T* {
+    if (s == 0) return transposed ? extra.data() + (slots - 1) * per_slot : dw;
+    return extra.data() + (s - 1) * per_slot;
+  };
+  auto run_slot = [&](int64_t s) {
+    const int64_t c_lo = chunks * s / slots, c_hi = chunks * (s + 1) / slots;
+    T* acc = slot_buffer(s);
+    for (int64_t c = c_lo; c < c_hi; ++c) {
+      const int64_t n0 = c * nb_max, nb = std::min(nb_max, g.N - n0);
+      const T beta = c == c_lo ? T(0) : T(1);
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const T* go;
+        if (nb == 1) {
+          go = gy + (n0 * g.Cout + grp * coutg) * P;
+        } else {
+          T* buf = scratch<T, 1>(coutg * nb * P);
+          gather_chunk(gy, g.Cout, P, coutg, n0, nb, grp, buf);
+          go = buf;
+        }
+        const T* col;
+        if (g.pointwise() && nb == 1) {
+          col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
+        } else {
+          T* buf = scratch<T, 0>(rows * nb * P);
+          im2col(g, x, n0, nb, grp, buf);
+          col = buf;
+        }
+        if (transposed)
+          gemm(false, true, rows, coutg, nb * P, T(1), col, nb * P, go, nb * P, beta, acc + grp * per_group, coutg);
+        else
+          gemm(false, true, coutg, rows, nb * P, T(1), go, nb * P, col, nb * P, beta, acc + grp * per_group, rows);
       }
-      const T* col;
-      if (g.pointwise() && nb == 1) {
-        col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
-      } else {
-        T* buf = scratch<T, 0>(rows * nb * P);
-        im2col(g, x, n0, nb, grp, buf);
-        col = buf;
-      }
-      if (transposed)
-        gemm(false, true, rows, coutg, nb * P, T(1), col, nb * P, go, nb * P, beta, acc + grp * rows * coutg, coutg);
-      else
-        gemm(false, true, coutg, rows, nb * P, T(1), go, nb * P, col, nb * P, beta, dw + grp * coutg * rows, rows);
     }
+  };
+  if (slots == 1 || !blas_shares_openmp()) {
+    for (int64_t s = 0; s < slots; ++s) run_slot(s);
+  } else {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t s = 0; s < slots; ++s) run_slot(s);
+  }
+  // Slot sums, in slot order, into slot 0's buffer.
+  T* total = slot_buffer(0);
+  for (int64_t s = 1; s < slots; ++s) {
+    const T* part = slot_buffer(s);
+    for (int64_t i = 0; i < per_slot; ++i) total[i] += part[i];
   }
   if (!transposed) return;
   constexpr int64_t kTile = 32;
   for (int64_t grp = 0; grp < g.groups; ++grp) {
-    const T* a = acc + grp * rows * coutg;
-    T* d = dw + grp * coutg * rows;
+    const T* a = total + grp * per_group;
+    T* d = dw + grp * per_group;
     for (int64_t r0 = 0; r0 < rows; r0 += kTile)
       for (int64_t o0 = 0; o0 < coutg; o0 += kTile)
         for (int64_t oc = o0; oc < std::min(o0 + kTile, coutg); ++oc)

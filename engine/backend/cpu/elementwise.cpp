@@ -2,6 +2,7 @@
 #include "engine/backend/elementwise.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "engine/backend/dispatch.h"
 
@@ -79,6 +80,30 @@ inline T unary_grad(UnaryOp op, T g, T x, T y, double p0, double p1) {
   }
   return T(0);
 }
+
+// The op becomes a compile-time constant of the loop, so the switch above folds away and the
+// loop vectorises (a run-time switch per element costs several times the arithmetic).
+template <class F>
+void with_binary_op(BinaryOp op, const F& f) {
+  switch (op) {
+    case BinaryOp::add: return f(std::integral_constant<BinaryOp, BinaryOp::add>{});
+    case BinaryOp::sub: return f(std::integral_constant<BinaryOp, BinaryOp::sub>{});
+    case BinaryOp::mul: return f(std::integral_constant<BinaryOp, BinaryOp::mul>{});
+    case BinaryOp::div: return f(std::integral_constant<BinaryOp, BinaryOp::div>{});
+  }
+}
+
+template <class F>
+void with_unary_op(UnaryOp op, const F& f) {
+#define CP_UNARY_CASE(name) \
+  case UnaryOp::name: return f(std::integral_constant<UnaryOp, UnaryOp::name>{});
+  switch (op) {
+    CP_UNARY_CASE(neg) CP_UNARY_CASE(exp) CP_UNARY_CASE(log) CP_UNARY_CASE(sqrt) CP_UNARY_CASE(pow)
+    CP_UNARY_CASE(abs) CP_UNARY_CASE(square) CP_UNARY_CASE(relu) CP_UNARY_CASE(clamp) CP_UNARY_CASE(sign)
+    CP_UNARY_CASE(add_scalar) CP_UNARY_CASE(mul_scalar) CP_UNARY_CASE(rsub_scalar) CP_UNARY_CASE(rdiv_scalar)
+  }
+#undef CP_UNARY_CASE
+}
 }  // namespace
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
@@ -93,8 +118,10 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     if (wa.contiguous && wb.contiguous) {
       pa += a.offset();
       pb += b.offset();
+      with_binary_op(op, [&](auto k) {
 #pragma omp parallel for schedule(static) if (n > 32768)
-      for (int64_t i = 0; i < n; ++i) po[i] = binary_value(op, pa[i], pb[i]);
+        for (int64_t i = 0; i < n; ++i) po[i] = binary_value(k.value, pa[i], pb[i]);
+      });
     } else {
 #pragma omp parallel for schedule(static) if (n > 8192)
       for (int64_t i = 0; i < n; ++i) po[i] = binary_value(op, pa[wa.at(i)], pb[wb.at(i)]);
@@ -111,8 +138,10 @@ Tensor unary(UnaryOp op, const Tensor& a_in, double p0, double p1) {
     using scalar_t = decltype(tag);
     const scalar_t* pa = a.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
+    with_unary_op(op, [&](auto k) {
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) po[i] = unary_value(op, pa[i], p0, p1);
+      for (int64_t i = 0; i < n; ++i) po[i] = unary_value(k.value, pa[i], p0, p1);
+    });
     return out;
   });
 }
@@ -127,8 +156,10 @@ Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& a_in, const 
     const scalar_t* pa = a.data<scalar_t>();
     const scalar_t* py = y.data<scalar_t>();
     scalar_t* po = out.data<scalar_t>();
+    with_unary_op(op, [&](auto k) {
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) po[i] = unary_grad(op, pg[i], pa[i], py[i], p0, p1);
+      for (int64_t i = 0; i < n; ++i) po[i] = unary_grad(k.value, pg[i], pa[i], py[i], p0, p1);
+    });
     return out;
   });
 }
