@@ -89,6 +89,8 @@ void TrainConfig::validate() const {
   CP_CHECK(checkpoint_every >= 0, where, "checkpoint_every must be >= 0, got ", checkpoint_every);
   CP_CHECK(!resume || !checkpoint_path.empty() || !resume_from.empty(), where,
            "resume needs a checkpoint path (--out or --resume-from)");
+  CP_CHECK(!contrastive_loss || algo != Algo::supervised, where,
+           "contrastive_loss replaces the loss of a contrastive step (simclr, moco, byol); this run is supervised");
   algo_config.validate(algo);
   augment.validate();
 }
@@ -349,7 +351,13 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       } else {
         Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
         Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        loss = contrastive->loss(v1, v2);
+        if (cfg.contrastive_loss) {
+          loss = cfg.contrastive_loss(*contrastive, v1, v2, aug_gen);
+          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the contrastive_loss hook must return a scalar, got ",
+                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
+        } else {
+          loss = contrastive->loss(v1, v2);
+        }
       }
       const double loss_value = loss.item();
       CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",

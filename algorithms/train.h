@@ -5,7 +5,8 @@
 //
 // A poisoned victim is trained by handing train() the poisoned dataset (the poisoner's
 // "apply poison to dataset" step); batch_hook covers transforms that must run per batch
-// (defences used as augmentations).
+// (defences used as augmentations) and contrastive_loss replaces the loss of a contrastive step
+// (adversarial training).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -82,6 +83,16 @@ struct TrainConfig {
   // Optional per-batch transform of the float batch x [B,C,H,W] before augmentation
   // (a defence used as augmentation). It may draw from gen (the augmentation generator).
   std::function<Tensor(const Tensor& x, const data::Batch& batch, Generator& gen)> batch_hook;
+  // Optional loss of a contrastive training step, called in place of learner.loss(view1, view2)
+  // with the learner (in training mode), the two augmented, normalised views [B,C,H,W] and the
+  // augmentation generator (so a resumed run draws the same numbers); it returns the scalar
+  // loss, recorded for backward, that the step minimises. Empty: learner.loss. Adversarial
+  // training sets it (defense::adversarial_contrastive_step). Contrastive algorithms only:
+  // validate() refuses it for supervised. The checkpoint does not record it; a caller that
+  // resumes must give the same hook.
+  using ContrastiveLoss =
+      std::function<Tensor(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen)>;
+  ContrastiveLoss contrastive_loss;
   // Called after every epoch (after its checkpoint); returning false stops training there, as
   // a kill would (tests use it to interrupt a run).
   std::function<bool(int64_t epochs_done)> on_epoch_end;

@@ -1,18 +1,13 @@
-// PGD adversarial views inside the contrastive loss, and a thin adversarial training loop.
+// PGD adversarial views inside the contrastive loss, and adversarial training as algorithms::train
+// with that loss as its contrastive_loss hook.
 // Layout: views [B, C, H, W].
 #include "defense/adversarial.h"
 
-#include <nlohmann/json.hpp>
-
-#include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <fstream>
 
+#include "defense/defense.h"
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
-#include "engine/optim/schedule.h"
-#include "engine/optim/sgd.h"
 
 namespace cpoison::defense {
 
@@ -133,19 +128,6 @@ AdversarialViews run_pgd(ContrastiveLearner& learner, const Tensor& view1, const
   return out;
 }
 
-std::string format_seconds(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  char buf[32];
-  long t = (long)std::llround(s);
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60)
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lds", t);
-  return buf;
-}
-
 }  // namespace
 
 AdversarialViews adversarial_views(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
@@ -168,122 +150,36 @@ Tensor adversarial_contrastive_step(ContrastiveLearner& learner, const Tensor& v
   return loss;
 }
 
-algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg_in,
-                                          const AdversarialOptions& opt_in) {
-  using namespace algorithms;
-  TrainConfig cfg = cfg_in;
-  cfg.validate();
-  const char* where = "train_adversarial";
-  CP_CHECK(cfg.algo != Algo::supervised, where, "adversarial contrastive training needs simclr, moco or byol");
-  CP_CHECK(cfg.checkpoint_path.empty() && !cfg.resume, where,
-           "writes no checkpoint and cannot resume (algorithms::TrainConfig has no loss hook); leave checkpoint_path "
-           "empty and resume off, and save the returned learner yourself");
-  CP_CHECK(train_set.size() > 0 && train_set.images.dim() == 4, where, "empty or malformed training set");
-  CP_CHECK(train_set.channels() == cfg.model_options.in_channels, where, "the dataset has ", train_set.channels(),
-           " channels but the model takes in_channels = ", cfg.model_options.in_channels);
+algorithms::TrainConfig::ContrastiveLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
+                                                             const AdversarialOptions& opt_in) {
+  CP_CHECK(cfg.algo != algorithms::Algo::supervised, "adv",
+           "adversarial contrastive training needs simclr, moco or byol, not ", algorithms::algo_name(cfg.algo));
   AdversarialOptions opt = opt_in;
   if (opt.mean.empty() && cfg.augment.normalize) opt.mean = cfg.augment.mean, opt.std = cfg.augment.std;
   opt.validate();
-  cfg.algo_config.seed = cfg.seed;
+  const int64_t channels = cfg.model_options.in_channels;
+  CP_CHECK(opt.mean.empty() || (int64_t)opt.mean.size() == channels, "adv", "the views have ", channels,
+           " channels but the normalisation has ", opt.mean.size());
+  return [opt](ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen) {
+    return adversarial_contrastive_step(learner, view1, view2, opt, gen);
+  };
+}
 
-  nn::manual_seed(cfg.seed);
-  auto learner_base = make_learner(cfg.algo, cfg.model, cfg.model_options, cfg.algo_config);
-  auto* learner = dynamic_cast<ContrastiveLearner*>(learner_base.get());
-  CP_CHECK(learner != nullptr, where, "the learner is not contrastive");
-  learner->to(cfg.device);
-  const double lr = cfg.resolved_lr();
-  optim::SGDOptions so;
-  so.lr = lr;
-  so.momentum = cfg.momentum;
-  so.weight_decay = cfg.weight_decay;
-  so.nesterov = cfg.nesterov;
-  optim::SGD sgd(learner->named_online_parameters(), so);
-
-  data::Dataset ds = train_set.to(cfg.device);
-  data::BatchSampler sampler(ds.size(), cfg.batch_size, cfg.seed, /*shuffle=*/true, cfg.drop_last);
-  const int64_t steps_per_epoch = sampler.batches_per_epoch();
-  CP_CHECK(steps_per_epoch > 0, where, "a dataset of ", ds.size(), " images gives no batch of ", cfg.batch_size);
-  const int64_t total_steps = cfg.epochs * steps_per_epoch;
-  double warm = cfg.warmup_steps >= 0 ? (double)cfg.warmup_steps : cfg.warmup_epochs * (double)steps_per_epoch;
-  warm = std::min(warm, (double)total_steps);
-  auto schedule = optim::LrSchedule::warmup_cosine(lr, (double)total_steps, warm, cfg.warmup_start_lr,
-                                                   cfg.final_lr_fraction * lr);
-  Generator aug_gen(cfg.seed, kAugmentStream);
-
-  std::ofstream log;
-  if (!cfg.log_path.empty()) {
-    log.open(cfg.log_path, std::ios::trunc);
-    CP_CHECK(log.good(), cfg.log_path, "cannot open the training log for writing");
+algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg_in,
+                                          const AdversarialOptions& opt) {
+  const char* where = "train_adversarial";
+  CP_CHECK(cfg_in.algo != algorithms::Algo::supervised, where,
+           "adversarial contrastive training needs simclr, moco or byol");
+  CP_CHECK(!cfg_in.contrastive_loss, where, "sets cfg.contrastive_loss itself; leave it empty");
+  algorithms::TrainConfig cfg = cfg_in;
+  cfg.contrastive_loss = adversarial_loss_hook(cfg, opt);
+  if (!cfg.extra_attrs.count("defense")) {
+    Defense d;
+    d.kind = DefenseKind::adversarial;
+    d.adversarial = opt;
+    cfg.extra_attrs["defense"] = d.spec();
   }
-
-  TrainResult result;
-  result.learner = learner_base;
-  using clock = std::chrono::steady_clock;
-  const auto run_start = clock::now();
-  auto last_print = run_start;
-  const int64_t h = ds.height(), w = ds.width();
-  for (int64_t epoch = 0; epoch < cfg.epochs; ++epoch) {
-    learner->train();
-    const auto epoch_start = clock::now();
-    double loss_sum = 0, current_lr = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const int64_t step = epoch * steps_per_epoch + s;
-      current_lr = schedule.at((double)step);
-      sgd.set_lr(current_lr);
-      data::Batch batch = data::gather_batch(ds, sampler.next());
-      Tensor x = data::to_float_nchw(batch.images, cfg.device);
-      if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
-      const int64_t b = x.size(0);
-      Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      Tensor loss = adversarial_contrastive_step(*learner, v1, v2, opt, aug_gen);
-      const double loss_value = loss.item();
-      CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",
-               s + 1, " (lr ", current_lr, ")");
-      sgd.zero_grad();
-      autograd::backward(loss);
-      sgd.step();
-      learner->momentum_update();
-      loss_sum += loss_value;
-      const auto now = clock::now();
-      if (cfg.progress_seconds >= 0 && s + 1 < steps_per_epoch &&
-          std::chrono::duration<double>(now - last_print).count() >= cfg.progress_seconds) {
-        last_print = now;
-        double secs = std::chrono::duration<double>(now - epoch_start).count();
-        std::fprintf(stderr, "[adv %s] epoch %lld/%lld step %lld/%lld loss %.4f lr %.5f %.0f img/s\n",
-                     algo_name(cfg.algo), (long long)epoch + 1, (long long)cfg.epochs, (long long)s + 1,
-                     (long long)steps_per_epoch, loss_sum / (s + 1), current_lr, (s + 1) * cfg.batch_size / secs);
-      }
-    }
-    EpochStats st;
-    st.epoch = epoch + 1;
-    st.steps = steps_per_epoch;
-    st.loss = loss_sum / steps_per_epoch;
-    st.lr = current_lr;
-    st.seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
-    st.images_per_s = steps_per_epoch * cfg.batch_size / std::max(st.seconds, 1e-9);
-    result.history.push_back(st);
-    result.epochs_done = epoch + 1;
-    if (cfg.progress_seconds >= 0) {
-      last_print = clock::now();
-      double elapsed = std::chrono::duration<double>(last_print - run_start).count();
-      std::fprintf(stderr, "[adv %s] epoch %lld/%lld loss %.4f lr %.5f %.0f img/s %.1fs ETA %s\n", algo_name(cfg.algo),
-                   (long long)st.epoch, (long long)cfg.epochs, st.loss, st.lr, st.images_per_s, st.seconds,
-                   format_seconds(elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)).c_str());
-    }
-    if (log.is_open()) {
-      nlohmann::json j{{"epoch", st.epoch},   {"epochs", cfg.epochs}, {"steps", st.steps},
-                       {"loss", st.loss},     {"lr", st.lr},          {"seconds", st.seconds},
-                       {"images_per_s", st.images_per_s}, {"algo", algo_name(cfg.algo)}, {"model", cfg.model},
-                       {"defense", "adv"},    {"eps", opt.eps},       {"alpha", opt.alpha},
-                       {"steps_pgd", opt.steps}};
-      log << j.dump() << "\n";
-      log.flush();
-    }
-    if (cfg.on_epoch_end && !cfg.on_epoch_end(epoch + 1)) break;
-  }
-  learner->eval();
-  return result;
+  return algorithms::train(train_set, cfg);
 }
 
 }  // namespace cpoison::defense

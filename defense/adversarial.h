@@ -55,12 +55,19 @@ AdversarialViews adversarial_views(algorithms::ContrastiveLearner& learner, cons
 Tensor adversarial_contrastive_step(algorithms::ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
                                     const AdversarialOptions& opt, Generator& gen);
 
-// A thin training loop for adversarial contrastive training, built from the same pieces as
-// algorithms::train (learner, SGD, warm-up + cosine schedule, seeded sampler and augmentations,
-// cfg.batch_hook, progress line, JSONL log) with adversarial_contrastive_step as the loss.
-// mean/std default to cfg.augment's normalisation. It writes no checkpoint and cannot resume:
-// cfg.checkpoint_path and cfg.resume must be unset (Error otherwise); a loss hook in
-// algorithms::TrainConfig would let algorithms::train do both. Contrastive algorithms only.
+// The algorithms::TrainConfig::contrastive_loss of adversarial training under cfg:
+// adversarial_contrastive_step with opt, whose mean/std default (when empty) to cfg.augment's
+// normalisation, so PGD works in pixels. Error("adv", ...) for a supervised cfg.algo, bad
+// options, or a normalisation whose channels differ from cfg.model_options.in_channels.
+algorithms::TrainConfig::ContrastiveLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
+                                                             const AdversarialOptions& opt);
+
+// Adversarial contrastive training: algorithms::train with cfg.contrastive_loss =
+// adversarial_loss_hook(cfg, opt), so it checkpoints (cfg.checkpoint_path) and resumes
+// (cfg.resume) exactly like any run, with the same progress line and JSONL log. Unless
+// cfg.extra_attrs has one, the checkpoint gets the attribute defense = the canonical "adv:..."
+// specification. Error for a supervised cfg.algo ("simclr, moco or byol"), a cfg that already
+// has a contrastive_loss, and whatever adversarial_loss_hook or algorithms::train refuse.
 algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg,
                                           const AdversarialOptions& opt);
 

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "defense/defense.h"
-#include "engine/backend/dispatch.h"
 #include "poison/apply.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 namespace {
 
@@ -52,13 +52,6 @@ const std::vector<ParamFlag>& param_flags() {
   return flags;
 }
 
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::cpu;
-  CP_CHECK(s == "cuda", "--device", "unknown device '", s, "' (cpu or cuda)");
-  CP_CHECK(cuda_available(), "--device", "cuda requested but no usable GPU (or a build without CUDA)");
-  return Device::cuda;
-}
-
 std::string build_spec(const Options& o, const std::vector<std::pair<const ParamFlag*, CLI::Option*>>& given) {
   std::string spec = o.method;
   bool first = spec.find(':') == std::string::npos;
@@ -78,7 +71,7 @@ void run(const Options& o, const std::string& spec) {
            "adversarial training is a training mode, not a preprocessing step (methods: usvt, noise, smooth, cutout)");
   CP_CHECK(o.batch >= 1, "--batch", "must be >= 1, got ", o.batch);
   CP_CHECK(o.subset >= 0, "--subset", "must be >= 0, got ", o.subset);
-  const Device device = parse_device(o.device);
+  const Device device = tools::parse_device(o.device);
   namespace fs = std::filesystem;
   CP_CHECK(!fs::exists(o.data) || !fs::exists(o.out) || !fs::equivalent(o.data, o.out), "--out",
            "would overwrite the input dataset ", o.data);

@@ -2,16 +2,21 @@
 // writes an HDF5 checkpoint (weights, optimiser state, MoCo queue, progress) plus a JSONL log.
 //   cpoison train --algo simclr --data fashion-mnist --preset cpu-small --out simclr.h5
 //   cpoison train --algo moco --data cifar10 --epochs 1000 --out moco.h5 --checkpoint-every 50 --resume
+//   cpoison train --algo simclr --data cifar10 --poison cp-s.h5 --defense usvt --out usvt.h5
+//   cpoison train --algo simclr --data cifar10 --poison cp-s.h5 --defense "adv:eps=8/255,steps=5" --out adv.h5
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <vector>
 
 #include "algorithms/train.h"
-#include "engine/backend/dispatch.h"
+#include "defense/defense.h"
+#include "engine/io/hdf5.h"
 #include "poison/apply.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 namespace {
 
@@ -20,7 +25,7 @@ using namespace cpoison::algorithms;
 
 struct Options {
   std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string augment, device = "cpu", resume_from, poison;
+  std::string augment, device = "cpu", resume_from, poison, defense = "none";
   int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
   uint64_t seed = 0, subset_seed = 0;
   double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
@@ -32,11 +37,29 @@ struct Options {
   int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
 };
 
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::cpu;
-  CP_CHECK(s == "cuda", "--device", "unknown device '", s, "' (cpu or cuda)");
-  CP_CHECK(cuda_available(), "--device", "cuda requested but no usable GPU (or a build without CUDA)");
-  return Device::cuda;
+// The defence of --defense, Error naming --defense (and, through parse_defense, the key and the
+// value) for a bad specification or adversarial training of a supervised victim.
+defense::Defense parse_defense_flag(const std::string& spec, Algo algo) {
+  defense::Defense d;
+  try {
+    d = defense::parse_defense(spec);
+  } catch (const Error& e) {
+    fail("--defense", e.what());
+  }
+  CP_CHECK(d.kind != defense::DefenseKind::adversarial || algo != Algo::supervised, "--defense",
+           "adversarial training is offered for contrastive victims only (--algo simclr, moco or byol), not --algo ",
+           algo_name(algo));
+  return d;
+}
+
+// A resumed run must train under the defence its checkpoint was trained with: the checkpoint's
+// "defense" attribute (absent in checkpoints older than --defense: none) against `spec`.
+void check_resumed_defense(const std::string& checkpoint, const std::string& spec) {
+  const io::Attrs attrs = io::H5Reader(checkpoint).file_attrs();
+  const auto it = attrs.find("defense");
+  const std::string recorded = it == attrs.end() ? std::string("none") : io::attr_string(attrs, "defense", checkpoint);
+  CP_CHECK(recorded == spec, "--defense", "cannot resume ", checkpoint, ": it was trained with --defense '", recorded,
+           "' but this run asks for '", spec, "' (give the same --defense, or train afresh without --resume)");
 }
 
 void setup(CLI::App& app) {
@@ -73,6 +96,12 @@ void setup(CLI::App& app) {
   app.add_option("--poison", o->poison,
                  "Poison file (HDF5) applied to the training set (after --subset) as the victim sees it: "
                  "quantised to uint8");
+  app.add_option("--defense", o->defense,
+                 "Defence while training (docs/defenses.md): none | usvt | noise | smooth | cutout, each drawn "
+                 "afresh per batch before the two views are augmented, or adv (adversarial contrastive training, "
+                 "not with supervised); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
+                 "\"adv:eps=8/255,steps=5\"")
+      ->capture_default_str();
   app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
   app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
   // ---- model
@@ -148,6 +177,7 @@ void setup(CLI::App& app) {
     if (o->preset == "cpu-small")
       for (auto& f : *preset_overrides) f();
     const Algo algo = parse_algo(o->algo);
+    const defense::Defense def = parse_defense_flag(o->defense, algo);
     const auto t0 = std::chrono::steady_clock::now();
 
     data::LoadOptions lo;
@@ -187,7 +217,7 @@ void setup(CLI::App& app) {
     cfg.warmup_start_lr = o->warmup_start_lr;
     cfg.final_lr_fraction = o->final_lr_fraction;
     cfg.seed = o->seed;
-    cfg.device = parse_device(o->device);
+    cfg.device = tools::parse_device(o->device);
     cfg.checkpoint_path = o->out;
     cfg.checkpoint_every = o->checkpoint_every;
     cfg.resume = o->resume;
@@ -205,18 +235,37 @@ void setup(CLI::App& app) {
                        {"preset", o->preset},
                        {"poison", o->poison},
                        {"augment", aug},
+                       {"defense", def.spec()},
                        {"software", std::string("cpoison ") + CPOISON_VERSION}};
+
+    // The defence runs after any batch hook set before it (none today: the poison is applied
+    // to the dataset itself), as the victim would defend the data it was given.
+    if (def.is_batch_transform()) {
+      if (auto defend = defense::defense_batch_hook(def)) {
+        auto before = cfg.batch_hook;
+        cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
+          return defend(before ? before(x, b, gen) : x, b, gen);
+        };
+      }
+    } else {
+      cfg.contrastive_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
+    }
+    const std::string resume_path = o->resume_from.empty() ? o->out : o->resume_from;
+    if (o->resume && std::filesystem::exists(resume_path)) check_resumed_defense(resume_path, def.spec());
 
     std::fprintf(stderr, "training %s on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
                  algo_name(algo), ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                  (long long)ds.channels(), o->model.c_str(), (long long)o->width, (long long)cfg.epochs,
                  (long long)cfg.batch_size, cfg.resolved_lr());
+    if (def.kind != defense::DefenseKind::none) std::fprintf(stderr, "defence %s\n", def.spec().c_str());
     TrainResult r = train(ds, cfg);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double last_loss = r.history.empty() ? NAN : r.history.back().loss;
-    std::printf("trained %s %s (width %lld): epochs %lld/%lld, final loss %.4f, %.1f s; checkpoint %s\n",
-                algo_name(algo), o->model.c_str(), (long long)o->width, (long long)r.epochs_done, (long long)cfg.epochs,
-                last_loss, secs, o->out.c_str());
+    std::printf("trained %s %s (width %lld)%s%s: epochs %lld/%lld, final loss %.4f, %.1f s; checkpoint %s\n",
+                algo_name(algo), o->model.c_str(), (long long)o->width,
+                def.kind == defense::DefenseKind::none ? "" : ", defence ",
+                def.kind == defense::DefenseKind::none ? "" : def.spec().c_str(), (long long)r.epochs_done,
+                (long long)cfg.epochs, last_loss, secs, o->out.c_str());
   });
 }
 

@@ -136,6 +136,45 @@ TEST_CASE("train rejects bad configs and mismatched checkpoints") {
   CHECK_THROWS_AS(make_augment("autoaugment", "cifar10", 3, 32, 32), Error);
 }
 
+TEST_CASE("contrastive_loss: train calls the hook once per step in place of learner.loss") {
+  data::Dataset ds = tiny_dataset();
+  TrainConfig plain = tiny_config(Algo::simclr, "");
+  plain.epochs = 2;
+  TrainResult without = train(ds, plain);
+
+  TrainConfig hooked = plain;
+  int64_t calls = 0;
+  hooked.contrastive_loss = [&calls](ContrastiveLearner& learner, const Tensor& v1, const Tensor& v2, Generator&) {
+    ++calls;
+    CHECK(learner.is_training());
+    CHECK(v1.shape() == Shape{8, 1, 8, 8});
+    return learner.loss(v1, v2);
+  };
+  TrainResult with = train(ds, hooked);
+  CHECK(calls == 2 * 3);  // 2 epochs of 24 / 8 steps
+  // Returning learner.loss is the plain step: the same losses and weights, bit for bit.
+  REQUIRE(with.history.size() == 2);
+  CHECK(with.history[1].loss == without.history[1].loss);
+  check_same_state(*with.learner, *without.learner);
+
+  // The hook's loss is what the step minimises: a scaled loss is logged scaled.
+  TrainConfig scaled = plain;
+  scaled.epochs = 1;
+  scaled.contrastive_loss = [](ContrastiveLearner& learner, const Tensor& v1, const Tensor& v2, Generator&) {
+    return mul_scalar(learner.loss(v1, v2), 0.0);
+  };
+  CHECK(train(ds, scaled).history[0].loss == 0.0);
+
+  TrainConfig bad = plain;
+  bad.contrastive_loss = [](ContrastiveLearner& learner, const Tensor& v1, const Tensor&, Generator&) {
+    return learner.encoder().forward(v1);  // not a scalar
+  };
+  CHECK_THROWS_WITH_AS(train(ds, bad), doctest::Contains("must return a scalar"), Error);
+  TrainConfig supervised = tiny_config(Algo::supervised, "");
+  supervised.contrastive_loss = hooked.contrastive_loss;
+  CHECK_THROWS_WITH_AS(train(ds, supervised), doctest::Contains("contrastive_loss"), Error);
+}
+
 TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a random-init encoder's kNN") {
   const bool have = std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") ||
                     std::getenv("CPOISON_DATA") != nullptr;

@@ -2,12 +2,17 @@
 // loss above the unperturbed view's and stays in the eps-ball and the [0, 1] box (with and
 // without normalised views), the model is left exactly as it was (weights, BatchNorm
 // statistics, MoCo queue, no weight gradients), the training loss back-propagates into the
-// weights, the thin training loop runs, and the errors. Layout: views [B, C, H, W].
+// weights, adversarial training runs through algorithms::train (and a run interrupted after a
+// checkpoint resumes to the weights of an uninterrupted one), and the errors. Layout: views
+// [B, C, H, W].
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "defense/adversarial.h"
+#include "defense/defense.h"
+#include "engine/io/hdf5.h"
 #include "engine/ops/ops.h"
 #include "models/registry.h"
 
@@ -46,6 +51,36 @@ std::map<std::string, std::vector<double>> snapshot(const nn::Module& m) {
   std::map<std::string, std::vector<double>> out;
   for (auto& [name, t] : m.state_dict()) out[name] = t.to_vector<double>();
   return out;
+}
+
+// 16 random 8x8 grayscale images, one class.
+data::Dataset tiny_set() {
+  Generator g(9);
+  Tensor f = uniform({16, 8, 8, 1}, 0.0, 255.0, g);
+  std::vector<uint8_t> px;
+  for (double v : f.to_vector<double>()) px.push_back((uint8_t)v);
+  data::Dataset ds;
+  ds.images = Tensor::from_vector(px, {16, 8, 8, 1});
+  ds.labels = Tensor::zeros({16}, DType::i64);
+  ds.classes = 1;
+  ds.name = "tiny";
+  return ds;
+}
+
+// SimCLR on a width-2 ResNet-18, batch 8: two steps per epoch.
+TrainConfig tiny_train_config() {
+  TrainConfig cfg;
+  cfg.algo = Algo::simclr;
+  cfg.model_options.width = 2;
+  cfg.model_options.in_channels = 1;
+  cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
+  cfg.algo_config.proj_dim = 8;
+  cfg.augment = make_augment("crop-flip", "fashion-mnist", 1, 8, 8);
+  cfg.epochs = 1;
+  cfg.batch_size = 8;
+  cfg.warmup_epochs = 0;
+  cfg.progress_seconds = -1;
+  return cfg;
 }
 
 }  // namespace
@@ -150,28 +185,8 @@ TEST_CASE("adversarial_contrastive_step: a loss that trains the weights") {
 }
 
 TEST_CASE("train_adversarial: a short run, and its errors") {
-  data::Dataset ds;
-  {
-    Generator g(9);
-    Tensor f = uniform({16, 8, 8, 1}, 0.0, 255.0, g);
-    std::vector<uint8_t> px;
-    for (double v : f.to_vector<double>()) px.push_back((uint8_t)v);
-    ds.images = Tensor::from_vector(px, {16, 8, 8, 1});
-    ds.labels = Tensor::zeros({16}, DType::i64);
-    ds.classes = 1;
-    ds.name = "tiny";
-  }
-  TrainConfig cfg;
-  cfg.algo = Algo::simclr;
-  cfg.model_options.width = 2;
-  cfg.model_options.in_channels = 1;
-  cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
-  cfg.algo_config.proj_dim = 8;
-  cfg.augment = make_augment("crop-flip", "fashion-mnist", 1, 8, 8);
-  cfg.epochs = 1;
-  cfg.batch_size = 8;
-  cfg.warmup_epochs = 0;
-  cfg.progress_seconds = -1;
+  data::Dataset ds = tiny_set();
+  TrainConfig cfg = tiny_train_config();
   AdversarialOptions opt;
   opt.steps = 1;
   TrainResult r = train_adversarial(ds, cfg, opt);
@@ -183,9 +198,16 @@ TEST_CASE("train_adversarial: a short run, and its errors") {
   TrainResult again = train_adversarial(ds, cfg, opt);
   CHECK(snapshot(*again.learner) == snapshot(*r.learner));
 
+  // It is algorithms::train with the adversarial loss hook, bit for bit.
+  TrainConfig hooked = cfg;
+  hooked.contrastive_loss = adversarial_loss_hook(cfg, opt);
+  CHECK(snapshot(*algorithms::train(ds, hooked).learner) == snapshot(*r.learner));
+  // The attack changes the training: plain training ends elsewhere.
+  CHECK(snapshot(*algorithms::train(ds, cfg).learner) != snapshot(*r.learner));
+
   TrainConfig bad = cfg;
-  bad.checkpoint_path = "/tmp/never-written.h5";
-  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("writes no checkpoint"), Error);
+  bad.contrastive_loss = hooked.contrastive_loss;
+  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("leave it empty"), Error);
   bad = cfg;
   bad.algo = Algo::supervised;
   bad.algo_config = AlgoConfig::defaults(Algo::supervised);
@@ -194,6 +216,46 @@ TEST_CASE("train_adversarial: a short run, and its errors") {
   bad_opt.mean = {0.5, 0.5};
   bad_opt.std = {0.5, 0.5};
   CHECK_THROWS_WITH_AS(train_adversarial(ds, cfg, bad_opt), doctest::Contains("normalisation has 2"), Error);
+}
+
+TEST_CASE("train_adversarial checkpoints, and an interrupted run resumes to the uninterrupted weights") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path();
+  const std::string whole = (dir / "cpoison_adv_whole.h5").string(), parts = (dir / "cpoison_adv_parts.h5").string();
+  fs::remove(whole);
+  fs::remove(parts);
+  data::Dataset ds = tiny_set();
+  AdversarialOptions opt;
+  opt.steps = 1;  // its random start draws from the augmentation generator, which the checkpoint holds
+
+  TrainConfig full_cfg = tiny_train_config();
+  full_cfg.epochs = 2;
+  full_cfg.checkpoint_path = whole;
+  TrainResult full = train_adversarial(ds, full_cfg, opt);
+  CHECK(full.epochs_done == 2);
+  Defense d;
+  d.kind = DefenseKind::adversarial;
+  d.adversarial = opt;
+  CHECK(std::get<std::string>(io::H5Reader(whole).file_attrs().at("defense")) == d.spec());
+
+  // Checkpoint after epoch 1, then "killed"; the second call resumes from it.
+  TrainConfig first = full_cfg;
+  first.checkpoint_path = parts;
+  first.checkpoint_every = 1;
+  first.on_epoch_end = [](int64_t done) { return done < 1; };
+  CHECK(train_adversarial(ds, first, opt).epochs_done == 1);
+  TrainConfig second = first;
+  second.on_epoch_end = nullptr;
+  second.resume = true;
+  TrainResult resumed = train_adversarial(ds, second, opt);
+  CHECK(resumed.start_epoch == 1);
+  CHECK(resumed.epochs_done == 2);
+  REQUIRE(resumed.history.size() == 1);
+  CHECK(resumed.history[0].loss == full.history[1].loss);
+  CHECK(snapshot(*resumed.learner) == snapshot(*full.learner));
+  CHECK(snapshot(*algorithms::load_learner(parts)) == snapshot(*algorithms::load_learner(whole)));
+  fs::remove(whole);
+  fs::remove(parts);
 }
 
 TEST_CASE("adversarial views: errors") {

@@ -770,16 +770,14 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
     learner->to(options_.device);
   } else {
     algorithms::TrainResult tr;
-    if (def.kind == defense::DefenseKind::adversarial) {
-      // train_adversarial writes no checkpoint: a killed run starts this victim again.
-      tr = defense::train_adversarial(seen, tc, def.adversarial);
-    } else {
-      tc.checkpoint_path = ckpt;
-      tc.checkpoint_every = ts.checkpoint_every;
-      tc.resume = true;
-      tc.log_path = (fs::path(d) / "victim.jsonl").string();
-      tr = algorithms::train(seen, tc);
-    }
+    tc.checkpoint_path = ckpt;
+    tc.checkpoint_every = ts.checkpoint_every;
+    tc.resume = true;
+    tc.log_path = (fs::path(d) / "victim.jsonl").string();
+    // train_adversarial is algorithms::train with the adversarial loss hook: it checkpoints and
+    // resumes like any victim.
+    tr = def.kind == defense::DefenseKind::adversarial ? defense::train_adversarial(seen, tc, def.adversarial)
+                                                       : algorithms::train(seen, tc);
     learner = tr.learner;
     double img_s = 0, secs = 0;
     for (const auto& h : tr.history) secs += h.seconds, img_s += h.images_per_s * h.seconds;

@@ -1,0 +1,184 @@
+// `cpoison train --defense`, run as the built executable (found beside this test executable) on
+// a tiny HDF5 dataset the test writes: 16 images of 8x8x1, 4 classes, a width-2 ResNet-18 with
+// batch 8 (two steps per epoch). A batch-transform defence and adversarial training are
+// installed, recorded in the checkpoint and checked on resume; bad flags are refused by name.
+// Layout letters: N images, H rows, W columns, C channels.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "algorithms/train.h"
+#include "defense/defense.h"
+#include "engine/io/hdf5.h"
+#include "tests/support/skip.h"
+
+using namespace cpoison;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string cpoison_exe() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : (self.parent_path() / "cpoison").string();
+}
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `cpoison args` (args already shell-quoted where needed) on one thread.
+RunResult run_cpoison(const std::string& args) {
+  std::string cmd = "OMP_NUM_THREADS=1 '" + cpoison_exe() + "' " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, got);
+  int status = pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() / ("cpoison-train-cli-test-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// 16 images 8x8x1 with pseudo-random pixels, labels i % 4, written as an HDF5 dataset file.
+std::string write_tiny(const TempDir& dir) {
+  const int64_t n = 16, h = 8, w = 8;
+  data::Dataset ds;
+  std::vector<uint8_t> px(n * h * w);
+  uint32_t state = 777u;
+  for (auto& v : px) {
+    state = state * 1664525u + 1013904223u;
+    v = (uint8_t)(state >> 24);
+  }
+  ds.images = Tensor::from_vector(px, {n, h, w, 1});
+  std::vector<int64_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
+  ds.labels = Tensor::from_vector(labels, {n});
+  ds.classes = 4;
+  ds.name = "tiny";
+  std::string path = dir / "tiny.h5";
+  data::save_dataset_h5(path, ds, data::Split::train);
+  return path;
+}
+
+std::string recorded_defense(const std::string& checkpoint) {
+  return std::get<std::string>(io::H5Reader(checkpoint).file_attrs().at("defense"));
+}
+
+std::map<std::string, std::vector<double>> weights(const std::string& checkpoint) {
+  std::map<std::string, std::vector<double>> out;
+  for (auto& [name, t] : algorithms::load_learner(checkpoint)->state_dict()) out[name] = t.to_vector<double>();
+  return out;
+}
+
+// A tiny SimCLR run; append --defense, --epochs, --out.
+std::string tiny_train(const std::string& data) {
+  return "train --algo simclr --data '" + data +
+         "' --width 2 --proj-dim 8 --batch-size 8 --augment crop-flip --warmup-epochs 0 --seed 4 --progress-seconds -1";
+}
+
+#define SKIP_WITHOUT_CPOISON() SKIP_UNLESS(fs::exists(cpoison_exe()), "the cpoison executable is not built beside the tests")
+
+}  // namespace
+
+TEST_CASE("cpoison train --defense usvt trains through the defence, records it and checks it on resume") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  const std::string base = tiny_train(write_tiny(dir));
+
+  RunResult plain = run_cpoison(base + " --epochs 1 --out '" + (dir / "plain.h5") + "'");
+  INFO(plain.output);
+  REQUIRE(plain.code == 0);
+  CHECK(recorded_defense(dir / "plain.h5") == "none");
+
+  RunResult usvt = run_cpoison(base + " --epochs 1 --defense usvt:p=0.5 --out '" + (dir / "usvt.h5") + "'");
+  INFO(usvt.output);
+  REQUIRE(usvt.code == 0);
+  const std::string spec = defense::parse_defense("usvt:p=0.5").spec();
+  CHECK(recorded_defense(dir / "usvt.h5") == spec);
+  CHECK(usvt.output.find("defence " + spec) != std::string::npos);
+  // Same seed, batches and augmentations: only the defence makes the weights differ.
+  CHECK(weights(dir / "usvt.h5") != weights(dir / "plain.h5"));
+
+  // Resuming under another defence (or none) is refused before any training.
+  for (const std::string& other : {std::string("noise"), std::string("none")}) {
+    RunResult r = run_cpoison(base + " --epochs 2 --resume --defense " + other + " --out '" + (dir / "usvt.h5") + "'");
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("--defense") != std::string::npos);
+    CHECK(r.output.find("'" + spec + "'") != std::string::npos);
+  }
+  RunResult resumed =
+      run_cpoison(base + " --epochs 2 --resume --defense usvt:p=0.5 --out '" + (dir / "usvt.h5") + "'");
+  INFO(resumed.output);
+  CHECK(resumed.code == 0);
+  CHECK(resumed.output.find("epochs 2/2") != std::string::npos);
+}
+
+TEST_CASE("cpoison train --defense adv runs adversarial training through the main loop and checkpoints") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  const std::string base = tiny_train(write_tiny(dir));
+  RunResult plain = run_cpoison(base + " --epochs 1 --out '" + (dir / "plain.h5") + "'");
+  REQUIRE(plain.code == 0);
+  RunResult adv = run_cpoison(base + " --epochs 1 --defense adv:steps=1 --out '" + (dir / "adv.h5") + "'");
+  INFO(adv.output);
+  REQUIRE(adv.code == 0);
+  CHECK(recorded_defense(dir / "adv.h5") == defense::parse_defense("adv:steps=1").spec());
+  CHECK(std::get<int64_t>(io::H5Reader(dir / "adv.h5").file_attrs().at("epochs_done")) == 1);
+  CHECK(weights(dir / "adv.h5") != weights(dir / "plain.h5"));
+}
+
+TEST_CASE("cpoison train and defend reject a bad --defense or --device with a message naming it") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  const std::string data = write_tiny(dir);
+  const std::string out = " --epochs 1 --out '" + (dir / "x.h5") + "'";
+  struct Case {
+    std::string args, expected;
+  } cases[] = {
+      {tiny_train(data) + " --defense usvt:p=1.5" + out, "p = 1.5: the drop probability must be in [0, 1)"},
+      {tiny_train(data) + " --defense usvt:q=0.5" + out, "unknown key 'q'"},
+      {tiny_train(data) + " --defense bogus" + out, "unknown defence 'bogus'"},
+      {"train --algo supervised --data '" + data + "' --width 2 --defense adv --progress-seconds -1" + out,
+       "adversarial training is offered for contrastive victims only"},
+      {tiny_train(data) + " --device tpu" + out, "--device: unknown device 'tpu'"},
+      {"defend --method usvt --data '" + data + "' --device tpu --out '" + (dir / "d.h5") + "'",
+       "--device: unknown device 'tpu'"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = run_cpoison(c.args);
+    INFO(c.args);
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find(c.expected) != std::string::npos);
+    if (c.args.find("--defense") != std::string::npos)
+      CHECK(r.output.find("--defense") != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(dir / "x.h5"));
+  CHECK_FALSE(fs::exists(dir / "d.h5"));
+}
