@@ -18,9 +18,11 @@ namespace cpoison::algorithms {
 
 // ---------------------------------------------------------------- data helpers
 
-void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
+void dataset_normalization(const std::string& dataset_in, int64_t channels, std::vector<double>& mean,
                            std::vector<double>& stddev) {
   CP_CHECK(channels >= 1, "dataset_normalization", "channels must be >= 1, got ", channels);
+  const std::string base = dataset_in.substr(0, dataset_in.find('+'));
+  const std::string& dataset = base;
   if (dataset == "fashion-mnist") {
     mean = kFashionMnistMean, stddev = kFashionMnistStd;
   } else if (dataset == "mnist") {
@@ -91,6 +93,9 @@ void TrainConfig::validate() const {
            "resume needs a checkpoint path (--out or --resume-from)");
   CP_CHECK(!contrastive_loss || algo != Algo::supervised, where,
            "contrastive_loss replaces the loss of a contrastive step (simclr, moco, byol); this run is supervised");
+  CP_CHECK(!supervised_loss || algo == Algo::supervised, where,
+           "supervised_loss replaces the loss of a supervised step; this run is ", algo_name(algo),
+           " (use contrastive_loss)");
   algo_config.validate(algo);
   augment.validate();
 }
@@ -347,7 +352,13 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       Tensor loss;
       if (supervised) {
         Tensor view = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        loss = supervised->loss(view, batch.labels);
+        if (cfg.supervised_loss) {
+          loss = cfg.supervised_loss(*supervised, view, batch.labels, aug_gen);
+          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the supervised_loss hook must return a scalar, got ",
+                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
+        } else {
+          loss = supervised->loss(view, batch.labels);
+        }
       } else {
         Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
         Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);

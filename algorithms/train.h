@@ -5,8 +5,8 @@
 //
 // A poisoned victim is trained by handing train() the poisoned dataset (the poisoner's
 // "apply poison to dataset" step); batch_hook covers transforms that must run per batch
-// (defences used as augmentations) and contrastive_loss replaces the loss of a contrastive step
-// (adversarial training).
+// (defences used as augmentations); contrastive_loss and supervised_loss replace the loss of a
+// contrastive or a supervised step (adversarial training).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -27,6 +27,9 @@ inline constexpr uint32_t kAugmentStream = 0xA06;  // the augmentation generator
 
 // Per-channel normalisation statistics for a dataset name (fashion-mnist, mnist, cifar10,
 // cifar100, stl10; anything else gets CIFAR-10's), repeated or averaged to `channels` entries.
+// A derived set keeps its source's statistics: the name is read up to its first '+'
+// ("fashion-mnist+cp-c", the name apply_poison gives a poisoned set, is fashion-mnist), so a
+// victim trains and is evaluated under the same normalisation.
 void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
                            std::vector<double>& stddev);
 
@@ -93,6 +96,16 @@ struct TrainConfig {
   using ContrastiveLoss =
       std::function<Tensor(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen)>;
   ContrastiveLoss contrastive_loss;
+  // Optional loss of a supervised training step, called in place of learner.loss(x, labels)
+  // with the learner (in training mode), the augmented, normalised batch x [B,C,H,W], its labels
+  // i64 [B] and the augmentation generator (so a resumed run draws the same numbers); it returns
+  // the scalar loss, recorded for backward, that the step minimises. Empty: learner.loss (the
+  // mean cross-entropy). Adversarial training sets it (defense::adversarial_supervised_step).
+  // Supervised only: validate() refuses it for simclr, moco and byol. The checkpoint does not
+  // record it; a caller that resumes must give the same hook.
+  using SupervisedLoss =
+      std::function<Tensor(SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator& gen)>;
+  SupervisedLoss supervised_loss;
   // Called after every epoch (after its checkpoint); returning false stops training there, as
   // a kill would (tests use it to interrupt a run).
   std::function<bool(int64_t epochs_done)> on_epoch_end;

@@ -175,6 +175,46 @@ TEST_CASE("contrastive_loss: train calls the hook once per step in place of lear
   CHECK_THROWS_WITH_AS(train(ds, supervised), doctest::Contains("contrastive_loss"), Error);
 }
 
+TEST_CASE("supervised_loss: train calls the hook once per step in place of learner.loss") {
+  data::Dataset ds = tiny_dataset();
+  TrainConfig plain = tiny_config(Algo::supervised, "");
+  plain.epochs = 2;
+  TrainResult without = train(ds, plain);
+
+  TrainConfig hooked = plain;
+  int64_t calls = 0;
+  hooked.supervised_loss = [&calls](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator&) {
+    ++calls;
+    CHECK(learner.is_training());
+    CHECK(x.shape() == Shape{8, 1, 8, 8});
+    CHECK(labels.shape() == Shape{8});
+    return learner.loss(x, labels);
+  };
+  TrainResult with = train(ds, hooked);
+  CHECK(calls == 2 * 3);  // 2 epochs of 24 / 8 steps
+  // Returning learner.loss is the plain step: the same losses and weights, bit for bit.
+  REQUIRE(with.history.size() == 2);
+  CHECK(with.history[1].loss == without.history[1].loss);
+  check_same_state(*with.learner, *without.learner);
+
+  TrainConfig scaled = plain;
+  scaled.epochs = 1;
+  scaled.supervised_loss = [](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator&) {
+    return mul_scalar(learner.loss(x, labels), 0.0);
+  };
+  CHECK(train(ds, scaled).history[0].loss == 0.0);
+
+  TrainConfig bad = plain;
+  bad.supervised_loss = [](SupervisedLearner& learner, const Tensor& x, const Tensor&, Generator&) {
+    return learner.encoder().logits(x);  // not a scalar
+  };
+  CHECK_THROWS_WITH_AS(train(ds, bad), doctest::Contains("supervised_loss hook must return a scalar"), Error);
+  TrainConfig contrastive = tiny_config(Algo::byol, "");
+  contrastive.supervised_loss = hooked.supervised_loss;
+  CHECK_THROWS_WITH_AS(train(ds, contrastive), doctest::Contains("supervised_loss replaces the loss of a supervised step"),
+                       Error);
+}
+
 TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a random-init encoder's kNN") {
   const bool have = std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") ||
                     std::getenv("CPOISON_DATA") != nullptr;
@@ -213,4 +253,24 @@ TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a rando
   double trained = knn_of(r.learner->encoder()), random = knn_of(*random_encoder);
   INFO("kNN trained " << trained << "% vs random-init " << random << "%");
   CHECK(trained > random);
+}
+
+TEST_CASE("dataset_normalization: a poisoned or defended set keeps its source's statistics") {
+  // apply_poison names its result "<source>+<attack>": training (make_augment on the poisoned
+  // set's name) and evaluation (the clean set's name) must normalise alike.
+  std::vector<double> m0, s0, m1, s1, m2, s2;
+  dataset_normalization("fashion-mnist", 1, m0, s0);
+  dataset_normalization("fashion-mnist+cp-c", 1, m1, s1);
+  CHECK(m0 == std::vector<double>{0.2860});
+  CHECK(s0 == std::vector<double>{0.3530});
+  CHECK(m1 == m0);
+  CHECK(s1 == s0);
+  AugmentConfig a = make_augment("none", "fashion-mnist+random", 1, 28, 28);
+  CHECK(a.mean == m0);
+  CHECK(a.std == s0);
+  dataset_normalization("cifar100+cp-s", 3, m2, s2);
+  std::vector<double> mc, sc;
+  dataset_normalization("cifar100", 3, mc, sc);
+  CHECK(m2 == mc);
+  CHECK(s2 == sc);
 }
