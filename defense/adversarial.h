@@ -1,4 +1,5 @@
-// Adversarial training for contrastive learning (RoCL / ACL style; the paper used AdvCL):
+// Adversarial training for contrastive learning (RoCL / ACL style; the paper used AdvCL) and
+// for the supervised baseline (PGD training, below):
 // before each training step, PGD finds a perturbation of the first augmented view, inside the
 // L∞ ball of radius eps in pixel space, that MAXIMISES the contrastive loss against the second
 // view; the model then trains on (adversarial view 1, view 2). Views are [B, C, H, W] (B images,
@@ -12,6 +13,10 @@
 // enqueues no keys, no EMA step runs, and with bn = batch (default) every buffer (BatchNorm
 // running statistics, MoCo's queue) is restored afterwards, so the model leaves the attack
 // exactly as it entered; bn = eval runs the attack with BatchNorm's running statistics.
+//
+// Supervised adversarial training (Madry et al. 2018) is the same PGD on the one augmented
+// batch x of a supervised step, maximising the cross-entropy of x's labels; the model then
+// trains on the adversarial batch. both_views has no meaning there and is refused.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -30,8 +35,10 @@ struct AdversarialOptions {
   bool random_start = true;
   enum class BnMode { batch, eval } bn = BnMode::batch;
   // ACL's A2A variant: perturb both views (jointly maximising the loss) and train on the pair.
+  // Contrastive only.
   bool both_views = false;
-  // ACL's dual stream, cheaply: the training loss adds clean_weight * L(view1, view2) (>= 0).
+  // ACL's dual stream, cheaply: the training loss adds clean_weight * L(view1, view2) (>= 0);
+  // supervised: clean_weight * CE(x, labels).
   double clean_weight = 0;
   std::vector<double> mean, std;  // normalisation of the views; both empty or C entries (std > 0)
 
@@ -57,17 +64,44 @@ Tensor adversarial_contrastive_step(algorithms::ContrastiveLearner& learner, con
 
 // The algorithms::TrainConfig::contrastive_loss of adversarial training under cfg:
 // adversarial_contrastive_step with opt, whose mean/std default (when empty) to cfg.augment's
-// normalisation, so PGD works in pixels. Error("adv", ...) for a supervised cfg.algo, bad
-// options, or a normalisation whose channels differ from cfg.model_options.in_channels.
+// normalisation, so PGD works in pixels. Error("adv", ...) for a supervised cfg.algo (use
+// supervised_adversarial_loss_hook), bad options, or a normalisation whose channels differ from cfg.model_options.in_channels.
 algorithms::TrainConfig::ContrastiveLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
                                                              const AdversarialOptions& opt);
 
-// Adversarial contrastive training: algorithms::train with cfg.contrastive_loss =
-// adversarial_loss_hook(cfg, opt), so it checkpoints (cfg.checkpoint_path) and resumes
-// (cfg.resume) exactly like any run, with the same progress line and JSONL log. Unless
-// cfg.extra_attrs has one, the checkpoint gets the attribute defense = the canonical "adv:..."
-// specification. Error for a supervised cfg.algo ("simclr, moco or byol"), a cfg that already
-// has a contrastive_loss, and whatever adversarial_loss_hook or algorithms::train refuse.
+struct AdversarialBatch {
+  Tensor view;                  // the normalised adversarial batch
+  std::vector<double> losses;   // the cross-entropy at each PGD iterate before its step (steps entries)
+  double final_loss = 0;        // the cross-entropy at the returned batch (under the attack's BN mode)
+};
+
+// Supervised PGD: perturbs the normalised batch x [B, C, H, W] (labels i64 [B]) as described
+// above to maximise learner.loss (the mean cross-entropy), with the model frozen the same way,
+// and returns the adversarial batch (not recorded by autograd). Error("adv", ...) when x is not
+// float 4-d, labels are not [B], x does not match mean/std, opt.both_views is set, or the
+// options are bad.
+AdversarialBatch adversarial_batch(algorithms::SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
+                                   const AdversarialOptions& opt, Generator& gen);
+
+// One supervised adversarial training loss: adversarial_batch, then learner.loss(adv batch,
+// labels) (+ clean_weight * learner.loss(x, labels)), recorded for backward like a plain loss.
+Tensor adversarial_supervised_step(algorithms::SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
+                                   const AdversarialOptions& opt, Generator& gen);
+
+// The algorithms::TrainConfig::supervised_loss of adversarial training under cfg:
+// adversarial_supervised_step with opt, mean/std defaulting to cfg.augment's normalisation.
+// Error("adv", ...) for a contrastive cfg.algo, opt.both_views, bad options, or a normalisation
+// whose channels differ from cfg.model_options.in_channels.
+algorithms::TrainConfig::SupervisedLoss supervised_adversarial_loss_hook(const algorithms::TrainConfig& cfg,
+                                                                         const AdversarialOptions& opt);
+
+// Adversarial training: algorithms::train with cfg.contrastive_loss = adversarial_loss_hook(cfg,
+// opt) (simclr, moco, byol) or cfg.supervised_loss = supervised_adversarial_loss_hook(cfg, opt)
+// (supervised), so it checkpoints (cfg.checkpoint_path) and resumes (cfg.resume) exactly like
+// any run, with the same progress line and JSONL log. Unless cfg.extra_attrs has one, the
+// checkpoint gets the attribute defense = the canonical "adv:..." specification. Error for a
+// cfg that already has a contrastive_loss or supervised_loss ("leave them empty"), and
+// whatever the hooks or algorithms::train refuse.
 algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg,
                                           const AdversarialOptions& opt);
 

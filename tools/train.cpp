@@ -4,6 +4,7 @@
 //   cpoison train --algo moco --data cifar10 --epochs 1000 --out moco.h5 --checkpoint-every 50 --resume
 //   cpoison train --algo simclr --data cifar10 --poison cp-s.h5 --defense usvt --out usvt.h5
 //   cpoison train --algo simclr --data cifar10 --poison cp-s.h5 --defense "adv:eps=8/255,steps=5" --out adv.h5
+//   cpoison train --algo supervised --data cifar10 --poison cp-c.h5 --defense "adv:eps=8/255,steps=5" --out sup-adv.h5
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -38,7 +39,7 @@ struct Options {
 };
 
 // The defence of --defense, Error naming --defense (and, through parse_defense, the key and the
-// value) for a bad specification or adversarial training of a supervised victim.
+// value) for a bad specification, or adv:both=1 for a supervised victim (it has one view).
 defense::Defense parse_defense_flag(const std::string& spec, Algo algo) {
   defense::Defense d;
   try {
@@ -46,9 +47,9 @@ defense::Defense parse_defense_flag(const std::string& spec, Algo algo) {
   } catch (const Error& e) {
     fail("--defense", e.what());
   }
-  CP_CHECK(d.kind != defense::DefenseKind::adversarial || algo != Algo::supervised, "--defense",
-           "adversarial training is offered for contrastive victims only (--algo simclr, moco or byol), not --algo ",
-           algo_name(algo));
+  CP_CHECK(d.kind != defense::DefenseKind::adversarial || algo != Algo::supervised || !d.adversarial.both_views,
+           "--defense", "adv:both=1 perturbs the two views of a contrastive step; --algo supervised trains on one "
+           "view (leave both=0)");
   return d;
 }
 
@@ -98,8 +99,8 @@ void setup(CLI::App& app) {
                  "quantised to uint8");
   app.add_option("--defense", o->defense,
                  "Defence while training (docs/defenses.md): none | usvt | noise | smooth | cutout, each drawn "
-                 "afresh per batch before the two views are augmented, or adv (adversarial contrastive training, "
-                 "not with supervised); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
+                 "afresh per batch before the views are augmented, or adv (adversarial training: PGD on the first "
+                 "view of a contrastive step, or on the batch of a supervised one); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
                  "\"adv:eps=8/255,steps=5\"")
       ->capture_default_str();
   app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
@@ -247,6 +248,8 @@ void setup(CLI::App& app) {
           return defend(before ? before(x, b, gen) : x, b, gen);
         };
       }
+    } else if (algo == Algo::supervised) {
+      cfg.supervised_loss = defense::supervised_adversarial_loss_hook(cfg, def.adversarial);
     } else {
       cfg.contrastive_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
     }

@@ -411,3 +411,59 @@ TEST_CASE("experiment tables: computed means, pending and missing cells, metrics
   CHECK(metric_value(r1, Metric::probe) == 60.0);  // a supervised victim: its test accuracy
   CHECK(std::isnan(metric_value(r1, Metric::align_poisoned)));
 }
+
+TEST_CASE("experiment table8 preset: a supervised CP-C column beside the SimCLR ones, at both scales") {
+  for (const char* scale : {"cpu-small", "paper"}) {
+    INFO("scale ", scale);
+    Preset p = load_preset("table8", scale);
+    REQUIRE(p.columns.size() == 4);
+    const size_t sup = 3, cp_c = 1, average = 2;
+    CHECK(p.columns[sup].label == "Supervised, CP (C)");
+    CHECK(p.columns[average].mean_of == std::vector<std::string>{"CP (S)", "CP (C)"});
+    Plan plan = make_plan(p);
+    REQUIRE(plan.grid.size() == p.rows.size());
+    int adversarial_rows = 0;
+    for (size_t r = 0; r < p.rows.size(); ++r) {
+      INFO("row ", p.rows[r].label);
+      REQUIRE(p.rows[r].paper.size() == 4);
+      CHECK(std::isnan(p.rows[r].paper[sup]));  // the paper has no supervised numbers
+      CHECK(plan.grid[r][average] == -1);
+      REQUIRE(plan.grid[r][sup] >= 0);
+      const VictimJob& v = plan.victims[plan.grid[r][sup]];
+      CHECK(v.algo == "supervised");
+      CHECK(v.defense == plan.victims[plan.grid[r][cp_c]].defense);
+      if (p.rows[r].label == "Clean Data") {
+        CHECK(v.id == "victim-supervised-clean");
+        CHECK(v.poison.empty());
+      } else {
+        CHECK(v.poison == "poison-cp-c-simclr");  // the SimCLR column's poison, shared
+        CHECK(v.poison == plan.victims[plan.grid[r][cp_c]].poison);
+      }
+      adversarial_rows += v.defense.rfind("adv:", 0) == 0;
+    }
+    CHECK(adversarial_rows == 1);
+  }
+}
+
+TEST_CASE("experiment: a supervised victim trains adversarially; adv:both=1 is refused for it") {
+  TempDir d("supadv");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("adv.toml"), R"toml(title = "supervised adversarial training"
+columns = [ { label = "Supervised", victim = "supervised" } ]
+rows = [ { label = "Adversarial", attack = "none", defense = "adv:steps=1" } ]
+[scale.tiny]
+)toml");
+  Preset p = load_preset(d.file("adv.toml"), "tiny", d.path.string());
+  ExperimentReport r = run_experiment(p, quiet_options(d));
+  CHECK(r.ran == 1);
+  REQUIRE(r.json["cells"].size() == 1);
+  const auto& cell = r.json["cells"].begin().value();
+  CHECK(cell["defense"].get<std::string>().rfind("adv:", 0) == 0);
+  CHECK(cell["supervised"]["test_accuracy"].is_number());
+  CHECK(std::isfinite(cell["train"]["final_loss"].get<double>()));
+
+  write(d.file("both.toml"),
+        "rows = [ { label = \"r\", victim = \"supervised\", defense = \"adv:both=1\" } ]\n[scale.tiny]\n");
+  CHECK_THROWS_WITH_AS(make_plan(load_preset(d.file("both.toml"), "tiny", d.path.string())),
+                       doctest::Contains("adv:both=1"), Error);
+}

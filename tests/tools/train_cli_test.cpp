@@ -1,7 +1,8 @@
 // `cpoison train --defense`, run as the built executable (found beside this test executable) on
 // a tiny HDF5 dataset the test writes: 16 images of 8x8x1, 4 classes, a width-2 ResNet-18 with
-// batch 8 (two steps per epoch). A batch-transform defence and adversarial training are
-// installed, recorded in the checkpoint and checked on resume; bad flags are refused by name.
+// batch 8 (two steps per epoch). A batch-transform defence and adversarial training (of a
+// SimCLR and of a supervised victim) are installed, recorded in the checkpoint and checked on
+// resume; bad flags are refused by name.
 // Layout letters: N images, H rows, W columns, C channels.
 #include <doctest/doctest.h>
 
@@ -153,6 +154,28 @@ TEST_CASE("cpoison train --defense adv runs adversarial training through the mai
   CHECK(weights(dir / "adv.h5") != weights(dir / "plain.h5"));
 }
 
+TEST_CASE("cpoison train --algo supervised --defense adv trains adversarially and resumes under it") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  const std::string base = "train --algo supervised --data '" + write_tiny(dir) +
+                           "' --width 2 --batch-size 8 --warmup-epochs 0 --seed 4 --progress-seconds -1";
+  RunResult plain = run_cpoison(base + " --epochs 1 --out '" + (dir / "plain.h5") + "'");
+  INFO(plain.output);
+  REQUIRE(plain.code == 0);
+  RunResult adv = run_cpoison(base + " --epochs 1 --defense adv:steps=1 --out '" + (dir / "adv.h5") + "'");
+  INFO(adv.output);
+  REQUIRE(adv.code == 0);
+  const std::string spec = defense::parse_defense("adv:steps=1").spec();
+  CHECK(recorded_defense(dir / "adv.h5") == spec);
+  CHECK(adv.output.find("defence " + spec) != std::string::npos);
+  // Same seed, batches and augmentations: only the attack makes the weights differ.
+  CHECK(weights(dir / "adv.h5") != weights(dir / "plain.h5"));
+  RunResult resumed = run_cpoison(base + " --epochs 2 --resume --defense adv:steps=1 --out '" + (dir / "adv.h5") + "'");
+  INFO(resumed.output);
+  CHECK(resumed.code == 0);
+  CHECK(std::get<int64_t>(io::H5Reader(dir / "adv.h5").file_attrs().at("epochs_done")) == 2);
+}
+
 TEST_CASE("cpoison train and defend reject a bad --defense or --device with a message naming it") {
   SKIP_WITHOUT_CPOISON();
   TempDir dir;
@@ -164,8 +187,8 @@ TEST_CASE("cpoison train and defend reject a bad --defense or --device with a me
       {tiny_train(data) + " --defense usvt:p=1.5" + out, "p = 1.5: the drop probability must be in [0, 1)"},
       {tiny_train(data) + " --defense usvt:q=0.5" + out, "unknown key 'q'"},
       {tiny_train(data) + " --defense bogus" + out, "unknown defence 'bogus'"},
-      {"train --algo supervised --data '" + data + "' --width 2 --defense adv --progress-seconds -1" + out,
-       "adversarial training is offered for contrastive victims only"},
+      {"train --algo supervised --data '" + data + "' --width 2 --defense adv:both=1 --progress-seconds -1" + out,
+       "adv:both=1 perturbs the two views of a contrastive step"},
       {tiny_train(data) + " --device tpu" + out, "--device: unknown device 'tpu'"},
       {"defend --method usvt --data '" + data + "' --device tpu --out '" + (dir / "d.h5") + "'",
        "--device: unknown device 'tpu'"},

@@ -194,8 +194,10 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
   }
   if (c.defense != "none") {
     defense::Defense d = defense::parse_defense(c.defense);
-    CP_CHECK(d.is_batch_transform() || is_contrastive(c.victim), where,
-             "adversarial training is offered for contrastive victims only");
+    // Adversarial training runs for every victim; only ACL's both-views variant needs two views.
+    CP_CHECK(d.kind != defense::DefenseKind::adversarial || is_contrastive(c.victim) || !d.adversarial.both_views,
+             where, "adv:both=1 perturbs the two views of a contrastive step; the ", c.victim,
+             " victim trains on one view (leave both=0)");
     if (d.kind == defense::DefenseKind::none) c.defense = "none";  // (the id keeps the spelling of the others)
   }
   return c;
@@ -774,8 +776,8 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
     tc.checkpoint_every = ts.checkpoint_every;
     tc.resume = true;
     tc.log_path = (fs::path(d) / "victim.jsonl").string();
-    // train_adversarial is algorithms::train with the adversarial loss hook: it checkpoints and
-    // resumes like any victim.
+    // train_adversarial is algorithms::train with the adversarial loss hook (the contrastive or
+    // the supervised one, by the victim's algorithm): it checkpoints and resumes like any victim.
     tr = def.kind == defense::DefenseKind::adversarial ? defense::train_adversarial(seen, tc, def.adversarial)
                                                        : algorithms::train(seen, tc);
     learner = tr.learner;
