@@ -38,6 +38,9 @@ void setup(CLI::App& app) {
   app.add_option("--supervised-epochs", o->supervised_epochs, "Supervised victim epochs before --scale")->capture_default_str();
   app.add_option("--cp-c-rounds", o->cp_c_rounds, "CP-C rounds before --scale")->capture_default_str();
   app.add_option("--cp-s-rounds", o->cp_s_rounds, "CP-S rounds before --scale")->capture_default_str();
+  app.add_option("--cp-s-init", o->cp_s_init, "CP-S starts from uniform noise or from the CP-C poison (the reference's N = 1000 protocol)")
+      ->check(CLI::IsMember({"uniform", "cp-c"}))
+      ->capture_default_str();
   app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->capture_default_str();
   app.add_option("--cp-c-victim", o->cp_c_victim, "Train a SimCLR victim on CP-C data: auto (if the budget allows), yes, no")
       ->check(CLI::IsMember({"auto", "yes", "no"}))

@@ -467,3 +467,23 @@ rows = [ { label = "Adversarial", attack = "none", defense = "adv:steps=1" } ]
   CHECK_THROWS_WITH_AS(make_plan(load_preset(d.file("both.toml"), "tiny", d.path.string())),
                        doctest::Contains("adv:both=1"), Error);
 }
+
+TEST_CASE("experiment poison jobs: the configuration holds only what the attack reads") {
+  Settings a;
+  Settings b = a;
+  b.poison.cp_s_rounds = a.poison.cp_s_rounds + 3;     // CP-S only
+  b.poison.unlearnable_rounds += 1;                    // unlearnable only
+  auto job = [](const std::string& attack, const std::string& kind, const Settings& s) {
+    return make_poison_job(attack, attack == "random" ? "none" : "simclr", kind, true, s.poison.eps, 1.0, s.model, s.data, s);
+  };
+  CHECK(job("cp-c", "class", a).config == job("cp-c", "class", b).config);
+  CHECK(job("random", "sample", a).config == job("random", "sample", b).config);
+  CHECK(job("cp-s", "sample", a).config != job("cp-s", "sample", b).config);
+  // CP-S from uniform noise ignores CP-C's schedule; started from the CP-C poison, it depends on it.
+  Settings c = a;
+  c.poison.cp_c_rounds = 7;
+  CHECK(job("cp-s", "sample", a).config == job("cp-s", "sample", c).config);
+  a.poison.cp_s_init = c.poison.cp_s_init = "cp-c";
+  CHECK(job("cp-s", "sample", a).config != job("cp-s", "sample", c).config);
+  CHECK(job("cp-c", "class", a).config != job("cp-c", "class", c).config);
+}

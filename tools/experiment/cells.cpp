@@ -234,6 +234,19 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   PoisonSettings ps = s.poison;
   nlohmann::json poison = to_json_fields(ps);
   poison.erase("checkpoint_every");
+  // Only the fields this attack reads, so that e.g. a CP-C poison stays cached when CP-S's
+  // rounds change. A CP-S poison that starts from CP-C keeps CP-C's fields: they shape its start.
+  const bool reads_cp_c = attack == "cp-c" || (attack == "cp-s" && s.poison.cp_s_init == "cp-c");
+  std::vector<std::string> unread;
+  for (auto it = poison.begin(); it != poison.end(); ++it) {
+    const std::string& k = it.key();
+    const bool cp_c_key = k.rfind("cp_c_", 0) == 0, cp_s_key = k.rfind("cp_s_", 0) == 0;
+    if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
+        (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
+        (k.rfind("adversarial_", 0) == 0 && attack != "adversarial"))
+      unread.push_back(k);
+  }
+  for (const auto& k : unread) poison.erase(k);
   DataSettings d = data;
   j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
               {"dual_branch", j.dual_branch}, {"eps", eps}, {"ratio", ratio}, {"model", model},

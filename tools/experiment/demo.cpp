@@ -92,6 +92,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
   s.poison.cp_c_rounds = scaled(o.cp_c_rounds, o.scale);
   s.poison.cp_s_rounds = scaled(o.cp_s_rounds, o.scale);
   s.poison.eps = o.eps;
+  s.poison.cp_s_init = o.cp_s_init;
   if (o.quick) {
     s.victim.batch_size = s.supervised.batch_size = s.poison.batch_size = 64;
     s.poison.cp_c_model_steps = s.poison.cp_c_noise_batches = 2;

@@ -29,6 +29,7 @@ struct DemoOptions {
   // Fraction applied to every epoch and round count above (rounded, at least 1).
   double scale = 1.0;
   double eps = 8.0 / 255.0;
+  std::string cp_s_init = "uniform";  // or "cp-c": CP-S starts from the CP-C poison
   // The SimCLR victim on CP-C data runs when the time so far plus its estimate fits the budget
   // ("auto"), always ("yes") or never ("no").
   std::string cp_c_victim = "auto";
