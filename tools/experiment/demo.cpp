@@ -249,6 +249,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
   note("supervised epochs", 15, (double)s.supervised.epochs);
   note("CP-C rounds", 10, (double)s.poison.cp_c_rounds);
   note("CP-S rounds", 12, (double)s.poison.cp_s_rounds);
+  if (s.poison.cp_s_init != "uniform") scaled_notes.push_back("CP-S starts from the CP-C poison, not from uniform noise");
   if (std::fabs(o.eps - 8.0 / 255.0) > 1e-12) scaled_notes.push_back("eps 8/255 → " + format_pixels(o.eps));
   if (o.test_images > 0) scaled_notes.push_back("test images 10000 → " + std::to_string(runner.test_set(s.data).size()));
   if (o.quick) scaled_notes.push_back("--quick (batch 64, CP-C 2+2 steps per round, 50 L-BFGS iterations, 100 alignment images)");
@@ -300,7 +301,8 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
         "versions (lower = views closer). Reference column: probe poisoned / clean; alignment poisoned / clean "
         "(N = 5000, 30 epochs; supervised CP-C: 10 rounds).\n";
   md += scaled_notes.empty() ? std::string("\nScaled: nothing (the reference's settings).\n")
-                             : "\nScaled from the reference to fit the time budget: " + [&] {
+                             : "\nDiffers from the reference (to fit the time budget, or where the reference's setting "
+                               "showed no effect at this size: README, \"What we learned calibrating it\"): " + [&] {
                                  std::string t;
                                  for (const auto& n : scaled_notes) t += (t.empty() ? "" : "; ") + n;
                                  return t;
