@@ -178,6 +178,15 @@ rows = [ { label = "only", attack = "none" } ]
   CHECK(q.rows[0].label == "only");
   CHECK(q.columns.size() == 1);  // columns not replaced
   CHECK_THROWS_WITH_AS(load_preset(d.file("p.toml"), "paper", d.path.string()), doctest::Contains("scales: other, tiny"), Error);
+
+  // A preset kept outside the presets folder (no scales.toml beside it) starts from the presets
+  // folder's scales.toml, not from the C++ defaults.
+  TempDir elsewhere("load-elsewhere");
+  fs::copy_file(d.file("p.toml"), elsewhere.file("mine.toml"));
+  Preset m = load_preset(elsewhere.file("mine.toml"), "tiny", d.path.string());
+  CHECK(m.settings.width == 2);               // the presets folder's scales.toml
+  CHECK(m.settings.victim.batch_size == 16);
+  CHECK(m.settings.victim.epochs == 7);       // the preset still wins
 }
 
 TEST_CASE("experiment presets: a malformed file is an error naming the key") {

@@ -408,7 +408,16 @@ Preset load_preset(const std::string& name_or_path, const std::string& scale, co
   const toml::table& st = *sn->as_table();
 
   // Settings: C++ defaults < scales.toml [scale] < this preset's [scale.NAME].
+  // A preset file of one's own, kept elsewhere, still starts from the shared scales (else it
+  // would silently run at the C++ defaults, the reference's full N = 5000 protocol).
   std::string shared = (fs::path(p.file).parent_path() / "scales.toml").string();
+  if (!fs::exists(shared)) {
+    try {
+      shared = (fs::path(presets_dir(dir)) / "scales.toml").string();
+    } catch (const Error&) {
+      // no presets folder either: the preset's own [scale.NAME] over the C++ defaults
+    }
+  }
   apply_scales_file(shared, scale, p.settings, false);
   std::string prefix = "scale." + scale + ".";
   read_settings(st, p.settings, p.file, prefix, {"rows", "columns", "title", "note"});

@@ -74,7 +74,8 @@ struct Preset {
 std::string presets_dir(const std::string& dir = "");
 
 // Loads a preset by name (tools/presets/NAME.toml) or by path (anything ending in .toml) at
-// `scale`, with scales.toml read from the preset's folder (when it exists). Validates the
+// `scale`, with scales.toml read from the preset's folder, or else from presets_dir(dir) (when
+// either exists). Validates the
 // settings and every row and column (names, values, mean_of labels, paper lengths).
 Preset load_preset(const std::string& name_or_path, const std::string& scale, const std::string& dir = "");
 
