@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA checks for a machine with a GPU and no network: the CUDA test cases, the ResNet-18
+# The CUDA checks for a machine with a GPU and no network: the test suite with its CUDA cases, the ResNet-18
 # training-step benchmark (f32, then with TF32 allowed), the same step in PyTorch eager when
-# PyTorch is installed, and a short Markdown table at the end.
+# PyTorch is installed, USVT on cuSOLVER vs LAPACK, and a short Markdown table at the end.
 #
 #   tools/gpu-check.sh                      # uses .gpu-carry/build if present, else builds build-gpu
 #   BUILD=build-cuda tools/gpu-check.sh     # a prebuilt build dir
@@ -49,8 +49,9 @@ if ! grep -q "GPU available" <<<"$version"; then
   status=1
 fi
 
-# ---- CUDA tests (every case compares a CUDA op with the CPU reference)
-"$BUILD/cpoison-tests" -sf='*cuda*' >"$LOGS/tests.log" 2>&1
+# ---- the whole suite: the CUDA cases (each compares a CUDA op with the CPU reference) live in
+# several files (engine, data, augment, defence), and the CPU cases take seconds
+"$BUILD/cpoison-tests" >"$LOGS/tests.log" 2>&1
 tests_rc=$?
 grep -E "^\[doctest\] test cases|ERROR|FAILED|failed" "$LOGS/tests.log" | head -n 40
 tests_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/tests.log" | tail -n 1)
@@ -81,6 +82,17 @@ else
   cp_tf32="n/a (no --tf32 flag)"
 fi
 echo "cpoison resnet18 batch $BATCH: f32 $cp_f32 images/s, tf32 $cp_tf32 images/s"
+
+# ---- matrix completion (USVT) of a CIFAR-sized batch: cuSOLVER vs LAPACK
+usvt() {  # usvt <device>: prints images/s or "n/a"
+  "$BUILD/cpoison" bench usvt --device "$1" >"$LOGS/usvt-$1.log" 2>&1
+  local ips
+  ips=$(grep -E '^images/s:' "$LOGS/usvt-$1.log" | awk '{print $2}')
+  echo "${ips:-n/a}"
+}
+usvt_cuda=$(usvt cuda)
+usvt_cpu=$(usvt cpu)
+echo "usvt: cuda $usvt_cuda images/s, cpu $usvt_cpu images/s"
 
 # ---- PyTorch eager, the same CIFAR ResNet-18 step (kuangliu/pytorch-cifar), when available
 torch_f32="n/a (no PyTorch with CUDA)"
@@ -164,10 +176,12 @@ rate() {  # a number gets its unit; a reason is printed as is
   echo
   echo "| check | result |"
   echo "|---|---|"
-  echo "| CUDA tests (\`cpoison-tests -sf='*cuda*'\`) | ${tests_line:-no summary} |"
+  echo "| test suite with the CUDA cases (\`cpoison-tests\`) | ${tests_line:-no summary} |"
   echo "| cpoison ResNet-18 step, batch $BATCH, f32 | $(rate "$cp_f32") |"
   echo "| cpoison ResNet-18 step, batch $BATCH, TF32 | $(rate "$cp_tf32") |"
   echo "| PyTorch eager ResNet-18 step, batch $BATCH, f32 | $(rate "$torch_f32") |"
   echo "| PyTorch eager ResNet-18 step, batch $BATCH, TF32 | $(rate "$torch_tf32") |"
+  echo "| USVT matrix completion, cuSOLVER | $(rate "$usvt_cuda") |"
+  echo "| USVT matrix completion, LAPACK (this machine's CPU) | $(rate "$usvt_cpu") |"
 } | tee "$LOGS/results.md"
 exit "$status"
