@@ -6,8 +6,6 @@
 // Layout letters: N images, H rows, W columns, C channels.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +15,7 @@
 #include "algorithms/train.h"
 #include "defense/defense.h"
 #include "engine/io/hdf5.h"
+#include "tests/support/cli.h"
 #include "tests/support/skip.h"
 
 using namespace cpoison;
@@ -24,46 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string cpoison_exe() {
-  std::error_code ec;
-  fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string() : (self.parent_path() / "cpoison").string();
-}
-
-struct RunResult {
-  int code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs `cpoison args` (args already shell-quoted where needed) on one thread.
-RunResult run_cpoison(const std::string& args) {
-  std::string cmd = "OMP_NUM_THREADS=1 '" + cpoison_exe() + "' " + args + " 2>&1";
-  RunResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buf[4096];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, got);
-  int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("cpoison-train-cli-test-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using namespace cpoison::testing;
 
 // 16 images 8x8x1 with pseudo-random pixels, labels i % 4, written as an HDF5 dataset file.
 std::string write_tiny(const TempDir& dir) {
