@@ -307,19 +307,33 @@ void for_each_chunk(const Geometry& g, const Body& body) {
   for (int64_t c = 0; c < chunks; ++c) body(c, c * nb_max, std::min(nb_max, g.N - c * nb_max));
 }
 
+// The GEMM operand of images n0 .. n0+nb, group grp: the im2col columns [Cg*KH*KW, nb*Ho*Wo]
+// (a 1x1 conv of one image reads x directly), in this thread's scratch.
+template <class T>
+const T* chunk_columns(const Geometry& g, const T* x, int64_t n0, int64_t nb, int64_t grp) {
+  if (g.pointwise() && nb == 1) return x + (n0 * g.C + grp * g.Cg()) * g.plane();
+  T* buf = scratch<T, 0>(g.col_rows() * nb * g.out_plane());
+  im2col(g, x, n0, nb, grp, buf);
+  return buf;
+}
+
+// The output gradient of images n0 .. n0+nb, group grp, channel-major [Coutg, nb*Ho*Wo] (one
+// image reads gy directly), in this thread's scratch.
+template <class T>
+const T* chunk_output_grad(const Geometry& g, const T* gy, int64_t n0, int64_t nb, int64_t grp) {
+  const int64_t P = g.out_plane(), coutg = g.Coutg();
+  if (nb == 1) return gy + (n0 * g.Cout + grp * coutg) * P;
+  T* buf = scratch<T, 1>(coutg * nb * P);
+  gather_chunk(gy, g.Cout, P, coutg, n0, nb, grp, buf);
+  return buf;
+}
+
 template <class T>
 void forward_chunk(const Geometry& g, const T* x, const T* w, const T* bias, T* y, int64_t n0, int64_t nb) {
   const int64_t P = g.out_plane(), rows = g.col_rows(), coutg = g.Coutg();
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     const T* wg = w + grp * coutg * rows;
-    const T* col;
-    if (g.pointwise() && nb == 1) {
-      col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
-    } else {
-      T* buf = scratch<T, 0>(rows * nb * P);
-      im2col(g, x, n0, nb, grp, buf);
-      col = buf;
-    }
+    const T* col = chunk_columns(g, x, n0, nb, grp);
     if (nb == 1) {
       gemm(false, false, coutg, P, rows, T(1), wg, rows, col, P, T(0), y + (n0 * g.Cout + grp * coutg) * P, P);
     } else {
@@ -342,14 +356,7 @@ void gemm_backward_input(const Geometry& g, const T* gy, const T* w, T* dx) {
   for_each_chunk(g, [&](int64_t, int64_t n0, int64_t nb) {
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const T* wg = w + grp * coutg * rows;
-      const T* go;
-      if (nb == 1) {
-        go = gy + (n0 * g.Cout + grp * coutg) * P;
-      } else {
-        T* buf = scratch<T, 1>(coutg * nb * P);
-        gather_chunk(gy, g.Cout, P, coutg, n0, nb, grp, buf);
-        go = buf;
-      }
+      const T* go = chunk_output_grad(g, gy, n0, nb, grp);
       if (g.pointwise() && nb == 1) {
         gemm(true, false, rows, P, coutg, T(1), wg, rows, go, P, T(0), dx + (n0 * g.C + grp * g.Cg()) * g.plane(), P);
       } else {
@@ -387,22 +394,8 @@ void gemm_backward_weight(const Geometry& g, const T* gy, const T* x, T* dw) {
       const int64_t n0 = c * nb_max, nb = std::min(nb_max, g.N - n0);
       const T beta = c == c_lo ? T(0) : T(1);
       for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const T* go;
-        if (nb == 1) {
-          go = gy + (n0 * g.Cout + grp * coutg) * P;
-        } else {
-          T* buf = scratch<T, 1>(coutg * nb * P);
-          gather_chunk(gy, g.Cout, P, coutg, n0, nb, grp, buf);
-          go = buf;
-        }
-        const T* col;
-        if (g.pointwise() && nb == 1) {
-          col = x + (n0 * g.C + grp * g.Cg()) * g.plane();
-        } else {
-          T* buf = scratch<T, 0>(rows * nb * P);
-          im2col(g, x, n0, nb, grp, buf);
-          col = buf;
-        }
+        const T* go = chunk_output_grad(g, gy, n0, nb, grp);
+        const T* col = chunk_columns(g, x, n0, nb, grp);
         if (transposed)
           gemm(false, true, rows, coutg, nb * P, T(1), col, nb * P, go, nb * P, beta, acc + grp * per_group, coutg);
         else
