@@ -382,10 +382,12 @@ void gemm_backward_weight(const Geometry& g, const T* gy, const T* x, T* dw) {
   const int64_t per_group = rows * coutg, per_slot = g.groups * per_group;
   const bool transposed = coutg < 256;
   // Slot 0 accumulates in place (dw itself unless transposed); the others in a shared buffer.
-  std::vector<T> extra((size_t)((slots - 1) * per_slot + (transposed ? per_slot : 0)));
+  // Scratch of the calling thread (reused across calls: no allocation per backward pass); the
+  // slot workers only write through the pointer. Each slot's first GEMM has beta = 0.
+  T* extra = scratch<T, 2>((size_t)((slots - 1) * per_slot + (transposed ? per_slot : 0)));
   auto slot_buffer = [&](int64_t s) -> T* {
-    if (s == 0) return transposed ? extra.data() + (slots - 1) * per_slot : dw;
-    return extra.data() + (s - 1) * per_slot;
+    if (s == 0) return transposed ? extra + (slots - 1) * per_slot : dw;
+    return extra + (s - 1) * per_slot;
   };
   auto run_slot = [&](int64_t s) {
     const int64_t c_lo = chunks * s / slots, c_hi = chunks * (s + 1) / slots;
