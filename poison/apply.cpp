@@ -14,8 +14,13 @@ Tensor perturb(const Tensor& x, const Tensor& delta, double eps) {
 
 uint8_t quantise_pixel(uint8_t pixel, double eps, double delta) {
   double d = std::clamp(delta, -1.0, 1.0);
-  double v = std::clamp((double)pixel / 255.0 + eps * d, 0.0, 1.0);
-  return (uint8_t)std::min(255.0, std::floor(255.0 * v));
+  if (!std::isfinite(d)) d = 0;  // loaders reject non-finite deltas; never turn one into a pixel
+  // Round to nearest, then clip to the u8 ball: floor(255 * x) could land 9 levels away when
+  // 255 * eps = 8.16, and the threat model's bound is hard (docs/poison-format.md).
+  const double radius = std::floor(255.0 * eps + 1e-9);
+  const double target = std::nearbyint(255.0 * std::clamp((double)pixel / 255.0 + eps * d, 0.0, 1.0));
+  const double v = std::clamp(target, (double)pixel - radius, (double)pixel + radius);
+  return (uint8_t)std::clamp(v, 0.0, 255.0);
 }
 
 data::Dataset apply_poison(const data::Dataset& clean, const Poison& p) {

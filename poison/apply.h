@@ -10,9 +10,11 @@ namespace cpoison::poison {
 // differentiable w.r.t. delta (and x).
 Tensor perturb(const Tensor& x, const Tensor& delta, double eps);
 
-// The spec's quantisation of one pixel (reference-implementation.md §6):
-// floor(255 * clamp(x + eps * delta, 0, 1)) with x = pixel / 255, computed in double (in which
-// 255 * (k / 255) == k exactly, so a zero delta returns the pixel unchanged).
+// The victim's quantisation of one pixel: round(255 * clamp(x + eps * delta, 0, 1)) with
+// x = pixel / 255, clipped to [pixel - floor(255 eps), pixel + floor(255 eps)], computed in
+// double (in which 255 * (k / 255) == k exactly, so a zero delta returns the pixel unchanged).
+// The release floors instead (docs/reference-implementation.md §6), which can leave the
+// L-infinity ball by one level; ours never does (docs/poison-format.md).
 uint8_t quantise_pixel(uint8_t pixel, double eps, double delta);
 
 // The training set as the victim sees it: the rows in p.indices get the quantised perturbation

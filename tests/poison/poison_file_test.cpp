@@ -1,6 +1,7 @@
 // Poison files, poisoned-index choice, the perturbation and the victim's u8 quantisation.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -37,17 +38,43 @@ Poison sample_poison(int64_t n, const std::vector<float>& values) {
 }
 }  // namespace
 
-TEST_CASE("quantise_pixel follows floor(255 * clamp(x + eps * delta, 0, 1))") {
+TEST_CASE("quantise_pixel rounds 255 * clamp(x + eps * delta, 0, 1) to nearest, inside the u8 ball") {
   const double eps = 8.0 / 255.0;
   for (int k = 0; k < 256; ++k) CHECK(quantise_pixel((uint8_t)k, eps, 0.0) == k);  // zero delta: unchanged
   CHECK(quantise_pixel(100, eps, 1.0) == 108);
   CHECK(quantise_pixel(100, eps, -1.0) == 92);
   CHECK(quantise_pixel(100, eps, 0.5) == 104);
-  CHECK(quantise_pixel(100, eps, 0.49) == 103);  // 100 + 3.92 floors to 103
-  CHECK(quantise_pixel(100, eps, -0.49) == 96);  // 100 - 3.92 = 96.08 floors to 96
+  CHECK(quantise_pixel(100, eps, 0.49) == 104);  // 100 + 3.92 rounds to 104 (the release's floor: 103)
+  CHECK(quantise_pixel(100, eps, 0.43) == 103);  // 100 + 3.37 rounds to 103
+  CHECK(quantise_pixel(100, eps, -0.49) == 96);  // 100 - 3.92 = 96.08 rounds to 96
   CHECK(quantise_pixel(250, eps, 1.0) == 255);   // clamped at 1
   CHECK(quantise_pixel(3, eps, -1.0) == 0);      // clamped at 0
   CHECK(quantise_pixel(100, eps, 7.0) == 108);   // delta outside [-1, 1] is clamped first
+  CHECK(quantise_pixel(100, eps, std::nan("")) == 100);  // never a NaN turned into a pixel
+  // 255 * eps = 8.6: the nearest level is 9 away, the ball's edge 8.
+  CHECK(quantise_pixel(100, 8.6 / 255.0, 1.0) == 108);
+  CHECK(quantise_pixel(100, 8.6 / 255.0, -1.0) == 92);
+}
+
+TEST_CASE("quantised poisons never leave the L-infinity ball, over random deltas at the extremes") {
+  // eps * 255 = 8.16 put 2,956 of 3.9M exported pixels 9 levels away under floor(); the bound is
+  // floor(255 eps) levels for any delta and any pixel.
+  Generator g(7, 1);
+  for (double e255 : {8.0, 8.16, 8.5, 8.99, 16.0, 3.3}) {
+    const double eps = e255 / 255.0;
+    const int radius = (int)std::floor(e255 + 1e-9);
+    Tensor d = uniform({4096}, -1.2, 1.2, g, DType::f64);
+    auto dv = d.to_vector<double>();
+    int worst = 0;
+    for (int k = 0; k < 256; ++k)
+      for (size_t i = 0; i < dv.size(); i += 17) {
+        double delta = (i % 5 == 0) ? (i % 2 ? 1.0 : -1.0) : dv[i];  // the extremes often
+        int q = quantise_pixel((uint8_t)k, eps, delta);
+        worst = std::max(worst, std::abs(q - k));
+      }
+    CHECK_MESSAGE(worst <= radius, "255 eps = ", e255, ": a pixel moved ", worst, " levels");
+    CHECK(worst == radius);  // and the ball is used to its edge
+  }
 }
 
 TEST_CASE("apply_poison perturbs only the chosen rows, sample-wise and class-wise") {
