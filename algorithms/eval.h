@@ -1,6 +1,6 @@
 // Evaluating a learned encoder: the spec's linear probe (SGD on augmented images), a fast
 // probe on pre-extracted features (standardised features, multinomial logistic regression by
-// full-batch L-BFGS, as cpu-scale-reference.md), kNN, and the alignment / uniformity metrics
+// full-batch L-BFGS, as docs/cpu-scale-reference.md), kNN, and the alignment / uniformity metrics
 // of Wang & Isola. Images: datasets u8 [N,H,W,C]; features [N, D]; accuracies in percent.
 #pragma once
 #include <cstdint>

@@ -5,7 +5,7 @@
 // The same call serves victim training (views are plain data) and poisoning (views depend on
 // a δ that requires grad): the loss is built from differentiable ops all the way back to the
 // views. The momentum weights never require grad; `dual_branch` decides whether the momentum
-// branch is recorded so that ∂L/∂view also flows through it (reference-implementation.md §4).
+// branch is recorded so that ∂L/∂view also flows through it (docs/reference-implementation.md §4).
 //
 // State-dict names (the checkpoint layout, PyTorch style):
 //   encoder.*              the online backbone (what the linear probe loads)
@@ -32,7 +32,7 @@ Algo parse_algo(const std::string& name);
 const char* algo_name(Algo a);
 
 // Hyper-parameters of the algorithms. AlgoConfig::defaults(algo) gives the spec's values
-// (reference-implementation.md §3); every field can be overridden (the CLI does).
+// (docs/reference-implementation.md §3); every field can be overridden (the CLI does).
 struct AlgoConfig {
   double temperature = 0.5;      // SimCLR 0.5, MoCo v2 0.2 (unused by BYOL and supervised)
   double momentum = 0.99;        // EMA of the momentum copy: MoCo v2 0.99, BYOL 0.999

@@ -35,7 +35,7 @@ void dataset_normalization(const std::string& dataset, int64_t channels, std::ve
 
 // Augmentation pipelines by name, for images of size h x w with `channels` channels:
 //   "simclr":    the spec's §5 pipeline (crop 0.2-1, flip, colour jitter p 0.8, grayscale p 0.2)
-//   "cpu-small": cpu-scale-reference.md's (crop, flip, brightness then contrast with p 0.8)
+//   "cpu-small": docs/cpu-scale-reference.md's (crop, flip, brightness then contrast with p 0.8)
 //   "crop-flip": crop 0.2-1 + flip (the linear probe's training transform)
 //   "none":      normalisation only
 // Output size h x w; normalisation from dataset_normalization. Error listing the names.
@@ -51,7 +51,7 @@ struct TrainConfig {
   int64_t epochs = 1000;
   int64_t batch_size = 512;
   bool drop_last = true;
-  // SGD (reference-implementation.md §6). lr <= 0 picks the algorithm's default.
+  // SGD (docs/reference-implementation.md §6). lr <= 0 picks the algorithm's default.
   double lr = 0;
   double momentum = 0.9;
   double weight_decay = 1e-4;

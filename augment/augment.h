@@ -64,7 +64,7 @@ struct AugmentConfig {
 
   // The spec §5 pipeline for CIFAR-10 (set mean/std to kCifar100* for CIFAR-100).
   static AugmentConfig simclr_cifar(int64_t out_size = 32);
-  // The CPU-scale pipeline (cpu-scale-reference.md): 28x28 Fashion-MNIST, 1 channel; crop, flip
+  // The CPU-scale pipeline (docs/cpu-scale-reference.md): 28x28 Fashion-MNIST, 1 channel; crop, flip
   // and, with p 0.8, brightness then contrast (fixed order); normalize 0.2860 / 0.3530.
   static AugmentConfig cpu_small();
 

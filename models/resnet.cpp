@@ -1,7 +1,7 @@
 // CIFAR ResNets (kuangliu/pytorch-cifar models/resnet.py): 3x3 stride-1 stem conv + BN + ReLU,
 // no max-pool, four stages of width w, 2w, 4w, 8w with strides 1, 2, 2, 2, global average pool.
 // Shortcut: identity, or 1x1 conv + BN ("shortcut.0", "shortcut.1") when the shape changes.
-// Init (reference-implementation.md §3): convs Kaiming normal fan_out/ReLU, BN weight 1 bias 0,
+// Init (docs/reference-implementation.md §3): convs Kaiming normal fan_out/ReLU, BN weight 1 bias 0,
 // both done by nn::Conv2d and nn::BatchNorm. Layout: x [N, C, H, W].
 #include <memory>
 #include <string>

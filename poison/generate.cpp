@@ -41,7 +41,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
   c.algo = algo;
   c.algo_config = algorithms::AlgoConfig::defaults(algo);
   if (name == "cp-c" || name == "cp-s") {
-    // reference-implementation.md §2: batch 512, SGD 0.9 / 1e-4, lr by algorithm, cosine over
+    // docs/reference-implementation.md §2: batch 512, SGD 0.9 / 1e-4, lr by algorithm, cosine over
     // the rounds to 0.001 lr, no warm-up.
     c.batch_size = 512;
     c.lr = algo == Algo::simclr ? 0.5 : algo == Algo::moco ? 0.3 : 1.0;
@@ -56,7 +56,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
       c.step = algo == Algo::byol ? 0.02 : 0.1;
     }
   } else if (name == "cpu-small-cp-c" || name == "cpu-small-cp-s") {
-    // cpu-scale-reference.md: batch 256, constant lr 0.3, wd 1e-4, step eps/10, uniform init.
+    // docs/cpu-scale-reference.md: batch 256, constant lr 0.3, wd 1e-4, step eps/10, uniform init.
     c.batch_size = 256;
     c.lr = 0.3;
     c.cosine = false;

@@ -78,8 +78,8 @@ struct PoisonConfig {
   // Called after each round (after its checkpoint); false stops there, as a kill would.
   std::function<bool(int64_t rounds_done)> on_round_end;
 
-  // Recipes: "cp-c" and "cp-s" with the paper's settings (reference-implementation.md §2) for
-  // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with cpu-scale-reference.md's.
+  // Recipes: "cp-c" and "cp-s" with the paper's settings (docs/reference-implementation.md §2) for
+  // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with docs/cpu-scale-reference.md's.
   static PoisonConfig recipe(const std::string& name, algorithms::Algo algo);
   void validate() const;  // Error naming the field
 };

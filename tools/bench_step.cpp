@@ -47,7 +47,7 @@ void run_step(const StepOptions& o) {
   auto model = models::make_encoder(o.model, mo);
   model->to(dev);
   model->train();
-  // The victim recipe's optimiser (reference-implementation.md §6); the LR only scales updates.
+  // The victim recipe's optimiser (docs/reference-implementation.md §6); the LR only scales updates.
   optim::SGDOptions so;
   so.lr = 0.1;
   so.momentum = 0.9;

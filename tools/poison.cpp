@@ -76,9 +76,9 @@ void setup(CLI::App& app) {
   app.add_flag("--byol-detach-target", o->byol_detach_target,
                "BYOL: detach the target inside the loss as the authors' release does");
   app.add_option("--recipe", o->recipe,
-                 "paper: reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); cp-s: "
+                 "paper: docs/reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); cp-s: "
                  "200 rounds x (one epoch, one pass x 5 PGD steps); batch 512, cosine lr); cpu-small: "
-                 "cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, cp-s "
+                 "docs/cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, cp-s "
                  "12); cp-c / cp-s: the paper's, named explicitly. Flags given explicitly win.")
       ->capture_default_str();
   auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random and unlearnable; default sample)");

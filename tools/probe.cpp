@@ -80,7 +80,7 @@ void setup(CLI::App& app) {
   app.add_option("--model", o->model, "Backbone for --random-init")->capture_default_str();
   app.add_option("--width", o->width, "Base width for --random-init")->capture_default_str();
   app.add_option("--mode", o->mode,
-                 "features: standardised frozen features + logistic regression by L-BFGS (cpu-scale-reference.md); "
+                 "features: standardised frozen features + logistic regression by L-BFGS (docs/cpu-scale-reference.md); "
                  "sgd: the spec's probe (SGD on crop+flip views). Default: features for cpu-small checkpoints "
                  "and --random-init, else sgd")
       ->check(CLI::IsMember({"features", "sgd"}));

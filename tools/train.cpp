@@ -78,8 +78,8 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"simclr", "moco", "mocov2", "byol", "supervised"}))
       ->capture_default_str();
   app.add_option("--preset", o->preset,
-                 "spec: reference-implementation.md §6 (1000 epochs, batch 512, 10-epoch warm-up from 0.01, "
-                 "cosine to 0.001 lr, width 64, the §5 augmentations); cpu-small: cpu-scale-reference.md "
+                 "spec: docs/reference-implementation.md §6 (1000 epochs, batch 512, 10-epoch warm-up from 0.01, "
+                 "cosine to 0.001 lr, width 64, the §5 augmentations); cpu-small: docs/cpu-scale-reference.md "
                  "(fashion-mnist, 5000-image balanced subset, width 8, batch 256, 30 epochs, lr 0.3, 20-step "
                  "warm-up from 0, cosine to 0, crop/flip/brightness/contrast). Flags given explicitly win.")
       ->check(CLI::IsMember({"spec", "cpu-small"}))

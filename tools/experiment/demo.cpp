@@ -45,7 +45,7 @@ double num(const nlohmann::json& j, const char* a, const char* b) {
 
 nlohmann::json or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
 
-// cpu-scale-reference.md, N = 5000 (8/255): the independent PyTorch implementation's numbers.
+// docs/cpu-scale-reference.md, N = 5000 (8/255): the independent PyTorch implementation's numbers.
 struct Reference {
   double probe = std::nan(""), clean_probe = std::nan(""), align_p = std::nan(""), align_c = std::nan(""),
          supervised = std::nan("");
@@ -238,7 +238,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
         probe("simclr-cp-c") <= probe("simclr-random"),
         fmt(probe("simclr-cp-c"), "%.1f") + " vs " + fmt(probe("simclr-random"), "%.1f"));
 
-  // What differs from cpu-scale-reference.md.
+  // What differs from docs/cpu-scale-reference.md.
   std::vector<std::string> scaled_notes;
   auto note = [&](const std::string& what, double ref, double now) {
     if (ref != now) scaled_notes.push_back(what + " " + fmt(ref, "%g") + " → " + fmt(now, "%g"));
@@ -277,7 +277,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
   };
   std::string md = "### cpoison demo: contrastive poisoning of " + train.name + "\n\n";
   md += "| stage | victim data | SimCLR probe % (poisoned) | SimCLR probe % (clean) | alignment poisoned / clean views | "
-        "supervised test % | seconds | reference (cpu-scale-reference.md) |\n";
+        "supervised test % | seconds | reference (docs/cpu-scale-reference.md) |\n";
   md += "|---|---|---:|---:|---|---:|---:|---|\n";
   md += row("random-init encoder", "clean (no training)", "random-encoder");
   auto rounds = [](int64_t n) { return std::to_string(n) + (n == 1 ? " round" : " rounds"); };

@@ -1,4 +1,4 @@
-// `cpoison demo`: contrastive poisoning end to end at cpu-scale-reference.md's settings
+// `cpoison demo`: contrastive poisoning end to end at docs/cpu-scale-reference.md's settings
 // (Fashion-MNIST, N class-balanced training images, width-8 ResNet-18, batch 256), scaled to
 // fit a time budget on 2 CPU cores. Stages, each timed and cached like an experiment cell
 // (results/demo/<cell>/), so a killed demo resumes where it stopped:

@@ -5,7 +5,7 @@
 // JSON (the configuration a cached cell is compared against) and the key reference in
 // docs/experiments.md.
 //
-// The C++ defaults are cpu-scale-reference.md's settings (Fashion-MNIST, 5000 class-balanced
+// The C++ defaults are docs/cpu-scale-reference.md's settings (Fashion-MNIST, 5000 class-balanced
 // images, width-8 ResNet-18, batch 256, 30 victim epochs, L-BFGS probe on features), which the
 // demo uses as they are; tools/presets/scales.toml and each preset's [scale.NAME] table change
 // them.
@@ -241,7 +241,7 @@ struct Settings {
     v.section("cost", cost);
   }
 
-  // cpu-scale-reference.md's supervised victim: batch 128, 15 epochs, Nesterov 0.9, lr 0.1
+  // docs/cpu-scale-reference.md's supervised victim: batch 128, 15 epochs, Nesterov 0.9, lr 0.1
   // cosine, wd 5e-4, ±2 px translation + flip, no warm-up.
   static TrainSettings supervised_defaults();
   // The settings of one algorithm ("simclr", "moco", "byol"); Error for others.
