@@ -26,7 +26,19 @@ struct ModelOptions {
   int64_t in_channels = 3;
   // Classes of the linear head; 0 builds the encoder without one.
   int64_t num_classes = 0;
+  // Convolution weights: Kaiming normal, fan_out, ReLU gain (the authors' release,
+  // docs/reference-implementation.md §3), or PyTorch's default for nn.Conv2d (kaiming_uniform_
+  // with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), what kuangliu's CIFAR models get).
+  // The choice decides whether an unoptimised class-wise pattern is a shortcut for a supervised
+  // victim (docs/experiments.md), so it is a stated victim setting. Linear layers and BatchNorm
+  // are initialised the same way under both.
+  enum class Init { kaiming_fan_out, pytorch };
+  Init init = Init::kaiming_fan_out;
 };
+
+// "kaiming-fan-out" | "pytorch"; Error naming the choices otherwise.
+ModelOptions::Init parse_init(const std::string& name);
+const char* init_name(ModelOptions::Init init);
 
 // Channel count c of the width-64 model scaled to `width` (rounded to nearest, at least 1).
 int64_t scale_channels(int64_t c, int64_t width);

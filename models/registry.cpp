@@ -1,8 +1,11 @@
 // Models by name.
 #include "models/registry.h"
 
+#include <cmath>
 #include <functional>
 #include <utility>
+
+#include "engine/rng.h"
 
 namespace cpoison::models {
 namespace {
@@ -32,9 +35,39 @@ const std::vector<std::string>& model_names() {
   return names;
 }
 
+ModelOptions::Init parse_init(const std::string& name) {
+  if (name == "kaiming-fan-out") return ModelOptions::Init::kaiming_fan_out;
+  if (name == "pytorch") return ModelOptions::Init::pytorch;
+  fail("init", "unknown initialisation '", name, "' (choose kaiming-fan-out or pytorch)");
+}
+
+const char* init_name(ModelOptions::Init init) {
+  return init == ModelOptions::Init::pytorch ? "pytorch" : "kaiming-fan-out";
+}
+
+namespace {
+// PyTorch's nn.Conv2d.reset_parameters: kaiming_uniform_(a = sqrt(5)) gives the bound
+// gain * sqrt(3 / fan_in) with gain sqrt(2 / (1 + 5)), i.e. 1 / sqrt(fan_in). Redrawn after
+// construction, in registration order, from the same init generator, so a seed still decides
+// every weight.
+void pytorch_default_convs(nn::Module& m) {
+  if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
+    const auto& w = conv->weight;
+    const double fan_in = (double)(w.size(1) * w.size(2) * w.size(3));
+    const double bound = 1.0 / std::sqrt(fan_in);
+    conv->weight.copy_(uniform(w.shape(), -bound, bound, nn::init_generator(), w.dtype(), w.device()));
+  }
+  for (auto& [name, child] : m.children()) pytorch_default_convs(*child);
+}
+}  // namespace
+
 EncoderPtr make_encoder(const std::string& name, const ModelOptions& options) {
   for (const auto& [known, factory] : factories())
-    if (known == name) return factory(options);
+    if (known == name) {
+      EncoderPtr e = factory(options);
+      if (options.init == ModelOptions::Init::pytorch) pytorch_default_convs(*e);
+      return e;
+    }
   fail("make_encoder", "unknown model '", name, "'; valid names: ", model_names());
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <tuple>
 
 #include "engine/io/checkpoint.h"
 #include "engine/nn/module.h"
@@ -105,6 +106,7 @@ constexpr uint32_t kInitStream = 0x1D17;
 constexpr uint32_t kAugStream = 0xA06A;
 constexpr uint32_t kModelSamplerStream = 0x5A3F;
 constexpr uint32_t kNoiseSamplerStream = 0x5A40;
+constexpr uint32_t kDiagnoseStream = 0xD1A6;
 
 std::string fmt_time(double s) {
   char buf[32];
@@ -154,6 +156,7 @@ public:
     int64_t total = cfg_.attack == Attack::random ? 0 : cfg_.rounds;
     for (int64_t r = start; r < total; ++r) {
       auto tr = Clock::now();
+      views_this_round_ = 0;
       RoundStats st;
       st.round = r + 1;
       if (cfg_.attack == Attack::adversarial) {
@@ -164,6 +167,8 @@ public:
         st.noise_loss = noise_phase(r, /*ascend=*/false);
       }
       st.seconds = seconds_since(tr);
+      st.views_per_s = views_this_round_ / std::max(1e-9, st.seconds);
+      std::tie(st.probe_loss_poisoned, st.probe_loss_clean) = diagnose();
       res.history.push_back(st);
       rounds_done_ = r + 1;
       bool last = rounds_done_ == total;
@@ -171,9 +176,13 @@ public:
         save_state(cfg_.checkpoint_path);
       if (cfg_.progress_seconds >= 0 && (seconds_since(last_print) >= cfg_.progress_seconds || last || r == start)) {
         double per_round = seconds_since(t0) / (double)(r + 1 - start);
-        std::fprintf(stderr, "[poison] %s round %lld/%lld  model loss %.4f  noise loss %.4f  %.1f s/round  %.0f img/s  ETA %s\n",
-                     attack_name(cfg_.attack), (long long)rounds_done_, (long long)total, st.model_loss, st.noise_loss,
-                     per_round, images_this_round_ / std::max(1e-9, st.seconds), fmt_time(per_round * (double)(total - rounds_done_)).c_str());
+        char probe[96] = "";
+        if (!std::isnan(st.probe_loss_poisoned))
+          std::snprintf(probe, sizeof probe, "  attacker loss poisoned/clean %.3f/%.3f (gap %.3f)", st.probe_loss_poisoned,
+                        st.probe_loss_clean, st.probe_loss_clean - st.probe_loss_poisoned);
+        std::fprintf(stderr, "[poison] %s round %lld/%lld  model loss %.4f  noise loss %.4f%s  %.1f s/round  %.0f views/s  ETA %s\n",
+                     attack_name(cfg_.attack), (long long)rounds_done_, (long long)total, st.model_loss, st.noise_loss, probe,
+                     per_round, st.views_per_s, fmt_time(per_round * (double)(total - rounds_done_)).c_str());
         last_print = Clock::now();
       }
       if (cfg_.on_round_end && !cfg_.on_round_end(rounds_done_)) return finish(res, dataset_name, subset, false);
@@ -256,6 +265,46 @@ private:
 
   Tensor index_tensor(const std::vector<int64_t>& idx) const { return Tensor::from_vector(idx, {(int64_t)idx.size()}, DType::i64, cfg_.device); }
 
+  // Augmented views per image in one loss: two for contrastive learners, one for supervised.
+  double views_per_image() const { return learner_ && learner_->algo() != Algo::supervised ? 2.0 : 1.0; }
+
+  // The attacker's loss on the first diagnose_images poisoned rows, with and without their
+  // noise, under one fixed set of augmentation draws (its own generator, reset each time, so
+  // rounds are comparable and no other stream moves). Eval mode, no gradient, no MoCo enqueue.
+  std::pair<double, double> diagnose() {
+    const double nan = std::nan("");
+    if (!learner_ || cfg_.diagnose_images <= 0) return {nan, nan};
+    const int64_t m = std::min<int64_t>(cfg_.diagnose_images, (int64_t)poisoned_list_.size());
+    const int64_t bs = std::min<int64_t>(cfg_.batch_size, m);
+    if (bs < 2) return {nan, nan};
+    autograd::NoGradGuard ng;
+    learner_->eval();
+    auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get());
+    const bool enqueue = cl ? cl->enqueue_keys : false;
+    if (cl) cl->enqueue_keys = false;
+    Generator g(cfg_.seed, kDiagnoseStream);
+    double sum_p = 0, sum_c = 0;
+    int64_t chunks = 0;
+    for (int64_t start = 0; start + bs <= m; start += bs, ++chunks) {
+      std::vector<int64_t> idx(poisoned_list_.begin() + start, poisoned_list_.begin() + start + bs);
+      Tensor idx_t = index_tensor(idx);
+      Tensor labels = index_select0(labels_dev_, idx_t);
+      Tensor poisoned = poisoned_batch(idx, idx_t, labels, Tensor());
+      Tensor clean = data::to_float_nchw(data::gather_batch(train_, idx).images, cfg_.device);
+      const int64_t H = clean.size(2), W = clean.size(3);
+      AugmentParams p1 = sample_params(cfg_.augment, bs, H, W, g), p2 = sample_params(cfg_.augment, bs, H, W, g);
+      auto loss_of = [&](const Tensor& x) {
+        if (!cl) return static_cast<algorithms::SupervisedLearner&>(*learner_).loss(apply(x, p1, cfg_.augment), labels).item();
+        return cl->loss(apply(x, p1, cfg_.augment), apply(x, p2, cfg_.augment)).item();
+      };
+      sum_p += loss_of(poisoned);
+      sum_c += loss_of(clean);
+    }
+    if (cl) cl->enqueue_keys = enqueue;
+    learner_->train();
+    return {sum_p / (double)chunks, sum_c / (double)chunks};
+  }
+
   // ---- phases
   double model_phase(int64_t round) {
     learner_->train();
@@ -276,6 +325,7 @@ private:
       learner_->momentum_update();
       total += loss.item();
       images_this_round_ += (double)idx.size();
+      views_this_round_ += (double)idx.size() * views_per_image();
     }
     return total / (double)std::max<int64_t>(steps, 1);
   }
@@ -307,6 +357,7 @@ private:
         Tensor g = autograd::grad(loss, {leaf})[0];
         total += loss.item();
         ++count;
+        views_this_round_ += (double)bs * views_per_image();
         autograd::NoGradGuard ng;
         Tensor stepped = clamp(add(leaf.detach(), mul_scalar(sign(g), ascend ? cfg_.step : -cfg_.step)), -1.0, 1.0);
         if (class_wise()) delta_ = stepped;
@@ -414,7 +465,7 @@ private:
   Generator aug_gen_;
   data::BatchSampler model_sampler_;
   int64_t rounds_done_ = 0;
-  double images_this_round_ = 0;
+  double images_this_round_ = 0, views_this_round_ = 0;
 };
 
 }  // namespace

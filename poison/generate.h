@@ -14,6 +14,7 @@
 // Class-wise noise is indexed by label, so each class's delta receives the summed gradient of
 // the class's images in the batch.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -75,6 +76,11 @@ struct PoisonConfig {
   int64_t checkpoint_every = 1;
   bool resume = false;
   double progress_seconds = 10;  // < 0: silent
+  // After each round, the attacker's loss on the first diagnose_images poisoned images, with
+  // their noise and without it, under the same fixed augmentation draws (eval mode, no
+  // gradient; MoCo enqueues nothing): how much easier the poison makes the attacker's task,
+  // round by round. 0: off. It changes no random stream, so the poison is the same either way.
+  int64_t diagnose_images = 512;
   // Called after each round (after its checkpoint); false stops there, as a kill would.
   std::function<bool(int64_t rounds_done)> on_round_end;
 
@@ -88,6 +94,10 @@ struct RoundStats {
   int64_t round = 0;
   double model_loss = 0;  // mean over the model phase's steps
   double noise_loss = 0;  // mean over the noise phase's PGD steps (before each step)
+  // The attacker's loss after the round on poisoned and on clean views of the same images
+  // (NaN when diagnose_images is 0 or there is no attacker).
+  double probe_loss_poisoned = std::nan(""), probe_loss_clean = std::nan("");
+  double views_per_s = 0;  // augmented views through the attacker per second, both phases
   double seconds = 0;
 };
 

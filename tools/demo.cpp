@@ -41,13 +41,24 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"uniform", "cp-c"}))
       ->capture_default_str();
   app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->capture_default_str();
-  app.add_option("--cp-c-victim", o->cp_c_victim, "Train a SimCLR victim on CP-C data: auto (if the budget allows), yes, no")
+  app.add_option("--class-attack", o->class_attack,
+                 "Class-wise attack shown against the supervised victim: cp-c, random-class, ue-class, aue-class")
+      ->capture_default_str();
+  app.add_option("--contrastive-attack", o->contrastive_attack,
+                 "Attack shown against the SimCLR victim: cp-s, cp-c, aue, aue-class, aap, ue, ue-class, random-class")
+      ->capture_default_str();
+  app.add_option("--cross-victim", o->cross_victim,
+                 "Also train a SimCLR victim on the class-wise attack's data: auto (if the budget allows), yes, no")
       ->check(CLI::IsMember({"auto", "yes", "no"}))
       ->capture_default_str();
-  app.add_option("--budget-minutes", o->budget_minutes, "Time budget that decides --cp-c-victim auto")->capture_default_str();
+  app.add_option("--budget-minutes", o->budget_minutes, "Time budget (per seed) that decides --cross-victim auto")->capture_default_str();
   app.add_flag("--quick", o->quick, "A tiny smoke run (200 images, width 4, one epoch/round per stage)");
   app.add_flag("--fresh", o->fresh, "Discard the demo's cached stages first");
   app.add_option("--seed", o->seed, "Seed of everything")->capture_default_str();
+  app.add_option("--seeds", o->seeds,
+                 "Run the demo once per seed (e.g. 0,1,2; stages in OUT/seed-K/): the table gives mean ± sd, the checks "
+                 "are made per seed")
+      ->delimiter(',');
   app.add_option("--device", *device, "cpu | cuda")->capture_default_str();
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
       ->capture_default_str();

@@ -38,6 +38,10 @@ void setup(CLI::App& app) {
   app.add_option("--data-root", o->run.data_root, "Directory of the dataset's files");
   app.add_flag("--redo-changed", o->run.redo_changed,
                "Discard and rerun cells whose cached results were made with other settings (default: an error)");
+  app.add_option("--seeds", o->run.seeds,
+                 "Run every cell with each of these seeds (e.g. 0,1,2; cells in RESULTS/PRESET/SCALE/seed-K/); "
+                 "tables give mean ± sd")
+      ->delimiter(',');
   app.add_option("--max-cells", o->run.max_cells, "Stop after running this many cells (0: all)")->capture_default_str();
   app.add_option("--progress-seconds", o->run.progress_seconds, "Seconds between training progress lines (< 0: quiet)")
       ->capture_default_str();

@@ -26,7 +26,7 @@ using namespace cpoison::algorithms;
 
 struct Options {
   std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string augment, device = "cpu", resume_from, poison, defense = "none";
+  std::string augment, device = "cpu", resume_from, poison, defense = "none", init = "kaiming-fan-out";
   int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
   uint64_t seed = 0, subset_seed = 0;
   double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
@@ -106,6 +106,9 @@ void setup(CLI::App& app) {
   app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
   app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
   // ---- model
+  app.add_option("--init", o->init, "Convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)")
+      ->check(CLI::IsMember({"kaiming-fan-out", "pytorch"}))
+      ->capture_default_str();
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
   presettable(app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
@@ -194,6 +197,7 @@ void setup(CLI::App& app) {
     cfg.model = o->model;
     cfg.model_options.width = o->width;
     cfg.model_options.in_channels = ds.channels();
+    cfg.model_options.init = models::parse_init(o->init);
     AlgoConfig ac = AlgoConfig::defaults(algo);
     if (o->temperature > 0) ac.temperature = o->temperature;
     if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;

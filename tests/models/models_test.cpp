@@ -227,6 +227,41 @@ TEST_CASE("models: the same seed gives the same weights, another seed other weig
   CHECK(std::sqrt(sum_sq / wa.size()) == doctest::Approx(std::sqrt(2.0 / (16 * 9))).epsilon(0.2));
 }
 
+TEST_CASE("models: init pytorch draws every conv from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded; linears unchanged") {
+  CHECK(models::parse_init("pytorch") == ModelOptions::Init::pytorch);
+  CHECK(std::string(models::init_name(models::parse_init("kaiming-fan-out"))) == "kaiming-fan-out");
+  CHECK_THROWS_WITH_AS(models::parse_init("xavier"), doctest::Contains("kaiming-fan-out or pytorch"), Error);
+  for (const char* name : {"resnet18", "vgg19", "mobilenetv2"}) {
+    INFO(name);
+    ModelOptions o = options_with(8, 10);
+    o.init = ModelOptions::Init::pytorch;
+    nn::manual_seed(5);
+    auto a = models::make_encoder(name, o);
+    nn::manual_seed(5);
+    auto b = models::make_encoder(name, o);
+    nn::manual_seed(5);
+    auto k = models::make_encoder(name, options_with(8, 10));
+    int convs = 0;
+    for (const auto& [pname, t] : a->named_parameters()) {
+      if (t.dim() != 4) continue;
+      ++convs;
+      const double fan_in = (double)(t.size(1) * t.size(2) * t.size(3)), bound = 1.0 / std::sqrt(fan_in);
+      auto w = t.to_vector<float>();
+      double sum_sq = 0, largest = 0;
+      for (float v : w) sum_sq += double(v) * v, largest = std::max(largest, std::fabs((double)v));
+      CHECK(largest <= bound * (1 + 1e-6));
+      if (w.size() >= 500) CHECK(std::sqrt(sum_sq / w.size()) == doctest::Approx(bound / std::sqrt(3.0)).epsilon(0.15));
+    }
+    CHECK(convs > 5);
+    auto sa = a->state_dict(), sb = b->state_dict(), sk = k->state_dict();
+    for (const auto& [key, t] : sa) {
+      if (t.dtype() != DType::f32) continue;
+      CHECK(t.to_vector<float>() == sb.at(key).to_vector<float>());  // the seed decides every weight
+      if (t.dim() == 4) CHECK(t.to_vector<float>() != sk.at(key).to_vector<float>());
+    }
+  }
+}
+
 TEST_CASE("models: eval() reaches nested batch norms (running stats frozen), train() updates them") {
   nn::manual_seed(4);
   auto m = models::make_encoder("resnet18", options_with(4, 0));

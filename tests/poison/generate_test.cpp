@@ -277,3 +277,34 @@ TEST_CASE("bad poison settings are rejected by name") {
   CHECK_THROWS_WITH_AS(generate_poison(ds, c, "tiny", 0), doctest::Contains("1 channels but the model expects 3"), Error);
   CHECK_THROWS_WITH_AS(parse_attack("cp-x"), doctest::Contains("unknown attack 'cp-x'"), Error);
 }
+
+TEST_CASE("poison diagnosis: the attacker's loss on poisoned vs clean views, round by round, changes no bit of the poison") {
+  data::Dataset ds = tiny_set();
+  for (Algo algo : {Algo::simclr, Algo::moco}) {
+    INFO(algorithms::algo_name(algo));
+    PoisonConfig c = tiny_config(Attack::cp_class, algo);
+    c.diagnose_images = 16;
+    PoisonResult with = generate_poison(ds, c, "tiny", 0);
+    c.diagnose_images = 0;
+    PoisonResult without = generate_poison(ds, c, "tiny", 0);
+    CHECK(with.poison.delta.to_vector<float>() == without.poison.delta.to_vector<float>());
+    REQUIRE(with.history.size() == 2);
+    for (const auto& h : with.history) {
+      CHECK(std::isfinite(h.probe_loss_poisoned));
+      CHECK(std::isfinite(h.probe_loss_clean));
+      CHECK(h.views_per_s > 0);
+    }
+    CHECK(std::isnan(without.history[0].probe_loss_poisoned));
+  }
+  // A vanishing eps leaves the poisoned views equal to the clean ones: the two losses agree.
+  PoisonConfig c = tiny_config(Attack::cp_class);
+  c.diagnose_images = 16;
+  c.eps = 1e-9;
+  PoisonResult r = generate_poison(ds, c, "tiny", 0);
+  for (const auto& h : r.history) CHECK(h.probe_loss_poisoned == doctest::Approx(h.probe_loss_clean).epsilon(1e-5));
+  // A supervised attacker (unlearnable examples) is diagnosed by its cross-entropy.
+  PoisonConfig u = tiny_config(Attack::unlearnable, Algo::supervised);
+  u.diagnose_images = 16;
+  PoisonResult ru = generate_poison(ds, u, "tiny", 0);
+  CHECK(std::isfinite(ru.history.back().probe_loss_poisoned));
+}

@@ -20,6 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // A fresh folder under the temp directory, removed when the test ends.
 struct TempDir {
   fs::path path;
@@ -371,22 +376,137 @@ TEST_CASE("experiment demo --quick writes the summary keys, the table and the po
   o.progress_seconds = -1;
   o.print = false;
   nlohmann::json s = run_demo(o);
-  for (const char* k : {"random_encoder", "clean", "random_noise", "cp_s", "cp_c", "supervised_clean", "supervised_cp_c",
-                        "align_cp_s_poisoned", "align_cp_s_clean", "seconds"})
-    CHECK_MESSAGE(s.contains(k), k);
-  CHECK(s["clean"].is_number());
-  CHECK(s["supervised_cp_c"].is_number());
-  CHECK(s["seconds"]["total"].get<double>() > 0);
+  REQUIRE(s["per_seed"].size() == 1);
+  const nlohmann::json& st = s["per_seed"][0]["stages"];
+  for (const char* k : {"random-encoder", "poison-start", "poison-class", "poison-contrastive", "poison-uniform",
+                        "supervised-clean", "supervised-uniform", "supervised-class", "simclr-clean", "simclr-uniform",
+                        "simclr-contrastive"})
+    CHECK_MESSAGE(st.contains(k), k);
+  CHECK(st["simclr-clean"]["probe"].is_number());
+  CHECK(st["supervised-class"]["supervised"].is_number());
+  CHECK(s["per_seed"][0]["acceptance"].size() == 4);
+  CHECK(s["mean_sd"]["simclr-clean"]["probe"]["n"] == 1);
+  CHECK(s["seconds"].get<double>() > 0);
   CHECK(fs::exists(o.out + "/summary.json"));
   CHECK(fs::exists(o.out + "/table.md"));
   CHECK(fs::exists(o.out + "/poison-cp-c-simclr/poison.h5"));
   CHECK(fs::exists(o.out + "/poison-cp-s-simclr/noise.png"));
   // A second run reuses every stage.
   nlohmann::json again = run_demo(o);
-  CHECK(again["clean"] == s["clean"]);
+  CHECK(again["per_seed"][0]["stages"]["simclr-clean"]["probe"] == st["simclr-clean"]["probe"]);
   CHECK(read_json(o.out + "/stages.json")["victim-simclr-clean"]["cached"].get<bool>());
-  o.cp_c_victim = "no";
-  CHECK(run_demo(o)["cp_c"].is_null());
+  o.cross_victim = "no";
+  CHECK_FALSE(run_demo(o)["per_seed"][0]["stages"].contains("simclr-class"));
+}
+
+TEST_CASE("experiment demo over seeds: a folder per seed, checks per seed, mean and sd across them") {
+  TempDir d("demo-seeds");
+  DemoOptions o;
+  o.data = tiny_dataset(d, 40, 16);
+  o.images = 40;
+  o.width = 2;
+  o.quick = true;
+  o.out = d.file("demo");
+  o.progress_seconds = -1;
+  o.print = false;
+  o.class_attack = "random-class";  // no attacker to train: the cheapest stages
+  o.contrastive_attack = "random-class";
+  o.cross_victim = "no";
+  o.seeds = {0, 1};
+  nlohmann::json s = run_demo(o);
+  REQUIRE(s["per_seed"].size() == 2);
+  CHECK(fs::exists(o.out + "/seed-0/victim-simclr-clean/result.json"));
+  CHECK(fs::exists(o.out + "/seed-1/victim-simclr-clean/result.json"));
+  const double p0 = s["per_seed"][0]["stages"]["simclr-clean"]["probe"].get<double>();
+  const double p1 = s["per_seed"][1]["stages"]["simclr-clean"]["probe"].get<double>();
+  const auto& ms = s["mean_sd"]["simclr-clean"]["probe"];
+  CHECK(ms["n"] == 2);
+  CHECK(ms["mean"].get<double>() == doctest::Approx((p0 + p1) / 2));
+  CHECK(ms["sd"].get<double>() == doctest::Approx(std::fabs(p0 - p1) / std::sqrt(2.0)));
+  CHECK(s["per_seed"][1]["acceptance"].size() == 4);
+  // The same attack for both roles is one poison, one stage.
+  CHECK(s["per_seed"][0]["stages"]["poison-contrastive"]["cell"] == s["per_seed"][0]["stages"]["poison-class"]["cell"]);
+  std::string md = read_text(o.out + "/table.md");
+  CHECK(md.find("Mean ± sd over n = 2 seeds (0, 1)") != std::string::npos);
+  CHECK(md.find("seed 1: ") != std::string::npos);
+  o.seeds = {1, 1};
+  CHECK_THROWS_WITH_AS(run_demo(o), doctest::Contains("listed twice"), Error);
+  o.seeds = {};
+  o.class_attack = "cp-s";
+  CHECK_THROWS_WITH_AS(run_demo(o), doctest::Contains("not class-wise"), Error);
+}
+
+TEST_CASE("experiment --seeds: a folder per seed, mean ± sd cells, worst case, generation seconds, victim init") {
+  TempDir d("seeds");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("seeds.toml"), R"toml(title = "seeds"
+columns = [
+  { label = "Supervised", victim = "supervised" },
+  { label = "Supervised (PyTorch init)", victim = "supervised", init = "pytorch" },
+  { label = "SimCLR", victim = "simclr" },
+  { label = "Worst", max_of = ["Supervised", "SimCLR"] },
+  { label = "Seconds", poison_seconds = true },
+]
+rows = [
+  { label = "None", attack = "none" },
+  { label = "Random class-wise", attack = "random", kind = "class" },
+]
+[scale.tiny]
+)toml");
+  Preset p = load_preset(d.file("seeds.toml"), "tiny", d.path.string());
+  Plan plan = make_plan(p);
+  CHECK(plan.victims.size() == 6);
+  bool has_init = false;
+  for (const auto& v : plan.victims) has_init = has_init || v.id.find("-init-pytorch") != std::string::npos;
+  CHECK(has_init);
+  ExperimentOptions o = quiet_options(d);
+  o.seeds = {3, 5};
+  ExperimentReport r = run_experiment(p, o);
+  CHECK(r.cells == 2 * 7);  // the random poison and six victims, per seed
+  CHECK(r.ran == r.cells);
+  const std::string root = d.file("results") + "/seeds/tiny";
+  CHECK(fs::exists(root + "/seed-3/victim-simclr-clean/result.json"));
+  CHECK(fs::exists(root + "/seed-5/victim-supervised-random-class-init-pytorch/result.json"));
+  const auto& row = r.json["rows"][1];
+  REQUIRE(row["per_seed"][2].size() == 2);
+  const double a = row["per_seed"][2][0].get<double>(), b = row["per_seed"][2][1].get<double>();
+  CHECK(row["values"][2].get<double>() == doctest::Approx((a + b) / 2));
+  CHECK(row["sd"][2].get<double>() == doctest::Approx(std::fabs(a - b) / std::sqrt(2.0)));
+  CHECK(row["n"][2] == 2);
+  // Worst case per seed: the larger of the supervised and SimCLR values.
+  for (int k = 0; k < 2; ++k)
+    CHECK(row["per_seed"][3][k].get<double>() ==
+          doctest::Approx(std::max(row["per_seed"][0][k].get<double>(), row["per_seed"][2][k].get<double>())));
+  CHECK(row["values"][4].is_number());             // the random poison's generation seconds
+  CHECK(r.json["rows"][0]["values"][4].is_null());  // no poison, no seconds
+  CHECK(r.markdown.find("Mean ± sd over n = 2 seeds (3, 5") != std::string::npos);
+  CHECK(r.markdown.find(" ± ") != std::string::npos);
+  // The seeds differ (weights, orders, augmentations): the victims are not copies.
+  CHECK(read_json(root + "/seed-3/victim-simclr-clean/config.json")["train"]["seed"] == 3);
+  // A rerun with one more seed reuses the two finished ones.
+  o.seeds = {3, 5, 7};
+  ExperimentReport more = run_experiment(p, o);
+  CHECK(more.skipped == 14);
+  CHECK(more.ran == 7);
+  o.seeds = {3, 3};
+  CHECK_THROWS_WITH_AS(run_experiment(p, o), doctest::Contains("listed twice"), Error);
+}
+
+TEST_CASE("experiment presets reject computed columns that refer to nothing or to each other") {
+  TempDir d("computed");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("bad.toml"), R"toml(title = "bad"
+columns = [ { label = "A", victim = "simclr" }, { label = "W", max_of = ["A", "M"] }, { label = "M", mean_of = ["A"] } ]
+rows = [ { label = "None", attack = "none" } ]
+[scale.tiny]
+)toml");
+  CHECK_THROWS_WITH_AS(load_preset(d.file("bad.toml"), "tiny", d.path.string()), doctest::Contains("itself computed"), Error);
+  write(d.file("bad2.toml"), R"toml(title = "bad"
+columns = [ { label = "A", victim = "simclr", init = "xavier" } ]
+rows = [ { label = "None", attack = "none" } ]
+[scale.tiny]
+)toml");
+  CHECK_THROWS_WITH_AS(load_preset(d.file("bad2.toml"), "tiny", d.path.string()), doctest::Contains("kaiming-fan-out"), Error);
 }
 
 TEST_CASE("experiment tables: computed means, pending and missing cells, metrics") {

@@ -168,6 +168,7 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
     if (k.attacker_model) c.attacker_model = *k.attacker_model;
     if (k.defense) c.defense = *k.defense;
     if (k.dataset) c.dataset = *k.dataset;
+    if (k.init) c.init = *k.init;
   };
   apply(column);
   apply(row);
@@ -265,7 +266,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
 
 VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
                           const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense_spec,
-                          const Settings& s) {
+                          const Settings& s, const std::string& init) {
   VictimJob j;
   j.algo = algo;
   j.model = model;
@@ -285,8 +286,13 @@ VictimJob make_victim_job(const std::string& algo, const std::string& model, con
     if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
   }
   if (j.defense != "none") id += "-" + defense_tag(defense_spec, j.defense);
+  TrainSettings t = algo == "supervised" ? s.supervised : s.victim;
+  if (!init.empty() && init != t.init) {
+    t.init = init;
+    id += "-init-" + init;
+  }
+  j.init = t.init;
   j.id = id;
-  const TrainSettings& t = algo == "supervised" ? s.supervised : s.victim;
   DataSettings d = data;
   EvalSettings e = s.eval;
   j.config = {{"job", "victim"},
@@ -323,9 +329,9 @@ Plan make_plan(const Preset& p) {
   };
   plan.grid.assign(p.rows.size(), std::vector<int>(p.columns.size(), -1));
   for (size_t r = 0; r < p.rows.size(); ++r) {
-    if (!p.rows[r].mean_of.empty()) continue;
+    if (p.rows[r].computed()) continue;
     for (size_t c = 0; c < p.columns.size(); ++c) {
-      if (!p.columns[c].mean_of.empty()) continue;
+      if (p.columns[c].computed()) continue;
       std::string where = p.file + ": cell (row '" + p.rows[r].label + "', column '" + p.columns[c].label + "')";
       CellSpec cell = merge_cell(p.columns[c].keys, p.rows[r].keys, s, where);
       DataSettings data = s.data;
@@ -340,7 +346,7 @@ Plan make_plan(const Preset& p) {
         poison = &pj;
       }
       VictimJob vj = make_victim_job(cell.victim, cell.model, data, poison, cell.attack == "clean-only", cell.ratio,
-                                     cell.defense, s);
+                                     cell.defense, s, cell.init);
       auto it = victim_index.find(vj.id);
       if (it == victim_index.end()) {
         it = victim_index.emplace(vj.id, (int)plan.victims.size()).first;
@@ -670,7 +676,14 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
   nlohmann::json history = nlohmann::json::array();
   double round_seconds = 0;
   for (const auto& h : res.history) {
-    history.push_back({{"round", h.round}, {"model_loss", h.model_loss}, {"noise_loss", h.noise_loss}, {"seconds", h.seconds}});
+    auto num = [](double x) { return std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x); };
+    history.push_back({{"round", h.round},
+                       {"model_loss", h.model_loss},
+                       {"noise_loss", h.noise_loss},
+                       {"attacker_loss_poisoned", num(h.probe_loss_poisoned)},
+                       {"attacker_loss_clean", num(h.probe_loss_clean)},
+                       {"views_per_s", h.views_per_s},
+                       {"seconds", h.seconds}});
     round_seconds += h.seconds;
   }
   const bool contrastive = is_contrastive(job.attacker);
@@ -679,6 +692,7 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
                         {"job", "poison"},
                         {"attack", job.attack},
                         {"attacker", job.attacker},
+                        {"init_from", job.init_from},
                         {"kind", job.kind},
                         {"eps", job.eps},
                         {"ratio", job.ratio},
@@ -737,6 +751,7 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   tc.model = job.model;
   tc.model_options.width = settings_.width;
   tc.model_options.in_channels = seen.channels();
+  tc.model_options.init = models::parse_init(job.init.empty() ? ts.init : job.init);
   tc.algo_config = contrastive ? algo_config(job.algo, settings_, false) : algorithms::AlgoConfig::defaults(algo);
   tc.augment = train_augment(ts, seen);
   tc.epochs = ts.epochs;

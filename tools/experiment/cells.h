@@ -53,12 +53,14 @@ struct VictimJob {
   bool clean_only = false;
   double ratio = 1.0;
   std::string defense = "none";  // canonical defense::Defense::spec()
+  std::string init;              // the victim's convolution init (settings' victim/supervised init)
   nlohmann::json config;
 };
 
 // One table cell's settings, after merging column and row keys and applying defaults.
 struct CellSpec {
   std::string victim = "simclr", attack = "none", attacker, kind, model, attacker_model, defense = "none", dataset;
+  std::string init;  // "" = the settings' (victim.init / supervised.init)
   bool dual_branch = true;
   double ratio = 1.0, eps = 0;
 };
@@ -84,7 +86,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
                           const Settings& s);
 VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
                           const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense,
-                          const Settings& s);
+                          const Settings& s, const std::string& init = "");
 
 // ---------------------------------------------------------------- running
 

@@ -1,30 +1,43 @@
-// `cpoison demo`: contrastive poisoning end to end at docs/cpu-scale-reference.md's settings
+// `cpoison demo`: availability poisoning end to end at docs/cpu-scale-reference.md's settings
 // (Fashion-MNIST, N class-balanced training images, width-8 ResNet-18, batch 256), scaled to
 // fit a time budget on 2 CPU cores. Stages, each timed and cached like an experiment cell
-// (results/demo/<cell>/), so a killed demo resumes where it stopped:
-//   random-init encoder probe; CP-C and CP-S poisons from a SimCLR attacker; uniform noise;
-//   supervised victims on clean and CP-C data; SimCLR victims on clean, uniform-noise and CP-S
-//   data (and CP-C when the budget allows), each linear-probed (poisoned and clean probe) and
-//   measured for alignment on poisoned vs clean views.
-// Writes results/demo/table.md (also printed) and results/demo/summary.json.
+// (results/demo/<cell>/, or results/demo/seed-K/<cell>/ with several seeds), so a killed demo
+// resumes where it stopped:
+//   random-init encoder probe; the class-wise attack (against the supervised victim), the
+//   contrastive attack (against the SimCLR victim) and uniform noise; supervised victims on
+//   clean, uniform-noise and class-wise-poisoned data; SimCLR victims on clean, uniform-noise
+//   and contrastive-poisoned data, each linear-probed (poisoned and clean probe) and measured
+//   for alignment on poisoned vs clean views; then the acceptance checks, per seed.
+// Writes results/demo/table.md (also printed) and results/demo/summary.json: per seed every
+// value and check, and over the seeds mean ± sd.
 #pragma once
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
 namespace cpoison::tools::experiment {
 
+// An attack of the demo by name: the poison job's attack, attacker and noise shape.
+struct DemoAttack {
+  std::string name;      // the demo's name for it (below)
+  std::string attack;    // a poison job's attack (cp-c, cp-s, random, unlearnable, ...)
+  std::string attacker;  // simclr | supervised | none
+  std::string kind;      // class | sample
+  std::string label;     // for the table
+};
+// cp-c, cp-s (from the CP-C poison), random-class, ue-class, ue, aue-class, aue, aap;
+// Error listing them otherwise.
+DemoAttack demo_attack(const std::string& name);
+
 struct DemoOptions {
   std::string out = "results/demo";
   std::string data = "fashion-mnist";  // or an HDF5 dataset file
   std::string data_root;
-  // The defaults fit 15 minutes on 2 cores (README, "The demo"): the reference's protocol with
-  // 2000 images instead of 5000, SimCLR victims 20 epochs instead of 30, CP-S 20 rounds started
-  // from the CP-C poison instead of 12 from uniform noise (8 rounds left no alignment gap), and
-  // supervised victims 40 epochs of 2000 images (625 steps) instead of 15 of 5000.
+  // The defaults fit 15 minutes on 2 cores (README, "The demo").
   int64_t images = 2000;        // class-balanced training images
   int64_t test_images = 0;      // first N test images (0: all)
   int64_t width = 8;
@@ -34,13 +47,20 @@ struct DemoOptions {
   double scale = 1.0;
   double eps = 8.0 / 255.0;
   std::string cp_s_init = "cp-c";  // or "uniform" (the reference's N = 5000 protocol)
-  // The SimCLR victim on CP-C data runs when the time so far plus its estimate fits the budget
-  // ("auto"), always ("yes") or never ("no").
-  std::string cp_c_victim = "auto";
+  // The attacks shown (demo_attack names): the class-wise one against the supervised victim,
+  // the contrastive one against the SimCLR victim.
+  std::string class_attack = "cp-c";
+  std::string contrastive_attack = "cp-s";
+  // The SimCLR victim on the class-wise attack's data runs when the time so far plus its
+  // estimate fits the budget ("auto"), always ("yes") or never ("no").
+  std::string cross_victim = "auto";
   double budget_minutes = 15;
   bool quick = false;  // a tiny run for tests: 200 images, width 4, 1 epoch / round everywhere
   bool fresh = false;  // discard the demo's cached stages first
   uint64_t seed = 0;
+  // Several seeds: each runs every stage in out/seed-K/; the table gives mean ± sd and the
+  // checks per seed. Empty: `seed` alone, stages directly in out/.
+  std::vector<uint64_t> seeds;
   Device device = Device::cpu;
   double progress_seconds = 10;  // < 0: no progress lines (stages and training)
   bool print = true;              // print the table on stdout

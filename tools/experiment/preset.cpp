@@ -212,6 +212,7 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
   c.model = member("model", kModels);
   c.attacker_model = member("attacker_model", kModels);
   c.dataset = str("dataset");
+  c.init = member("init", {"kaiming-fan-out", "pytorch"});
   c.defense = str("defense");
   if (c.defense) {
     try {
@@ -234,15 +235,28 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
   if (c.eps)
     CP_CHECK(*c.eps > 0 && *c.eps <= 1, file, "key '", key, ".eps'", line_of(*t->get("eps")), ": ", *c.eps,
              " outside (0, 1] (8/255 = 0.0314)");
-  used.insert("mean_of");
-  if (const toml::node* n = t->get("mean_of")) {
-    const toml::array* arr = n->as_array();
-    CP_CHECK(arr && !arr->empty(), file, "key '", key, ".mean_of'", line_of(*n), ": expected a list of labels");
-    for (const auto& e : *arr) {
-      auto s = e.value_exact<std::string>();
-      CP_CHECK(s.has_value(), file, "key '", key, ".mean_of'", line_of(e), ": expected label strings, got ", type_name(e));
-      a.mean_of.push_back(*s);
+  auto labels = [&](const char* k, std::vector<std::string>& out) {
+    used.insert(k);
+    if (const toml::node* n = t->get(k)) {
+      const toml::array* arr = n->as_array();
+      CP_CHECK(arr && !arr->empty(), file, "key '", key, ".", k, "'", line_of(*n), ": expected a list of labels");
+      for (const auto& e : *arr) {
+        auto s = e.value_exact<std::string>();
+        CP_CHECK(s.has_value(), file, "key '", key, ".", k, "'", line_of(e), ": expected label strings, got ", type_name(e));
+        out.push_back(*s);
+      }
     }
+  };
+  labels("mean_of", a.mean_of);
+  labels("max_of", a.max_of);
+  CP_CHECK(a.mean_of.empty() || a.max_of.empty(), file, "key '", key, "': give mean_of or max_of, not both");
+  used.insert("poison_seconds");
+  if (const toml::node* n = t->get("poison_seconds")) {
+    auto b = n->value_exact<bool>();
+    CP_CHECK(b.has_value(), file, "key '", key, ".poison_seconds'", line_of(*n), ": expected true or false, got ", type_name(*n));
+    CP_CHECK(!is_row, file, "key '", key, ".poison_seconds'", line_of(*n), ": a column's key (the rows' poisons' seconds)");
+    CP_CHECK(a.mean_of.empty() && a.max_of.empty(), file, "key '", key, "': poison_seconds is a column of its own");
+    a.poison_seconds = *b;
   }
   used.insert("paper");
   if (const toml::node* n = t->get("paper")) {
@@ -262,7 +276,7 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
     if (!used.count(name))
       fail(file, "unknown key '", key, ".", name, "'", line_of(n),
            " (a row or column takes label, victim, attack, attacker, kind, dual_branch, ratio, eps, model, "
-           "attacker_model, defense, dataset, mean_of",
+           "attacker_model, defense, dataset, init, mean_of, max_of, poison_seconds",
            is_row ? ", paper)" : ")");
   }
   return a;
@@ -284,10 +298,13 @@ void check_axes(const Preset& p) {
       CP_CHECK(labels.insert(a.label).second, p.file, what, " label '", a.label, "' appears twice");
     }
     for (size_t i = 0; i < axes.size(); ++i)
-      for (const auto& m : axes[i].mean_of) {
-        CP_CHECK(labels.count(m), p.file, "key '", what, "[", i, "].mean_of': no ", what, " labelled '", m, "'");
-        auto it = std::find_if(axes.begin(), axes.end(), [&](const Axis& a) { return a.label == m; });
-        CP_CHECK(it->mean_of.empty(), p.file, "key '", what, "[", i, "].mean_of': '", m, "' is itself a computed mean");
+      for (const auto* list : {&axes[i].mean_of, &axes[i].max_of}) {
+        const char* key = list == &axes[i].mean_of ? "mean_of" : "max_of";
+        for (const auto& m : *list) {
+          CP_CHECK(labels.count(m), p.file, "key '", what, "[", i, "].", key, "': no ", what, " labelled '", m, "'");
+          auto it = std::find_if(axes.begin(), axes.end(), [&](const Axis& a) { return a.label == m; });
+          CP_CHECK(!it->computed(), p.file, "key '", what, "[", i, "].", key, "': '", m, "' is itself computed");
+        }
       }
   };
   check(p.rows, "rows");

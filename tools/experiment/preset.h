@@ -39,6 +39,7 @@ struct CellKeys {
   std::optional<std::string> attacker_model;  // the attacker's backbone
   std::optional<std::string> defense;         // a defense::parse_defense specification
   std::optional<std::string> dataset;         // overrides data.dataset
+  std::optional<std::string> init;            // the victim's convolution init (kaiming-fan-out | pytorch)
 };
 
 // One row or column of the table.
@@ -49,6 +50,13 @@ struct Axis {
   std::vector<std::string> mean_of;
   // The paper's numbers for this row, one per column (NaN: none); rows only.
   std::vector<double> paper;
+  // A computed column/row: the largest value of the cells of the entries with these labels
+  // (for victim accuracies: an attack's worst case, the victim it hurts least).
+  std::vector<std::string> max_of;
+  // A computed column: the seconds the row's poison took to generate (with the poison it
+  // started from, for a chained attack).
+  bool poison_seconds = false;
+  bool computed() const { return !mean_of.empty() || !max_of.empty() || poison_seconds; }
 };
 
 enum class Metric { probe, clean_probe, align_poisoned, align_clean, align_gap };

@@ -22,6 +22,9 @@ struct ExperimentOptions {
   bool redo_changed = false;
   double progress_seconds = 10;
   int64_t max_cells = 0;  // > 0: stop after running this many cells (finished ones do not count)
+  // Seeds to run every cell with (each in RESULTS/PRESET/SCALE/seed-K/); empty: the scale's seed,
+  // cells directly in RESULTS/PRESET/SCALE/. Tables then give mean ± sd over the seeds.
+  std::vector<uint64_t> seeds;
   bool quiet = false;     // no per-cell lines on stderr
 };
 
@@ -41,10 +44,20 @@ struct ExperimentReport {
 // (its finished neighbours stay cached).
 ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& options);
 
-// The Markdown table of the plan's victims' results (results[i] for plan.victims[i], null when
-// not finished).
+// One seed's results: victims[i] for plan.victims[i], poisons[i] for plan.poisons[i] (null when
+// not finished; poisons may be empty when no column needs them).
+struct SeedResults {
+  uint64_t seed = 0;
+  std::vector<nlohmann::json> victims, poisons;
+};
+
+// The Markdown table: each cell the mean ± sd over the seeds (a bare value for one seed, which
+// the caption says), computed columns and rows (mean_of, max_of, poison_seconds) per seed first.
+std::string render_markdown(const Preset& preset, const Plan& plan, const std::vector<SeedResults>& seeds);
 std::string render_markdown(const Preset& preset, const Plan& plan, const std::vector<nlohmann::json>& results);
-// The JSON form of the same table, with every finished cell's result.
+// The JSON form of the same table: per row values (means), sd, n and per_seed, and every
+// finished cell's result (by seed when there are several).
+nlohmann::json render_json(const Preset& preset, const Plan& plan, const std::vector<SeedResults>& seeds);
 nlohmann::json render_json(const Preset& preset, const Plan& plan, const std::vector<nlohmann::json>& victim_results,
                            const std::vector<nlohmann::json>& poison_results);
 

@@ -54,6 +54,8 @@ void check_train(const std::string& where, const TrainSettings& t) {
   CP_CHECK(t.augment == "simclr" || t.augment == "cpu-small" || t.augment == "crop-flip" || t.augment == "none" ||
                t.augment == "translate-flip",
            where, ".augment '", t.augment, "' is not one of simclr, cpu-small, crop-flip, none, translate-flip");
+  CP_CHECK(t.init == "kaiming-fan-out" || t.init == "pytorch", where, ".init '", t.init,
+           "' is not one of kaiming-fan-out, pytorch");
   CP_CHECK(t.translate >= 0, where, ".translate must be >= 0, got ", t.translate);
   CP_CHECK(t.checkpoint_every >= 0, where, ".checkpoint_every must be >= 0, got ", t.checkpoint_every);
 }

@@ -55,6 +55,9 @@ struct TrainSettings {
   // (±translate pixels with zero fill, then a horizontal flip: the supervised reference's).
   std::string augment = "cpu-small";
   int64_t translate = 2;
+  // Convolution weights of the victim: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's
+  // default). A stated choice: it decides whether a random class-wise pattern is a shortcut.
+  std::string init = "kaiming-fan-out";
   int64_t checkpoint_every = 5;   // epochs between resumable checkpoints
 
   template <class V>
@@ -71,6 +74,7 @@ struct TrainSettings {
     v("final_lr_fraction", final_lr_fraction, "the cosine ends at this fraction of lr");
     v("augment", augment, "simclr | cpu-small | crop-flip | none | translate-flip");
     v("translate", translate, "translate-flip: largest shift in pixels");
+    v("init", init, "victim convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)");
     v("checkpoint_every", checkpoint_every, "epochs between resumable checkpoints (0: only at the end)");
   }
 };
