@@ -4,11 +4,11 @@ BUILD ?= build
 PATH := /usr/local/cuda/bin:$(PATH)
 export PATH
 DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev libopenblas-openmp-dev \
-  liblapacke-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
+  liblapacke-dev libdnnl-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
   zlib1g-dev libfmt-dev dataset-fashion-mnist
 MESON_FLAGS ?=
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test demo bench compare clean
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -33,6 +33,14 @@ demo: build
 bench: build
 	$(BUILD)/cpoison bench conv
 	$(BUILD)/cpoison bench step --model resnet18 --batch 128 --device cpu
+
+# Same-run comparison with PyTorch (Debian's python3-torch, importable by /usr/bin/python3 only):
+# the three training-step shapes interleaved, and the CP-S noise step's peak memory
+# (tools/compare/torch_step.py; COMPARE_FLAGS e.g. --rounds 7 --what speed).
+COMPARE_FLAGS ?=
+compare: build
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES=python3-torch
+	/usr/bin/python3 tools/compare/torch_step.py --cpoison $(BUILD)/cpoison $(COMPARE_FLAGS)
 
 clean:
 	rm -rf $(BUILD)

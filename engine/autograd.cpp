@@ -38,15 +38,25 @@ Tensor seed_gradient(const Tensor& root, const Tensor& grad_root) {
   return Tensor::ones(root.shape(), root.dtype(), root.device());
 }
 
-// Runs the tape backwards from root. `wanted(input)` says whether an input's gradient is
-// needed; `is_target(id)` marks ids whose gradients are returned in `grads` at the end.
+// Runs the tape backwards from root. `reach` holds the ids whose gradients are needed (on a path
+// from a wanted leaf); `keep` marks ids whose gradients are returned in `grads` at the end.
+// Unless keep_graph, every node's backward function (and what it saved) is released once the
+// pass has gone through the node, so activations are freed layer by layer.
 void run_backward(const Tensor& root, const Tensor& grad_root, const std::unordered_set<uint64_t>& reach,
-                  const std::unordered_set<uint64_t>& keep, std::unordered_map<uint64_t, Tensor>& grads) {
+                  const std::unordered_set<uint64_t>& keep, std::unordered_map<uint64_t, Tensor>& grads, bool keep_graph) {
   NoGradGuard no_grad;
   grads.clear();
   grads.emplace(root.id(), seed_gradient(root, grad_root));
   for (int64_t n = (int64_t)tape.size() - 1; n >= 0; --n) {
     Node& node = tape[n];
+    // Released on leaving this iteration, whatever happens in it.
+    struct Release {
+      Node& node;
+      bool on;
+      ~Release() {
+        if (on) node.backward = nullptr;
+      }
+    } release{node, !keep_graph};
     auto it = grads.find(node.output_id);
     if (it == grads.end()) continue;  // this node does not lead to the root
     Tensor g = it->second;
@@ -55,18 +65,20 @@ void run_backward(const Tensor& root, const Tensor& grad_root, const std::unorde
     std::vector<bool> need(node.inputs.size());
     bool any = false;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
-      need[i] = node.inputs[i].defined() && reach.count(node.inputs[i].id()) > 0;
+      need[i] = node.inputs[i].defined() && reach.count(node.inputs[i].id) > 0;
       any = any || need[i];
     }
     if (!any) continue;
+    CP_CHECK(node.backward, node.op, "backward already ran through this node and released what it saved "
+                                     "(pass keep_graph to differentiate a graph twice)");
     std::vector<Tensor> gin = node.backward(g, need);
     CP_CHECK(gin.size() == node.inputs.size(), node.op, "backward returned ", gin.size(), " gradients for ", node.inputs.size(), " inputs");
     for (size_t i = 0; i < gin.size(); ++i) {
       if (!need[i]) continue;
       CP_CHECK(gin[i].defined(), node.op, "backward left the gradient of input ", i, " undefined");
-      CP_CHECK(gin[i].shape() == node.inputs[i].shape(), node.op, "backward gave gradient ", gin[i].describe(),
-               " for input ", node.inputs[i].describe());
-      accumulate(grads, node.inputs[i].id(), gin[i]);
+      CP_CHECK(gin[i].shape() == node.inputs[i].shape, node.op, "backward gave gradient ", gin[i].describe(),
+               " for an input of shape ", node.inputs[i].shape);
+      accumulate(grads, node.inputs[i].id, gin[i]);
     }
   }
 }
@@ -75,8 +87,8 @@ void run_backward(const Tensor& root, const Tensor& grad_root, const std::unorde
 std::unordered_set<uint64_t> forward_reach(const std::unordered_set<uint64_t>& leaves) {
   std::unordered_set<uint64_t> reach = leaves;
   for (const Node& node : tape) {
-    for (const Tensor& in : node.inputs) {
-      if (in.defined() && reach.count(in.id())) {
+    for (const NodeInput& in : node.inputs) {
+      if (in.defined() && reach.count(in.id)) {
         reach.insert(node.output_id);
         break;
       }
@@ -103,28 +115,36 @@ bool needs_record(const std::vector<Tensor>& inputs) {
 }
 
 void record(const std::string& op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward) {
-  // Inputs that want no gradient are kept undefined in the node, so the tape does not hold them.
-  for (Tensor& in : inputs)
-    if (in.defined() && !in.requires_grad()) in = Tensor();
+  // Inputs that want no gradient stay undefined (id 0) in the node; no input's data is held.
+  std::vector<NodeInput> in(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    if (!t.defined() || !t.requires_grad()) continue;
+    in[i].id = t.id();
+    in[i].shape = t.shape();
+    if (t.is_leaf()) in[i].leaf = t.impl_ptr();
+  }
   TensorImpl& o = output.impl();
   o.requires_grad = true;
   o.is_leaf = false;
-  tape.push_back(Node{op, std::move(inputs), o.id, output.impl_ptr(), std::move(backward)});
+  tape.push_back(Node{op, std::move(in), o.id, output.impl_ptr(), std::move(backward)});
 }
 
 void backward(const Tensor& root, const Tensor& grad_root, bool keep_graph) {
   CP_CHECK(root.requires_grad(), "backward", "root does not require a gradient (no recorded op leads to it): ", root.describe());
-  // Every leaf that requires a gradient and appears on the tape.
+  // Every leaf that requires a gradient, appears on the tape and is still alive (a leaf nobody
+  // holds any more has no .grad anyone could read).
   std::unordered_set<uint64_t> leaf_ids;
   std::unordered_map<uint64_t, Tensor> leaves;
   for (const Node& node : tape)
-    for (const Tensor& in : node.inputs)
-      if (in.defined() && in.is_leaf() && in.requires_grad()) {
-        leaf_ids.insert(in.id());
-        leaves.emplace(in.id(), in);
-      }
+    for (const NodeInput& in : node.inputs)
+      if (in.defined() && !leaves.count(in.id))
+        if (auto impl = in.leaf.lock(); impl && impl->requires_grad) {
+          leaf_ids.insert(in.id);
+          leaves.emplace(in.id, Tensor(impl));
+        }
   std::unordered_map<uint64_t, Tensor> grads;
-  run_backward(root, grad_root, forward_reach(leaf_ids), leaf_ids, grads);
+  run_backward(root, grad_root, forward_reach(leaf_ids), leaf_ids, grads, keep_graph);
   NoGradGuard no_grad;
   for (auto& [id, g] : grads) {
     auto it = leaves.find(id);
@@ -146,7 +166,7 @@ std::vector<Tensor> grad(const Tensor& root, const std::vector<Tensor>& leaves, 
   }
   std::unordered_map<uint64_t, Tensor> grads;
   // When the root itself is one of the leaves its gradient is the seed.
-  run_backward(root, grad_root, forward_reach(ids), ids, grads);
+  run_backward(root, grad_root, forward_reach(ids), ids, grads, keep_graph);
   NoGradGuard no_grad;
   std::vector<Tensor> out;
   for (const Tensor& l : leaves) {

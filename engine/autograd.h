@@ -8,6 +8,11 @@
 //
 // The tape is per thread. backward()/grad() clear it unless keep_graph is set; code that runs
 // forward passes it never differentiates should do so inside a NoGradGuard (or call clear_tape).
+//
+// Memory: a node holds no handle to its inputs or output (only their ids and shapes, and a weak
+// handle to a leaf); what stays alive is what its backward function captured, which is what that
+// backward needs (see engine/ops). Without keep_graph, each node's backward function, and so its
+// saved tensors, is released as soon as the backward pass has gone through it.
 #pragma once
 #include <functional>
 #include <string>
@@ -21,12 +26,20 @@ namespace cpoison::autograd {
 // undefined otherwise. grad_output has the output's shape, dtype and device.
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output, const std::vector<bool>& need)>;
 
+// What a node remembers of one input: enough to route and check its gradient, no data.
+struct NodeInput {
+  uint64_t id = 0;                 // 0: no gradient flows to this input (undefined, or it wants none)
+  Shape shape;                     // of the gradient
+  std::weak_ptr<TensorImpl> leaf;  // leaves only: backward() accumulates into their .grad
+  bool defined() const { return id != 0; }
+};
+
 struct Node {
   std::string op;
-  std::vector<Tensor> inputs;    // held so their ids stay valid; only inputs that may need grads matter
+  std::vector<NodeInput> inputs;
   uint64_t output_id = 0;
   std::weak_ptr<TensorImpl> output;  // for hooks registered on intermediate tensors
-  BackwardFn backward;
+  BackwardFn backward;               // empty once released (after backward passed the node)
 };
 
 bool is_recording();

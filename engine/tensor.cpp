@@ -26,6 +26,15 @@ const bool heap_tuned = [] {
   return true;
 }();
 
+std::atomic<size_t> host_in_use{0}, host_peak{0};
+
+void count_host_alloc(size_t n) {
+  const size_t now = host_in_use.fetch_add(n, std::memory_order_relaxed) + n;
+  size_t peak = host_peak.load(std::memory_order_relaxed);
+  while (now > peak && !host_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+
 std::shared_ptr<TensorImpl> new_impl() {
   auto impl = std::make_shared<TensorImpl>();
   impl->id = next_tensor_id.fetch_add(1);
@@ -78,6 +87,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     size_t rounded = (n + 63) / 64 * 64;
     data_ = std::aligned_alloc(64, rounded);
     if (!data_) fail("Storage", "out of host memory allocating ", nbytes, " bytes");
+    count_host_alloc(nbytes);
   } else {
 #ifdef CPOISON_CUDA
     data_ = cuda::device_alloc(n);
@@ -90,12 +100,17 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 Storage::~Storage() {
   if (device_ == Device::cpu) {
     std::free(data_);
+    host_in_use.fetch_sub(nbytes_, std::memory_order_relaxed);
   } else {
 #ifdef CPOISON_CUDA
     cuda::device_free(data_, nbytes_ ? nbytes_ : 1);
 #endif
   }
 }
+
+size_t host_bytes_in_use() { return host_in_use.load(); }
+size_t host_peak_bytes() { return host_peak.load(); }
+void reset_host_peak_bytes() { host_peak.store(host_in_use.load()); }
 
 #ifndef CPOISON_CUDA
 bool cuda_available() { return false; }

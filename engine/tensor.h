@@ -46,6 +46,12 @@ private:
   Device device_;
 };
 
+// Bytes of CPU storage allocated now, and the most allocated at once since the last reset (the
+// requested sizes; tests check with them that the tape lets go of tensors, benchmarks report them).
+size_t host_bytes_in_use();
+size_t host_peak_bytes();
+void reset_host_peak_bytes();  // to the bytes in use now
+
 class Tensor;
 // A gradient hook sees the finished gradient of a tensor and returns the one to use instead
 // (scale it, zero it, clip it...). Hooks run in registration order.

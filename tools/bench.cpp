@@ -1,6 +1,6 @@
 // `cpoison bench <name>`: the benchmark registry and helpers (tools/bench.h), the `bench` command
 // whose subcommands are the registered benchmarks, and `bench conv`: conv2d forward and backward
-// at the CIFAR ResNet-18 shapes. Layout letters: N batch, C channels, H rows, W columns.
+// at the CIFAR ResNet-18 shapes (any width and image size), oneDNN beside the reference kernels. Layout letters: N batch, C channels, H rows, W columns.
 #include "tools/bench.h"
 
 #include <cblas.h>
@@ -13,7 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/autograd.h"
+#include "engine/backend/cpu/conv.h"
 #include "engine/backend/dispatch.h"
+#include "engine/backend/settings.h"
 #include "engine/backend/nn.h"
 #include "engine/ops/nn.h"
 #include "engine/rng.h"
@@ -91,6 +93,12 @@ std::string device_description(Device device) {
 
 void print_device(Device device) { std::printf("device: %s\n", device_description(device).c_str()); }
 
+std::string cpu_conv_kernels() {
+  if (!cpu::onednn::available()) return "reference (im2col + OpenBLAS; this build has no oneDNN)";
+  if (cpu_deterministic()) return "reference (im2col + OpenBLAS; deterministic mode)";
+  return cpu::onednn::version() + " (f32; the reference im2col + OpenBLAS kernels for f64 and grouped convs)";
+}
+
 void sync_device(const Tensor& t) {
   if (t.device() != Device::cuda || t.numel() == 0) return;
   (void)t.reshape({-1}).slice0(0, 1).to(Device::cpu);
@@ -108,28 +116,33 @@ void setup_bench_command(CLI::App& app) {
 // ---------------------------------------------------------------- bench conv
 
 struct ConvShape {
-  const char* role;
+  std::string role;
   int64_t cin, cout, size, kernel, stride, padding;
   int count;  // how many convs of this shape one CIFAR ResNet-18 forward runs
 };
 
-// The convs of a CIFAR ResNet-18 (3x3 stem, no max-pool; BasicBlocks [2, 2, 2, 2]).
-const std::vector<ConvShape> kResNet18Convs = {
-    {"stem", 3, 64, 32, 3, 1, 1, 1},
-    {"layer1", 64, 64, 32, 3, 1, 1, 4},
-    {"layer2 down", 64, 128, 32, 3, 2, 1, 1},
-    {"layer2 shortcut", 64, 128, 32, 1, 2, 0, 1},
-    {"layer2", 128, 128, 16, 3, 1, 1, 3},
-    {"layer3 down", 128, 256, 16, 3, 2, 1, 1},
-    {"layer3 shortcut", 128, 256, 16, 1, 2, 0, 1},
-    {"layer3", 256, 256, 8, 3, 1, 1, 3},
-    {"layer4 down", 256, 512, 8, 3, 2, 1, 1},
-    {"layer4 shortcut", 256, 512, 8, 1, 2, 0, 1},
-    {"layer4", 512, 512, 4, 3, 1, 1, 3},
-};
+// The convs of a CIFAR ResNet-18 (3x3 stem, no max-pool; BasicBlocks [2, 2, 2, 2]; widths w, 2w,
+// 4w, 8w) on size x size images of `channels` channels.
+std::vector<ConvShape> resnet18_convs(int64_t channels, int64_t w, int64_t size) {
+  std::vector<ConvShape> v{{"stem", channels, w, size, 3, 1, 1, 1}, {"layer1", w, w, size, 3, 1, 1, 4}};
+  int64_t in = w, s = size;
+  for (int layer = 2; layer <= 4; ++layer) {
+    const int64_t out = in * 2, s2 = (s - 1) / 2 + 1;
+    const std::string name = "layer" + std::to_string(layer);
+    v.push_back({name + " down", in, out, s, 3, 2, 1, 1});
+    v.push_back({name + " shortcut", in, out, s, 1, 2, 0, 1});
+    v.push_back({name, out, out, s2, 3, 1, 1, 3});
+    in = out;
+    s = s2;
+  }
+  return v;
+}
 
 struct ConvOptions {
   int64_t batch = 128;
+  int64_t width = 64;
+  int64_t size = 32;
+  int64_t channels = 3;
   int repeats = 5;
   int warmup = 1;
   std::string device = "cpu";
@@ -137,62 +150,108 @@ struct ConvOptions {
 
 void run_conv(const ConvOptions& o) {
   CP_CHECK(o.batch >= 1, "bench conv", "--batch must be >= 1, got ", o.batch);
+  CP_CHECK(o.width >= 1 && o.size >= 8 && o.channels >= 1, "bench conv", "--width, --channels must be >= 1 and --size >= 8");
   const Device dev = parse_device(o.device);
+  // On the CPU both implementations are timed (oneDNN when built with it, and the reference).
+  const bool both = dev == Device::cpu && cpu::onednn::available();
   autograd::NoGradGuard no_grad;
   print_device(dev);
-  std::printf("conv2d f32, batch %lld, median of %d runs after %d warm-up; bwd = input + weight gradients\n\n",
-              (long long)o.batch, o.repeats, o.warmup);
-  std::printf("| conv | shape (Cin->Cout, HxW, k, stride) | x in ResNet-18 | ms fwd | ms bwd | GFLOP/s |\n");
-  std::printf("|---|---|---:|---:|---:|---:|\n");
+  std::printf("convolutions: %s\n", dev == Device::cuda ? "cuDNN" : cpu_conv_kernels().c_str());
+  std::printf("conv2d f32, batch %lld, width %lld, %lldx%lldx%lld, median of %d runs after %d warm-up; bwd = input + weight gradients\n\n",
+              (long long)o.batch, (long long)o.width, (long long)o.size, (long long)o.size, (long long)o.channels, o.repeats,
+              o.warmup);
+  if (both) {
+    std::printf("| conv | shape (Cin->Cout, HxW, k, stride) | x in ResNet-18 | oneDNN kernel | ms fwd | ms bwd | GFLOP/s | reference ms fwd | ms bwd | GFLOP/s |\n");
+    std::printf("|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
+  } else {
+    std::printf("| conv | shape (Cin->Cout, HxW, k, stride) | x in ResNet-18 | ms fwd | ms bwd | GFLOP/s |\n");
+    std::printf("|---|---|---:|---:|---:|---:|\n");
+  }
 
   nlohmann::json rows = nlohmann::json::array();
-  double net_ms = 0, net_gflop = 0;
+  double net_ms = 0, net_ref_ms = 0, net_gflop = 0;
   Generator gen(1, 0);
-  for (const ConvShape& s : kResNet18Convs) {
+  for (const ConvShape& s : resnet18_convs(o.channels, o.width, o.size)) {
     Tensor x = uniform({o.batch, s.cin, s.size, s.size}, -1, 1, gen, DType::f32, dev);
     Tensor w = uniform({s.cout, s.cin, s.kernel, s.kernel}, -0.1, 0.1, gen, DType::f32, dev);
     const int64_t out = (s.size + 2 * s.padding - s.kernel) / s.stride + 1;
     Tensor gy = uniform({o.batch, s.cout, out, out}, -1, 1, gen, DType::f32, dev);
-    Conv2dOptions copt{s.stride, s.padding, 1};
-
-    double fwd = time_median([&] { sync_device(conv2d(x, w, Tensor(), copt)); }, o.repeats, o.warmup);
-    double bwd = time_median(
-        [&] {
-          Tensor dx = CP_BACKEND(dev, conv2d_backward_input)(gy, w, s.size, s.size, s.stride, s.padding, 1);
-          Tensor dw = CP_BACKEND(dev, conv2d_backward_weight)(gy, x, s.kernel, s.kernel, s.stride, s.padding, 1);
-          sync_device(dx);
-          sync_device(dw);
-        },
-        o.repeats, o.warmup);
     // A forward is 2*N*Cout*Ho*Wo*Cin*k*k flops; each of the two backward products costs as much.
     const double gflop = 2.0 * o.batch * s.cout * out * out * s.cin * s.kernel * s.kernel * 1e-9;
-    const double gflops = 3 * gflop / (fwd + bwd);
+
+    // Times the dispatched kernels (CP_BACKEND) or, on the CPU, the reference ones.
+    auto time_pair = [&](bool reference) {
+      double fwd = time_median(
+          [&] {
+            sync_device(reference ? cpu::reference::conv2d_forward(x, w, Tensor(), s.stride, s.padding, 1)
+                                  : CP_BACKEND(dev, conv2d_forward)(x, w, Tensor(), s.stride, s.padding, 1));
+          },
+          o.repeats, o.warmup);
+      double bwd = time_median(
+          [&] {
+            Tensor dx = reference ? cpu::reference::conv2d_backward_input(gy, w, s.size, s.size, s.stride, s.padding, 1)
+                                  : CP_BACKEND(dev, conv2d_backward_input)(gy, w, s.size, s.size, s.stride, s.padding, 1);
+            Tensor dw = reference ? cpu::reference::conv2d_backward_weight(gy, x, s.kernel, s.kernel, s.stride, s.padding, 1)
+                                  : CP_BACKEND(dev, conv2d_backward_weight)(gy, x, s.kernel, s.kernel, s.stride, s.padding, 1);
+            sync_device(dx);
+            sync_device(dw);
+          },
+          o.repeats, o.warmup);
+      return std::pair<double, double>{fwd, bwd};
+    };
+    auto [fwd, bwd] = time_pair(false);
     char shape[96];
     std::snprintf(shape, sizeof shape, "%lld->%lld, %lldx%lld, %lldx%lld, s%lld", (long long)s.cin, (long long)s.cout,
                   (long long)s.size, (long long)s.size, (long long)s.kernel, (long long)s.kernel, (long long)s.stride);
-    std::printf("| %s | %s | %d | %.2f | %.2f | %.1f |\n", s.role, shape, s.count, fwd * 1e3, bwd * 1e3, gflops);
+    nlohmann::json row{{"conv", s.role}, {"cin", s.cin}, {"cout", s.cout}, {"size", s.size}, {"kernel", s.kernel},
+                       {"stride", s.stride}, {"count", s.count}, {"fwd_ms", fwd * 1e3}, {"bwd_ms", bwd * 1e3},
+                       {"gflops", 3 * gflop / (fwd + bwd)}};
+    if (both) {
+      auto [rf, rb] = time_pair(true);
+      const std::string kernel = cpu::onednn::forward_implementation(x.shape(), w.shape(), s.stride, s.padding);
+      std::printf("| %s | %s | %d | %s | %.2f | %.2f | %.1f | %.2f | %.2f | %.1f |\n", s.role.c_str(), shape, s.count,
+                  kernel.c_str(), fwd * 1e3, bwd * 1e3, 3 * gflop / (fwd + bwd), rf * 1e3, rb * 1e3, 3 * gflop / (rf + rb));
+      row["onednn_kernel"] = kernel;
+      row["reference_fwd_ms"] = rf * 1e3;
+      row["reference_bwd_ms"] = rb * 1e3;
+      net_ref_ms += s.count * (rf + rb) * 1e3;
+    } else {
+      std::printf("| %s | %s | %d | %.2f | %.2f | %.1f |\n", s.role.c_str(), shape, s.count, fwd * 1e3, bwd * 1e3,
+                  3 * gflop / (fwd + bwd));
+    }
     std::fflush(stdout);
     net_ms += s.count * (fwd + bwd) * 1e3;
     net_gflop += s.count * 3 * gflop;
-    rows.push_back({{"conv", s.role}, {"cin", s.cin}, {"cout", s.cout}, {"size", s.size}, {"kernel", s.kernel},
-                    {"stride", s.stride}, {"count", s.count}, {"fwd_ms", fwd * 1e3}, {"bwd_ms", bwd * 1e3}, {"gflops", gflops}});
+    rows.push_back(row);
   }
-  std::printf("| all convs of one ResNet-18 step | | | | %.1f (fwd+bwd) | %.1f |\n\n", net_ms, net_gflop / (net_ms * 1e-3));
+  if (both)
+    std::printf("| all convs of one ResNet-18 step | | | | | %.1f (fwd+bwd) | %.1f | | %.1f (fwd+bwd) | %.1f |\n\n", net_ms,
+                net_gflop / (net_ms * 1e-3), net_ref_ms, net_gflop / (net_ref_ms * 1e-3));
+  else
+    std::printf("| all convs of one ResNet-18 step | | | | %.1f (fwd+bwd) | %.1f |\n\n", net_ms, net_gflop / (net_ms * 1e-3));
   nlohmann::json j{{"bench", "conv"},
                    {"device", device_description(dev)},
+                   {"conv", dev == Device::cuda ? std::string("cuDNN") : cpu_conv_kernels()},
                    {"omp_threads", omp_threads()},
                    {"blas_threads", blas_threads()},
                    {"batch", o.batch},
+                   {"width", o.width},
+                   {"size", o.size},
+                   {"channels", o.channels},
                    {"repeats", o.repeats},
                    {"rows", rows},
                    {"resnet18_conv_ms", net_ms},
                    {"resnet18_conv_images_per_s", o.batch / (net_ms * 1e-3)}};
+  if (both) j["resnet18_reference_conv_ms"] = net_ref_ms;
   std::printf("%s\n", j.dump().c_str());
 }
 
 void setup_conv(CLI::App& app) {
   auto o = std::make_shared<ConvOptions>();
   app.add_option("--batch", o->batch, "Images per batch")->capture_default_str();
+  app.add_option("--width", o->width, "Base width of the ResNet-18 (64: the standard model)")->capture_default_str();
+  app.add_option("--size", o->size, "Image height and width")->capture_default_str();
+  app.add_option("--channels", o->channels, "Image channels")->capture_default_str();
   app.add_option("--repeats", o->repeats, "Timed runs (the median is reported)")->capture_default_str();
   app.add_option("--warmup", o->warmup, "Untimed runs before timing")->capture_default_str();
   app.add_option("--device", o->device, "cpu or cuda")->capture_default_str();
@@ -201,7 +260,7 @@ void setup_conv(CLI::App& app) {
 
 }  // namespace
 
-CPOISON_BENCH(conv, "conv2d forward and backward at the CIFAR ResNet-18 shapes", setup_conv);
+CPOISON_BENCH(conv, "conv2d forward and backward at the CIFAR ResNet-18 shapes (oneDNN and the reference kernels)", setup_conv);
 
 }  // namespace cpoison::tools
 

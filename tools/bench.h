@@ -48,6 +48,8 @@ int blas_threads();
 // One line naming the device, e.g. "cpu: AMD EPYC (2 OpenMP threads, 2 OpenBLAS threads)" or
 // "cuda: NVIDIA H100 80GB HBM3".
 std::string device_description(Device device);
+// The CPU convolution kernels in use: oneDNN's version, or the reference and why.
+std::string cpu_conv_kernels();
 // Prints "device: <description>" to stdout.
 void print_device(Device device);
 // Waits until t's device work is done (a one-element copy to the host; a no-op on the CPU).

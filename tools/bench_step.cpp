@@ -1,13 +1,18 @@
 // `cpoison bench step`: one full supervised training step of a model on random data —
 // forward, cross-entropy, backward, SGD update with momentum — warmed up, then timed as the
-// median of repeats. Prints the device, a Markdown table, one JSON line, and finally exactly
-// `images/s: <number>`. Layout: images [N, C, H, W] (N = --batch, C = 3, H = W = 32).
+// median of repeats. Prints the device, the CPU convolution kernels (oneDNN or the reference), a
+// Markdown table, one JSON line, and finally exactly `images/s: <number>`.
+// Layout: images [N, C, H, W] (N = --batch, C = --channels, H = W = --size).
+#include <cblas.h>
+#include <omp.h>
+
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/backend/cpu/conv.h"
 #include "engine/backend/settings.h"
 #include "engine/ops/loss.h"
 #include "engine/optim/sgd.h"
@@ -24,6 +29,8 @@ struct StepOptions {
   int64_t width = 64;
   int64_t classes = 10;
   int64_t image_size = 32;
+  int64_t channels = 3;
+  int threads = 0;  // 0: OpenMP's default
   std::string device = "cpu";
   int repeats = 5;
   int warmup = 1;
@@ -36,13 +43,20 @@ void run_step(const StepOptions& o) {
   CP_CHECK(o.classes >= 1, where, "--classes must be >= 1, got ", o.classes);
   CP_CHECK(o.image_size >= 1, where, "--size must be >= 1, got ", o.image_size);
   CP_CHECK(o.warmup >= 0, where, "--warmup must be >= 0, got ", o.warmup);
+  CP_CHECK(o.channels >= 1, where, "--channels must be >= 1, got ", o.channels);
+  CP_CHECK(o.threads >= 0, where, "--threads must be >= 0, got ", o.threads);
   const Device dev = parse_device(o.device);
+  if (o.threads > 0) {
+    omp_set_num_threads(o.threads);
+    openblas_set_num_threads(o.threads);
+  }
   // TF32 only changes CUDA math; asking for it on the CPU is allowed and changes nothing.
   set_allow_tf32(o.tf32);
 
   models::ModelOptions mo;
   mo.width = o.width;
   mo.num_classes = o.classes;
+  mo.in_channels = o.channels;
   nn::manual_seed(0);
   auto model = models::make_encoder(o.model, mo);
   model->to(dev);
@@ -55,7 +69,7 @@ void run_step(const StepOptions& o) {
   optim::SGD sgd(*model, so);
 
   Generator gen(1, 0);
-  Tensor images = uniform({o.batch, 3, o.image_size, o.image_size}, 0.0, 1.0, gen, DType::f32, dev);
+  Tensor images = uniform({o.batch, o.channels, o.image_size, o.image_size}, 0.0, 1.0, gen, DType::f32, dev);
   Tensor labels = randint({o.batch}, 0, o.classes, gen, DType::i64, dev);
   const Tensor probe = model->parameters().back();
   double last_loss = 0;
@@ -69,10 +83,12 @@ void run_step(const StepOptions& o) {
     last_loss = loss.item();
   };
   print_device(dev);
-  std::printf("%s (width %lld, %lld parameters), f32%s, batch %lld of %lldx%lld, median of %d steps after %d warm-up\n\n",
+  const std::string conv = dev == Device::cuda ? "cuDNN" : cpu_conv_kernels();
+  std::printf("convolutions: %s\n", conv.c_str());
+  std::printf("%s (width %lld, %lld parameters), f32%s, batch %lld of %lldx%lldx%lld, median of %d steps after %d warm-up\n\n",
               o.model.c_str(), (long long)o.width, (long long)model->num_parameters(),
               dev == Device::cuda && o.tf32 ? " with TF32" : "", (long long)o.batch, (long long)o.image_size,
-              (long long)o.image_size, o.repeats, o.warmup);
+              (long long)o.image_size, (long long)o.channels, o.repeats, o.warmup);
   std::fflush(stdout);
 
   const auto runs = time_runs(step, o.repeats, o.warmup);
@@ -90,6 +106,8 @@ void run_step(const StepOptions& o) {
                    {"parameters", model->num_parameters()},
                    {"batch", o.batch},
                    {"image_size", o.image_size},
+                   {"channels", o.channels},
+                   {"conv", conv},
                    {"device", device_description(dev)},
                    {"omp_threads", omp_threads()},
                    {"blas_threads", blas_threads()},
@@ -112,6 +130,9 @@ void setup_step(CLI::App& app) {
   app.add_option("--width", o->width, "Base width (64: the standard model)")->capture_default_str();
   app.add_option("--classes", o->classes, "Classes of the linear head")->capture_default_str();
   app.add_option("--size", o->image_size, "Image height and width")->capture_default_str();
+  app.add_option("--channels", o->channels, "Image channels (3: CIFAR, 1: Fashion-MNIST)")->capture_default_str();
+  app.add_option("--threads", o->threads, "CPU threads (OpenMP and OpenBLAS); 0: the default (OMP_NUM_THREADS or all cores)")
+      ->capture_default_str();
   app.add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   app.add_option("--repeats", o->repeats, "Timed steps (the median is reported)")->capture_default_str();
   app.add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "engine/runtime.h"
+#include <cstdlib>
 #include <exception>
 
+#include "engine/backend/settings.h"
 #include "engine/error.h"
+#include "engine/runtime.h"
 #include "tools/command.h"
 
 namespace cpoison::tools {
@@ -21,6 +23,18 @@ int main(int argc, char** argv) {
   cpoison::ensure_passive_openmp_wait(argv);
   CLI::App app{"cpoison: indiscriminate poisoning of contrastive learning, and its defences"};
   app.require_subcommand(1);
+  // Global switches, accepted before or after the subcommand (fallthrough: a subcommand passes
+  // options it does not know to its parent).
+  app.fallthrough();
+  app.add_flag_callback(
+      "--deterministic",
+      [] {
+        cpoison::set_cpu_deterministic(true);
+        cpoison::set_deterministic(true);
+        setenv("CPOISON_DETERMINISTIC", "1", 1);  // and in the processes this one starts
+      },
+      "Results independent of the CPU thread count: convolutions on the reference kernels instead of "
+      "oneDNN (slower; same as CPOISON_DETERMINISTIC=1). On CUDA: deterministic cuDNN algorithms (the default)");
   auto& cmds = cpoison::tools::commands();
   std::sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   for (auto& c : cmds) c.setup(*app.add_subcommand(c.name, c.help));

@@ -1,5 +1,6 @@
 #include <cstdio>
 
+#include "engine/backend/cpu/conv.h"
 #include "engine/backend/dispatch.h"
 #include "tools/command.h"
 
@@ -11,8 +12,9 @@ void setup(CLI::App& app) {
 #else
     const char* cuda = "not compiled";
 #endif
-    std::printf("cpoison %s (CUDA backend %s; GPU %s)\n", CPOISON_VERSION, cuda,
-                cpoison::cuda_available() ? "available" : "not available");
+    std::printf("cpoison %s (CUDA backend %s; GPU %s; CPU convolutions: %s)\n", CPOISON_VERSION, cuda,
+                cpoison::cuda_available() ? "available" : "not available",
+                cpoison::cpu::onednn::available() ? cpoison::cpu::onednn::version().c_str() : "reference kernels");
   });
 }
 }  // namespace

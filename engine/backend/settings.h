@@ -1,5 +1,5 @@
-// Process-wide numeric switches of the backends. Both default to the reproducible choice.
-// The CPU backend ignores them (its kernels are always exact f32/f64 and deterministic).
+// Process-wide numeric switches of the backends. The CUDA ones default to the reproducible
+// choice (the CPU backend ignores them); the CPU one defaults to speed.
 #pragma once
 
 namespace cpoison {
@@ -13,5 +13,13 @@ bool allow_tf32();
 // depend on scheduling). Default true: a seed reproduces a run bit for bit on one GPU.
 void set_deterministic(bool on);
 bool deterministic();
+
+// CPU: run convolutions on the reference kernels (im2col + OpenBLAS), whose results do not
+// depend on the thread count, instead of oneDNN, whose results are bitwise reproducible only
+// for a fixed thread count (engine/backend/cpu/conv.h). Every other CPU kernel is
+// thread-count independent either way. Default false, or true when the environment variable
+// CPOISON_DETERMINISTIC is 1 at start-up; the command line's --deterministic sets it.
+void set_cpu_deterministic(bool on);
+bool cpu_deterministic();
 
 }  // namespace cpoison

@@ -41,24 +41,30 @@ Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a, const Tensor&
   Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = CP_BACKEND(a.device(), binary)(kind, expand_view(a, out_shape), expand_view(b, out_shape));
   if (autograd::needs_record({&a, &b})) {
-    autograd::record(name, {a, b}, out, [kind, a, b](const Tensor& g, const std::vector<bool>& need) {
+    // Each backward keeps only the operands its gradients read: add and sub none, mul the other
+    // factor of each wanted gradient, div the divisor (and the dividend for the divisor's gradient).
+    const bool ga = a.requires_grad(), gb = b.requires_grad();
+    const bool keep_a = (kind == BinaryOp::mul || kind == BinaryOp::div) && gb;
+    const bool keep_b = (kind == BinaryOp::mul && ga) || kind == BinaryOp::div;
+    Tensor sa = keep_a ? a.detach() : Tensor(), sb = keep_b ? b.detach() : Tensor();
+    autograd::record(name, {a, b}, out, [kind, sa, sb, sha = a.shape(), shb = b.shape()](const Tensor& g, const std::vector<bool>& need) {
       std::vector<Tensor> gi(2);
       switch (kind) {
         case BinaryOp::add:
-          if (need[0]) gi[0] = sum_to(g, a.shape());
-          if (need[1]) gi[1] = sum_to(g, b.shape());
+          if (need[0]) gi[0] = sum_to(g, sha);
+          if (need[1]) gi[1] = sum_to(g, shb);
           break;
         case BinaryOp::sub:
-          if (need[0]) gi[0] = sum_to(g, a.shape());
-          if (need[1]) gi[1] = sum_to(neg(g), b.shape());
+          if (need[0]) gi[0] = sum_to(g, sha);
+          if (need[1]) gi[1] = sum_to(neg(g), shb);
           break;
         case BinaryOp::mul:
-          if (need[0]) gi[0] = sum_to(mul(g, b), a.shape());
-          if (need[1]) gi[1] = sum_to(mul(g, a), b.shape());
+          if (need[0]) gi[0] = sum_to(mul(g, sb), sha);
+          if (need[1]) gi[1] = sum_to(mul(g, sa), shb);
           break;
         case BinaryOp::div:
-          if (need[0]) gi[0] = sum_to(div(g, b), a.shape());
-          if (need[1]) gi[1] = sum_to(neg(div(mul(g, a), mul(b, b))), b.shape());
+          if (need[0]) gi[0] = sum_to(div(g, sb), sha);
+          if (need[1]) gi[1] = sum_to(neg(div(mul(g, sa), mul(sb, sb))), shb);
           break;
       }
       return gi;
@@ -72,12 +78,18 @@ Tensor unary_op(UnaryOp kind, const char* name, const Tensor& a, double p0 = 0, 
   CP_CHECK(is_floating(a.dtype()), name, "needs a float operand, got ", a.describe());
   Tensor out = CP_BACKEND(a.device(), unary)(kind, a, p0, p1);
   if (differentiable && autograd::needs_record({&a})) {
-    // y is kept only by the ops whose gradient uses it (exp, sqrt, rdiv).
-    bool keep_y = kind == UnaryOp::exp || kind == UnaryOp::sqrt || kind == UnaryOp::rdiv_scalar;
-    Tensor y = keep_y ? out.detach() : a.detach();
-    Tensor x = a.detach();
-    autograd::record(name, {a}, out, [kind, x, y, p0, p1](const Tensor& g, const std::vector<bool>&) {
-      return std::vector<Tensor>{CP_BACKEND(g.device(), unary_backward)(kind, g, x, y, p0, p1)};
+    // The backward keeps only what its kind reads: the input x (log, pow, abs, square, clamp,
+    // rdiv), the output y (exp, sqrt, rdiv; relu reads y > 0, the same as x > 0, so that relu and
+    // the conv after it share one saved tensor), or nothing (neg, add/mul/rsub scalar). An unread
+    // operand is passed to the kernel as g.
+    const bool keep_x = kind == UnaryOp::log || kind == UnaryOp::pow || kind == UnaryOp::abs || kind == UnaryOp::square ||
+                        kind == UnaryOp::clamp || kind == UnaryOp::rdiv_scalar;
+    const bool keep_y = kind == UnaryOp::exp || kind == UnaryOp::sqrt || kind == UnaryOp::rdiv_scalar || kind == UnaryOp::relu;
+    Tensor x = keep_x ? a.detach() : Tensor(), y = keep_y ? out.detach() : Tensor();
+    const bool x_is_y = kind == UnaryOp::relu;
+    autograd::record(name, {a}, out, [kind, x, y, x_is_y, p0, p1](const Tensor& g, const std::vector<bool>&) {
+      const Tensor& xa = x_is_y ? y : (x.defined() ? x : g);
+      return std::vector<Tensor>{CP_BACKEND(g.device(), unary_backward)(kind, g, xa, y.defined() ? y : g, p0, p1)};
     });
   }
   return out;

@@ -1,5 +1,6 @@
 // Tape behaviours: shared subgraphs, frozen weights with input gradients, grad of selected
-// leaves, no-grad scopes, hooks, tape clearing.
+// leaves, no-grad scopes, hooks, tape clearing, and what the tape keeps alive (storage freed as
+// backward passes each node; ops saving only what their backward reads).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -175,4 +176,78 @@ TEST_CASE("random draws depend only on (seed, stream, offset)") {
   auto rv = r.to_vector<int64_t>();
   CHECK(*std::min_element(rv.begin(), rv.end()) == 3);
   CHECK(*std::max_element(rv.begin(), rv.end()) == 6);
+}
+
+TEST_CASE("the tape lets go: each node's saved tensors are freed once backward has passed it") {
+  // conv -> relu -> conv -> square -> sum. While backward reaches the first conv (the hook on its
+  // output h1 runs then), the nodes after it have released what they saved: r (saved by relu and
+  // by the second conv) and h2 (saved by square) are gone. The graph's tensors are built in a
+  // scope, so that only the tape could keep them.
+  Generator gen(21, 0);
+  Tensor x = uniform({6, 2, 12, 12}, -1, 1, gen);
+  Tensor w1 = uniform({4, 2, 3, 3}, -1, 1, gen).set_requires_grad(true);
+  Tensor w2 = uniform({4, 4, 3, 3}, -1, 1, gen).set_requires_grad(true);
+  const size_t before = host_bytes_in_use();
+  std::weak_ptr<Storage> r_storage, h2_storage;
+  Tensor h1, loss;
+  size_t after_forward = 0;
+  {
+    h1 = conv2d(x, w1, Tensor(), {1, 1, 1});
+    Tensor r = relu(h1);
+    Tensor h2 = conv2d(r, w2, Tensor(), {1, 1, 1});
+    loss = sum(square(h2));
+    r_storage = r.storage();
+    h2_storage = h2.storage();
+    after_forward = host_bytes_in_use();
+  }
+  // Nothing is freed in forward: the tape keeps r and h2 for their backward functions.
+  CHECK_FALSE(r_storage.expired());
+  CHECK_FALSE(h2_storage.expired());
+  bool r_gone = false, h2_gone = false;
+  size_t at_first_conv = 0;
+  h1.register_hook([&](const Tensor& g) {
+    r_gone = r_storage.expired();
+    h2_gone = h2_storage.expired();
+    at_first_conv = host_bytes_in_use();
+    return g;
+  });
+  autograd::backward(loss);
+  CHECK(r_gone);
+  CHECK(h2_gone);
+  const size_t activation = (size_t)h1.numel() * sizeof(float);  // r and h2 have h1's shape
+  // r, h2 and square's output freed, h1's gradient allocated: at least one activation less.
+  CHECK(at_first_conv + activation <= after_forward);
+  // After backward: what is left beyond the start is h1, the loss and the two weight gradients.
+  const size_t kept = activation + sizeof(float) + (size_t)(w1.numel() + w2.numel()) * sizeof(float);
+  CHECK(host_bytes_in_use() - before == kept);
+  CHECK(autograd::tape_size() == 0);
+}
+
+TEST_CASE("keep_graph keeps the saved tensors for a second pass") {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, -2, 3}, {3}).set_requires_grad(true);
+  Tensor y = sum(mul(relu(x), x));
+  auto g1 = autograd::grad(y, {x}, Tensor(), /*keep_graph=*/true);
+  auto g2 = autograd::grad(y, {x});
+  CHECK(g1[0].to_vector<double>() == g2[0].to_vector<double>());
+  CHECK(g1[0].to_vector<double>() == std::vector<double>{2, 0, 6});
+  CHECK(autograd::tape_size() == 0);
+}
+
+TEST_CASE("add and sub keep no operand; mul keeps only the factor a wanted gradient needs") {
+  // y = sum((a + b) * c) with c frozen: the add node saves nothing, the mul node saves c only
+  // (the gradient of c is not wanted). a + b's output is freed as soon as mul's forward is done.
+  Tensor a = Tensor::from_vector(std::vector<double>{1, 2}, {2}).set_requires_grad(true);
+  Tensor b = Tensor::from_vector(std::vector<double>{3, 4}, {2}).set_requires_grad(true);
+  Tensor c = Tensor::from_vector(std::vector<double>{5, 6}, {2});
+  std::weak_ptr<Storage> s_storage;
+  Tensor y;
+  {
+    Tensor s = add(a, b);
+    s_storage = s.storage();
+    y = sum(mul(s, c));
+  }
+  CHECK(s_storage.expired());
+  autograd::backward(y);
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{5, 6});
+  CHECK(b.grad().to_vector<double>() == std::vector<double>{5, 6});
 }

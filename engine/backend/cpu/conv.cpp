@@ -7,6 +7,9 @@
 // parallel, one thread each with a serial GEMM; the weight gradient sums the chunks in a fixed
 // order (see gemm_backward_weight), so it is the same for any thread count.
 //
+// These are the reference kernels (cpu::reference, engine/backend/cpu/conv.h); the cpu::conv2d_*
+// kernels at the end of this file choose between them and oneDNN (onednn_conv.cpp).
+//
 // 1x1 stride-1 unpadded convs need no im2col: with one image per chunk the GEMM reads x (and
 // writes y / dx) directly. Depthwise-style convs (one input channel per group) use direct loops,
 // since a GEMM with one row per group would be all overhead.
@@ -18,8 +21,10 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/backend/cpu/conv.h"
 #include "engine/backend/dispatch.h"
 #include "engine/backend/nn.h"
+#include "engine/backend/settings.h"
 
 namespace cpoison::cpu {
 
@@ -431,6 +436,8 @@ void gemm_backward_weight(const Geometry& g, const T* gy, const T* x, T* dw) {
 
 }  // namespace
 
+namespace reference {
+
 Tensor conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
                       int64_t groups) {
   Geometry g = geometry(x.shape(), weight.shape(), stride, padding, groups);
@@ -477,6 +484,37 @@ Tensor conv2d_backward_weight(const Tensor& gy, const Tensor& x, int64_t kernel_
       gemm_backward_weight(g, gy.data<T>(), x.data<T>(), dw.data<T>());
   });
   return dw;
+}
+
+}  // namespace reference
+
+// ---- the kernels of engine/backend/nn.h: oneDNN where it runs this conv, else the reference.
+
+namespace {
+bool use_onednn(DType dtype, int64_t groups) {
+  return onednn::available() && onednn::supports(dtype, groups) && !cpu_deterministic();
+}
+}  // namespace
+
+Tensor conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
+                      int64_t groups) {
+  if (use_onednn(x.dtype(), groups) && x.numel() > 0 && weight.numel() > 0)
+    if (Tensor y = onednn::conv2d_forward(x, weight, bias, stride, padding, groups); y.defined()) return y;
+  return reference::conv2d_forward(x, weight, bias, stride, padding, groups);
+}
+
+Tensor conv2d_backward_input(const Tensor& gy, const Tensor& weight, int64_t in_h, int64_t in_w, int64_t stride,
+                             int64_t padding, int64_t groups) {
+  if (use_onednn(gy.dtype(), groups) && gy.numel() > 0 && weight.numel() > 0)
+    if (Tensor dx = onednn::conv2d_backward_input(gy, weight, in_h, in_w, stride, padding, groups); dx.defined()) return dx;
+  return reference::conv2d_backward_input(gy, weight, in_h, in_w, stride, padding, groups);
+}
+
+Tensor conv2d_backward_weight(const Tensor& gy, const Tensor& x, int64_t kernel_h, int64_t kernel_w, int64_t stride,
+                              int64_t padding, int64_t groups) {
+  if (use_onednn(gy.dtype(), groups) && gy.numel() > 0 && x.numel() > 0)
+    if (Tensor dw = onednn::conv2d_backward_weight(gy, x, kernel_h, kernel_w, stride, padding, groups); dw.defined()) return dw;
+  return reference::conv2d_backward_weight(gy, x, kernel_h, kernel_w, stride, padding, groups);
 }
 
 Tensor add_channel_bias(const Tensor& x, const Tensor& bias, int64_t inner) {
