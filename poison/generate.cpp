@@ -225,7 +225,7 @@ public:
       RoundStats st;
       st.round = r + 1;
       if (pretrains()) {
-        if (r == 0) pretrain_clean();
+        if (r == 0) st.model_loss = pretrain_clean();
         // Adversarial poisoning ascends the cross-entropy of the true label; AAP descends that
         // of the target label.
         st.noise_loss = noise_phase(r, /*ascend=*/cfg_.attack == Attack::adversarial);
@@ -435,8 +435,9 @@ private:
     return total / (double)std::max<int64_t>(count, 1);
   }
 
-  // Adversarial poisoning's victim proxy: a supervised model trained on the clean images.
-  void pretrain_clean() {
+  // Adversarial poisoning's and AAP's reference: a supervised model trained on the clean images.
+  // Returns the mean loss of the last epoch (how well the reference fits, for the progress line).
+  double pretrain_clean() {
     Tensor saved = delta_;
     delta_ = Tensor::zeros(delta_.shape(), DType::f32, cfg_.device);
     int64_t steps = cfg_.pretrain_epochs * model_sampler_.batches_per_epoch();
@@ -444,6 +445,8 @@ private:
     optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(sgd_->lr(), (double)std::max<int64_t>(steps, 1), (double)warmup);
     double base = sgd_->lr();
     learner_->train();
+    const int64_t last_epoch = std::max<int64_t>(0, steps - model_sampler_.batches_per_epoch());
+    double last_total = 0;
     for (int64_t s = 0; s < steps; ++s) {
       sgd_->set_lr(sched.at((double)s));
       std::vector<int64_t> idx = model_sampler_.next();
@@ -451,12 +454,15 @@ private:
       Tensor labels = index_select0(labels_dev_, idx_t);
       Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
       autograd::clear_tape();
-      autograd::backward(attack_loss(x, labels));
+      Tensor loss = attack_loss(x, labels);
+      autograd::backward(loss);
       sgd_->step();
       sgd_->zero_grad();
+      if (s >= last_epoch) last_total += loss.item();
     }
     sgd_->set_lr(base);
     delta_ = saved;
+    return last_total / (double)std::max<int64_t>(1, steps - last_epoch);
   }
 
   // ---- checkpoints

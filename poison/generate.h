@@ -115,7 +115,7 @@ struct PoisonConfig {
 
 struct RoundStats {
   int64_t round = 0;
-  double model_loss = 0;  // mean over the model phase's steps
+  double model_loss = 0;  // mean over the model phase's steps (adversarial, aap: round 1's last pre-training epoch)
   double noise_loss = 0;  // mean over the noise phase's PGD steps (before each step)
   double seconds = 0;
 };

@@ -118,7 +118,7 @@ void setup(CLI::App& app) {
              [o](PoisonConfig& c) { c.pgd_steps = o->pgd_steps; });
   overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]"),
              [o](PoisonConfig& c) { c.ratio = o->ratio; });
-  app.add_option("--init", o->init, "Initial noise: uniform | zero | file")->capture_default_str();
+  auto* init_opt = app.add_option("--init", o->init, "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
   app.add_option("--init-file", o->init_file,
                  "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
   overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first"),
@@ -197,7 +197,7 @@ void setup(CLI::App& app) {
   // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
   app.add_option("--stop-after-rounds", o->stop_after_rounds)->group("");
 
-  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt] {
+  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt] {
     const auto t0 = std::chrono::steady_clock::now();
     const Attack attack = parse_attack(o->attack);
     const double eps = tools::parse_fraction(o->eps, "--eps");
@@ -251,7 +251,11 @@ void setup(CLI::App& app) {
     ac.byol_detach_target = o->byol_detach_target;
     ac.loss_scale = o->loss_scale;
     ac.seed = o->seed;
-    cfg.init = !o->init_file.empty() && o->init == "uniform" ? "file" : o->init;
+    // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
+    CP_CHECK(o->init_file.empty() || !init_opt->count() || o->init == "file", "--init-file",
+             "starts from a file; it cannot go with --init ", o->init);
+    if (!o->init_file.empty()) cfg.init = "file";
+    else if (init_opt->count()) cfg.init = o->init;
     cfg.init_file = o->init_file;
     cfg.seed = o->seed;
     cfg.device = device;

@@ -304,6 +304,7 @@ TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new
   CHECK(settings["augment_strength"].get<double>() == doctest::Approx(0.6));
   CHECK(settings["pgd_steps"].get<int64_t>() == 1);  // class-wise AUE: one PGD step per batch
   CHECK(settings["separability"].get<double>() == doctest::Approx(0.5));
+  CHECK(settings["init"] == "zero");  // the recipe's start, not the CP default
 
   RunResult aap = run_cpoison("poison --attack aap --recipe cpu-small-aap --pretrain-epochs 1 --pretrain-warmup-epochs 1 "
                               "--pgd-steps 2 --target-shift 3 --augment-strength 0.8" + tiny + " --out '" + (dir / "aap.h5") + "'");
@@ -338,6 +339,7 @@ TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new
       {"poison --attack adversarial --separability 1" + tiny + out, "not adversarial"},
       {"poison --attack aue --separability-space pixels" + tiny + out, "--separability-space"},
       {"poison --attack cp-c --init-file '" + (dir / "aap.h5") + "'" + tiny + out, "holds sample-wise noise"},
+      {"poison --attack cp-s --init zero --init-file '" + (dir / "aap.h5") + "'" + tiny + out, "cannot go with --init zero"},
   };
   for (const Case& c : cases) {
     RunResult r = run_cpoison(c.args);
