@@ -7,6 +7,7 @@
 //   cpoison poison --attack cp-s --data cifar10 --init file --init-file cpc.h5 --out cps.h5 --resume
 //   cpoison poison --attack aue --recipe cpu-small --data fashion-mnist --subset 2000 --out aue.h5
 // A run checkpoints to OUT.ckpt.h5 every --checkpoint-every rounds; --resume continues it.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -197,7 +198,9 @@ void setup(CLI::App& app) {
   // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
   app.add_option("--stop-after-rounds", o->stop_after_rounds)->group("");
 
-  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt] {
+  CLI::Option* pgd_opt = app.get_option("--pgd-steps");
+  CLI::Option* step_opt = app.get_option("--step");
+  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt] {
     const auto t0 = std::chrono::steady_clock::now();
     const Attack attack = parse_attack(o->attack);
     const double eps = tools::parse_fraction(o->eps, "--eps");
@@ -239,6 +242,10 @@ void setup(CLI::App& app) {
     if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
     for (auto& [opt, apply] : *overrides)
       if (opt->count()) apply(cfg);
+    // AAP's step is 2.5 eps / iterations (aap.py): it follows --pgd-steps unless --step is given.
+    // (At most 2, the width of [-1, 1]: one step then reaches any value.)
+    if (attack == Attack::aap && pgd_opt->count() && !step_opt->count())
+      cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
     if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
     algorithms::AlgoConfig& ac = cfg.algo_config;
     if (o->temperature > 0) ac.temperature = o->temperature;

@@ -317,7 +317,7 @@ TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new
   settings = nlohmann::json::parse(std::get<std::string>(io::H5Reader(dir / "aap.h5").file_attrs().at("settings")));
   CHECK(settings["target_shift"].get<int64_t>() == 3);
   CHECK(settings["augment_strength"].get<double>() == doctest::Approx(0.8));
-  CHECK(settings["step"].get<double>() == doctest::Approx(2.5 / 20));  // the recipe's step; --pgd-steps leaves it
+  CHECK(settings["step"].get<double>() == doctest::Approx(2.5 / 2));  // AAP's step follows --pgd-steps: 2.5 / steps
 
   // CP-S from the AUE poison (class-wise, copied by label).
   RunResult cps = run_cpoison("poison --attack cp-s --recipe cpu-small --rounds 1 --model-steps 1 --noise-batches 1 --init-file '" +

@@ -624,7 +624,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
         c.pretrain_epochs = ps.aap_pretrain_epochs;
         c.pretrain_warmup_epochs = std::min(c.pretrain_warmup_epochs, c.pretrain_epochs);
       }
-      if (ps.aap_pgd_steps > 0) c.pgd_steps = ps.aap_pgd_steps, c.step = 2.5 / (double)ps.aap_pgd_steps;
+      if (ps.aap_pgd_steps > 0) c.pgd_steps = ps.aap_pgd_steps, c.step = std::min(2.0, 2.5 / (double)ps.aap_pgd_steps);
       if (ps.aap_strength > 0) c.augment_strength = ps.aap_strength;
     }
   } else {

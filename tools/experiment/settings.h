@@ -127,7 +127,7 @@ struct PoisonSettings {
   // AUE and AAP (docs/attacks.md): PoisonConfig recipe "cpu-small-aue" / "cpu-small-aap" (recipe
   // cpu-small) or "aue" / "aap" (paper), which these override (0 keeps the recipe's). Class-wise
   // AUE takes 1 PGD step unless aue_pgd_steps is set; aap_pgd_steps also sets AAP's step to
-  // 2.5 / steps (2.5 eps / iterations, as aap.py).
+  // 2.5 / steps (2.5 eps / iterations, as aap.py; at most 2).
   int64_t aue_rounds = 0, aue_model_steps = 0, aue_pgd_steps = 0;
   double aue_strength = 0;
   int64_t aap_pretrain_epochs = 0, aap_pgd_steps = 0;
