@@ -402,13 +402,19 @@ private:
     const int64_t bs = std::min<int64_t>(cfg_.batch_size, M);
     data::BatchSampler order(M, bs, cfg_.seed, true, M > bs, kNoiseSamplerStream);
     std::vector<int64_t> perm = order.epoch_order(round);
-    int64_t batches = M / bs;
+    // One pass covers whole batches; the images of a partial last batch wait for the next
+    // round's order. Attacks whose noise is made in one pass after a pre-training (adversarial,
+    // AAP) would leave those images clean, so their pass ends with the partial batch instead
+    // (the model is in eval mode, so a smaller batch changes no image's gradient direction).
+    const bool cover_all = pretrains() && cfg_.noise_batches <= 0;
+    int64_t batches = cover_all ? (M + bs - 1) / bs : M / bs;
     if (cfg_.noise_batches > 0) batches = cfg_.noise_batches;
     double total = 0;
     int64_t count = 0;
     for (int64_t b = 0; b < batches; ++b) {
-      std::vector<int64_t> idx(bs);
-      for (int64_t i = 0; i < bs; ++i) idx[i] = poisoned_list_[perm[(b * bs + i) % M]];
+      const int64_t this_bs = cover_all ? std::min<int64_t>(bs, M - b * bs) : bs;
+      std::vector<int64_t> idx(this_bs);
+      for (int64_t i = 0; i < this_bs; ++i) idx[i] = poisoned_list_[perm[(b * bs + i) % M]];
       Tensor idx_t = index_tensor(idx);
       Tensor labels = index_select0(labels_dev_, idx_t);
       Tensor targets = noise_targets(idx, labels);

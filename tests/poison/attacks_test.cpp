@@ -239,6 +239,18 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
   CHECK(p_target_poisoned > p_target_clean + 0.3);
   CHECK(acc_poisoned < acc_clean - 0.3);
   CHECK(accuracy(poisoned, tgt) > accuracy(clean, tgt) + 0.3);
+
+  // One pass reaches every image, the partial last batch included (30 = 3 x 8 + 6).
+  data::Dataset odd = quadrant_set(30);
+  PoisonConfig o = tiny("cpu-small-aap");
+  o.pretrain_epochs = 1, o.pretrain_warmup_epochs = 0, o.pgd_steps = 1;
+  Poison q = generate_poison(odd, o, "quadrants", 30).poison;
+  auto d = q.delta.to_vector<float>();
+  for (int64_t i = 0; i < 30; ++i) {
+    double m = 0;
+    for (int64_t k = 0; k < 64; ++k) m = std::max(m, (double)std::fabs(d[i * 64 + k]));
+    CHECK(m > 0);
+  }
 }
 
 TEST_CASE("killed AUE and AAP runs resume to the delta of uninterrupted ones") {
