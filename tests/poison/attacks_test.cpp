@@ -251,6 +251,12 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
     for (int64_t k = 0; k < 64; ++k) m = std::max(m, (double)std::fabs(d[i * 64 + k]));
     CHECK(m > 0);
   }
+  // Class-wise AAP: one targeted pattern per class.
+  o.kind = "class";
+  Poison qc = generate_poison(odd, o, "quadrants", 30).poison;
+  CHECK(qc.delta.shape() == Shape{4, 1, 8, 8});
+  CHECK(max_abs(qc.delta) > 0);
+  CHECK(max_abs(qc.delta) <= 1.0);
 }
 
 TEST_CASE("killed AUE and AAP runs resume to the delta of uninterrupted ones") {
