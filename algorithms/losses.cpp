@@ -1,5 +1,6 @@
 #include "algorithms/losses.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "engine/ops/ops.h"
@@ -68,6 +69,56 @@ Tensor negative_cosine_loss(const Tensor& p, const Tensor& z) {
 
 Tensor byol_symmetric_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2) {
   return mul_scalar(add(negative_cosine_loss(p1, z2), negative_cosine_loss(p2, z1)), 0.5);
+}
+
+Tensor class_separability_loss(const Tensor& x, const Tensor& labels, bool detach_spread) {
+  const char* where = "class_separability_loss";
+  CP_CHECK(x.defined() && labels.defined(), where, "undefined input");
+  CP_CHECK(x.dim() == 2 && x.size(0) >= 1 && x.size(1) >= 1, where, "x must be a non-empty [B, D], got ", x.shape());
+  CP_CHECK(is_floating(x.dtype()), where, "x must be a float tensor, got ", dtype_name(x.dtype()));
+  CP_CHECK(labels.dim() == 1 && labels.size(0) == x.size(0), where, "labels must be [", x.size(0), "], got ",
+           labels.shape());
+  const int64_t b = x.size(0);
+  // Group the rows by class on the host (labels are data, not differentiable): the classes
+  // present, in increasing order, and each row's position among them.
+  std::vector<int64_t> lab = labels.to(Device::cpu).to_vector<int64_t>();
+  std::vector<int64_t> present;
+  for (int64_t l : lab) {
+    CP_CHECK(l >= 0, where, "labels must be >= 0, got ", l);
+    present.push_back(l);
+  }
+  std::sort(present.begin(), present.end());
+  present.erase(std::unique(present.begin(), present.end()), present.end());
+  const int64_t p = (int64_t)present.size();
+  if (p < 2) return mul_scalar(sum(x), 0.0);  // zero, with a (zero) gradient path to x
+  std::vector<int64_t> pos(b);
+  std::vector<double> count(p, 0.0);
+  for (int64_t i = 0; i < b; ++i) {
+    pos[i] = std::lower_bound(present.begin(), present.end(), lab[i]) - present.begin();
+    count[pos[i]] += 1;
+  }
+  // A [P, B]: row c averages the rows of class c, so centres = A x and spreads = A dist.
+  std::vector<double> avg(p * b, 0.0);
+  for (int64_t i = 0; i < b; ++i) avg[pos[i] * b + i] = 1.0 / count[pos[i]];
+  const Device dev = x.device();
+  Tensor a = Tensor::from_vector(avg, {p, b}, x.dtype(), dev);
+  Tensor pos_t = Tensor::from_vector(pos, {b}, DType::i64, dev);
+  constexpr double kTiny = 1e-12;
+  auto norms = [&](const Tensor& v) { return sqrt(add_scalar(sum(square(v), {1}), kTiny)); };  // [R, D] -> [R]
+
+  Tensor centres = matmul(a, x);                                    // [P, D]
+  Tensor dist = norms(sub(x, index_select0(centres, pos_t)));       // [B]
+  Tensor spread = matmul(a, dist.reshape({b, 1})).reshape({p});     // [P]
+  if (detach_spread) spread = spread.detach();
+  std::vector<int64_t> first, second;
+  for (int64_t c = 0; c < p; ++c)
+    for (int64_t d = 0; d < p; ++d)
+      if (c != d) first.push_back(c), second.push_back(d);
+  const int64_t pairs = (int64_t)first.size();
+  Tensor c_t = Tensor::from_vector(first, {pairs}, DType::i64, dev), d_t = Tensor::from_vector(second, {pairs}, DType::i64, dev);
+  Tensor separation = norms(sub(index_select0(centres, c_t), index_select0(centres, d_t)));  // [P(P-1)]
+  Tensor spreads = add_scalar(add(index_select0(spread, c_t), index_select0(spread, d_t)), 1e-5);
+  return mean(div(spreads, add_scalar(separation, 1e-5)));
 }
 
 }  // namespace cpoison::algorithms

@@ -30,4 +30,21 @@ Tensor negative_cosine_loss(const Tensor& p, const Tensor& z);
 // p the online predictions of views 1 and 2, z the target projections of views 1 and 2.
 Tensor byol_symmetric_loss(const Tensor& p1, const Tensor& p2, const Tensor& z1, const Tensor& z2);
 
+// Class-wise separability discriminant (CSD) of Ren et al., "Transferable Unlearnable Examples"
+// (ICLR 2023; renjie3/TUE, get_linear_noise_csd_loss), a Davies-Bouldin-style ratio that is
+// small when the classes form tight, far-apart clusters. For the classes c present in the batch
+// (P of them): centre mu_c = mean of the rows x_i with label c; spread S_c = mean_i |x_i - mu_c|;
+// centre distance M_cd = |mu_c - mu_d| (Euclidean norms). Then
+//   CSD = mean over the P(P-1) ordered pairs c != d of (S_c + S_d + 1e-5) / (M_cd + 1e-5),
+// the 1e-5 terms being the release's. Rows are used as given (no normalisation): TUE applies
+// it to the flattened perturbations in pixel units; pass unit-length embeddings for a feature
+// space version. The norms are sqrt(|v|^2 + 1e-12) so that a row equal to its centre (every
+// row of a class-wise pattern) has a zero gradient instead of 0/0. Fewer than two classes in
+// the batch: 0 (the gradient is zero too), as in the release.
+// detach_spread: treat the S_c as constants, as the release does in effect (it rebuilds them
+// with torch.tensor, which drops their graph), so that only the centre distances push; false
+// (default) differentiates the whole formula.
+// x [B, D] float; labels i64 [B] with values in [0, classes) (read on the host).
+Tensor class_separability_loss(const Tensor& x, const Tensor& labels, bool detach_spread = false);
+
 }  // namespace cpoison::algorithms

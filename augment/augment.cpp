@@ -27,6 +27,18 @@ AugmentConfig AugmentConfig::cpu_small() {
   return cfg;
 }
 
+AugmentConfig with_strength(const AugmentConfig& base, double s) {
+  CP_CHECK(std::isfinite(s) && s >= 0 && s <= 2, "augment strength", "strength must be in [0, 2], got ", s);
+  AugmentConfig c = base;
+  c.scale_min = std::min(std::max(1.0 - 0.9 * s, 0.05), c.scale_max);
+  c.brightness_strength = c.contrast_strength = c.saturation_strength = 0.4 * s;
+  c.hue_strength = 0.1 * s;
+  c.jitter_p = std::min(0.99, 0.8 * s);
+  c.grayscale_p = 0.2 * s;
+  c.validate();
+  return c;
+}
+
 void AugmentConfig::validate() const {
   const char* where = "AugmentConfig";
   CP_CHECK(out_h >= 1 && out_w >= 1, where, "output size must be positive, got ", out_h, "x", out_w);

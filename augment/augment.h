@@ -72,6 +72,15 @@ struct AugmentConfig {
   void validate() const;
 };
 
+// The augmentation strength s of Wang et al.'s AUE / AAP ("Efficient Availability Attacks against
+// Supervised and Contrastive Learning Simultaneously", 2024; EhanW/AUE-AAP, utils.Augment):
+// crop area U(max(1 - 0.9 s, 0.05), scale_max); brightness, contrast and saturation strength 0.4 s,
+// hue 0.1 s; jitter probability min(0.99, 0.8 s); grayscale probability 0.2 s. Everything else
+// (which ops are on, flip, ratio range, jitter order, output size, normalisation) is base's.
+// s = 1 is the SimCLR list with a wider crop range (area from 0.1, not 0.2). Error unless
+// 0 <= s <= 2 (beyond, the jitter strength passes 0.8 and the crop bound is already at 0.05).
+AugmentConfig with_strength(const AugmentConfig& base, double s);
+
 // The random draws for one batch of n images of size in_h x in_w. Vectors have n entries
 // (boxes 4n). Images whose jitter flag is 0 carry identity factors (1, 1, 1, hue 0).
 struct AugmentParams {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <tuple>
 
+#include "algorithms/losses.h"
 #include "engine/io/checkpoint.h"
 #include "engine/nn/module.h"
 #include "engine/ops/ops.h"
@@ -23,7 +24,9 @@ Attack parse_attack(const std::string& name) {
   if (name == "random") return Attack::random;
   if (name == "unlearnable") return Attack::unlearnable;
   if (name == "adversarial") return Attack::adversarial;
-  fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable or adversarial)");
+  if (name == "aue") return Attack::aue;
+  if (name == "aap") return Attack::aap;
+  fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable, adversarial, aue or aap)");
 }
 
 const char* attack_name(Attack a) {
@@ -33,8 +36,14 @@ const char* attack_name(Attack a) {
     case Attack::random: return "random";
     case Attack::unlearnable: return "unlearnable";
     case Attack::adversarial: return "adversarial";
+    case Attack::aue: return "aue";
+    case Attack::aap: return "aap";
   }
   return "?";
+}
+
+bool supervised_attack(Attack a) {
+  return a == Attack::unlearnable || a == Attack::adversarial || a == Attack::aue || a == Attack::aap;
 }
 
 PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
@@ -69,8 +78,44 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
       c.attack = Attack::cp_sample, c.kind = "sample";
       c.rounds = 12, c.model_steps = 0, c.noise_batches = 0, c.pgd_steps = 5;
     }
+  } else if (name == "aue" || name == "cpu-small-aue") {
+    // Wang et al. 2024, EhanW/AUE-AAP aue.py with example.sh's CIFAR-10 strength: a supervised
+    // ResNet-18 and error-minimising noise, alternating one epoch of model steps (batch 128, SGD lr
+    // 0.1, momentum 0.9, wd 1e-4, cosine over the rounds to 1e-6) with one pass of 5 PGD steps
+    // of eps/10 (class-wise: 1) from zero noise, both under the contrastive augmentations at
+    // strength 0.6. cpu-small keeps the structure with fewer rounds and PGD steps (docs/attacks.md).
+    c.attack = Attack::aue, c.kind = "sample";
+    c.algo = Algo::supervised;
+    c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
+    c.batch_size = 128;
+    c.lr = 0.1, c.momentum = 0.9, c.weight_decay = 1e-4;
+    c.cosine = true, c.final_lr_fraction = 1e-5;
+    c.model_steps = 0, c.noise_batches = 0;
+    c.step = 0.1;
+    c.init = "zero";
+    c.augment_strength = 0.6;
+    if (name == "aue") c.rounds = 60, c.pgd_steps = 5;
+    else c.rounds = 8, c.pgd_steps = 3;
+  } else if (name == "aap" || name == "cpu-small-aap") {
+    // EhanW/AUE-AAP aap.py, targeted, CIFAR-10 strength 0.4 for the reference model and the
+    // noise: 40 epochs of clean supervised training (batch 128, SGD lr 0.5, momentum 0.9, wd
+    // 1e-4, 10 warm-up epochs then cosine), then one pass over the images with 250 PGD steps of
+    // 2.5 eps / 250 from zero noise, minimising the cross-entropy towards label + 1.
+    c.attack = Attack::aap, c.kind = "sample";
+    c.algo = Algo::supervised;
+    c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
+    c.batch_size = 128;
+    c.lr = 0.5, c.momentum = 0.9, c.weight_decay = 1e-4;
+    c.rounds = 1, c.model_steps = 0, c.noise_batches = 0;
+    c.init = "zero";
+    c.augment_strength = 0.4;
+    c.target_shift = 1;
+    if (name == "aap") c.pretrain_epochs = 40, c.pretrain_warmup_epochs = 10, c.pgd_steps = 250;
+    else c.pretrain_epochs = 12, c.pretrain_warmup_epochs = 3, c.pgd_steps = 20;
+    c.step = 2.5 / (double)c.pgd_steps;
   } else {
-    fail("recipe", "unknown poison recipe '", name, "' (choose cp-c, cp-s, cpu-small-cp-c or cpu-small-cp-s)");
+    fail("recipe", "unknown poison recipe '", name,
+         "' (choose cp-c, cp-s, cpu-small-cp-c, cpu-small-cp-s, aue, aap, cpu-small-aue or cpu-small-aap)");
   }
   return c;
 }
@@ -93,6 +138,19 @@ void PoisonConfig::validate() const {
   CP_CHECK(init == "uniform" || init == "zero" || init == "file", w, "init must be uniform, zero or file, got '", init, "'");
   CP_CHECK(init != "file" || !init_file.empty(), w, "init 'file' needs init_file");
   CP_CHECK(checkpoint_every >= 0, w, "checkpoint_every must be >= 0");
+  CP_CHECK(std::isfinite(augment_strength) && augment_strength >= 0 && augment_strength <= 2, w, "augment_strength ",
+           augment_strength, " outside [0, 2] (0: the augmentations as given)");
+  CP_CHECK(pretrain_epochs >= 0, w, "pretrain_epochs must be >= 0, got ", pretrain_epochs);
+  CP_CHECK(pretrain_warmup_epochs >= 0 && pretrain_warmup_epochs <= pretrain_epochs, w, "pretrain_warmup_epochs ",
+           pretrain_warmup_epochs, " outside [0, pretrain_epochs = ", pretrain_epochs, "]");
+  CP_CHECK(target_shift >= 1, w, "target_shift must be >= 1 (the target class is (y + shift) mod classes), got ",
+           target_shift);
+  CP_CHECK(std::isfinite(separability) && separability >= 0, w, "separability must be a weight >= 0, got ", separability);
+  CP_CHECK(separability == 0 || (attack != Attack::random && attack != Attack::adversarial), w,
+           "separability applies to attacks that minimise their loss (cp-s, cp-c, unlearnable, aue, aap), not ",
+           attack_name(attack));
+  CP_CHECK(separability_space == "noise" || separability_space == "embedding", w,
+           "separability_space must be 'noise' or 'embedding', got '", separability_space, "'");
   algo_config.validate(algo);
   augment.validate();
 }
@@ -122,6 +180,7 @@ public:
   Poisoner(const data::Dataset& train, const PoisonConfig& cfg)
       : train_(train.to(cfg.device)),
         cfg_(cfg),
+        augment_(cfg.augment_strength > 0 ? with_strength(cfg.augment, cfg.augment_strength) : cfg.augment),
         aug_gen_(cfg.seed, kAugStream),
         model_sampler_(train.size(), cfg.batch_size, cfg.seed, true, train.size() > cfg.batch_size, kModelSamplerStream) {
     n_ = train_.size();
@@ -134,11 +193,20 @@ public:
     for (int64_t i : poisoned_list_) mask[i] = 1.f;
     row_mask_ = Tensor::from_vector(mask, {n_}, DType::f32, cfg.device);
     labels_dev_ = train_.labels.to(cfg.device);
+    labels_host_ = train_.labels.to(Device::cpu).to_vector<int64_t>();
+    if (cfg.attack == Attack::aap) {
+      CP_CHECK(train_.classes >= 2 && cfg.target_shift % train_.classes != 0, "poison", "aap's target class (y + ",
+               cfg.target_shift, ") mod ", train_.classes, " must differ from y (set target_shift)");
+    }
+    if (cfg.separability > 0)
+      CP_CHECK(train_.classes >= 2, "poison", "the separability term needs labelled data with >= 2 classes");
     init_delta();
     if (needs_model()) build_model();
   }
 
   bool needs_model() const { return cfg_.attack != Attack::random; }
+  // Attacks with a clean pre-training and noise phases only (no model phase).
+  bool pretrains() const { return cfg_.attack == Attack::adversarial || cfg_.attack == Attack::aap; }
   bool class_wise() const { return cfg_.kind == "class"; }
 
   PoisonResult run(const std::string& dataset_name, int64_t subset) {
@@ -159,9 +227,11 @@ public:
       views_this_round_ = 0;
       RoundStats st;
       st.round = r + 1;
-      if (cfg_.attack == Attack::adversarial) {
-        if (r == 0) pretrain_clean();
-        st.noise_loss = noise_phase(r, /*ascend=*/true);
+      if (pretrains()) {
+        if (r == 0) st.model_loss = pretrain_clean();
+        // Adversarial poisoning ascends the cross-entropy of the true label; AAP descends that
+        // of the target label.
+        st.noise_loss = noise_phase(r, /*ascend=*/cfg_.attack == Attack::adversarial);
       } else {
         st.model_loss = model_phase(r);
         st.noise_loss = noise_phase(r, /*ascend=*/false);
@@ -203,22 +273,37 @@ private:
       Generator g(cfg_.seed, kInitStream);
       delta_ = uniform(shape, -1.0, 1.0, g, DType::f32, cfg_.device);
     } else {
-      Poison src = load_poison(cfg_.init_file);
-      CP_CHECK(src.delta.size(1) == C && src.delta.size(2) == H && src.delta.size(3) == W, "poison --init-file",
-               cfg_.init_file, ": delta ", src.delta.describe(), " does not fit images of ", C, "x", H, "x", W);
-      Tensor d = src.delta.to(cfg_.device);
-      if (src.class_wise() && !class_wise()) {
-        CP_CHECK(src.classes == train_.classes, "poison --init-file", cfg_.init_file, " has ", src.classes, " classes, dataset ", train_.classes);
-        delta_ = index_select0(d, labels_dev_);  // each image starts from its class's pattern
-      } else {
-        CP_CHECK(d.size(0) == rows, "poison --init-file", cfg_.init_file, " has ", d.size(0), " rows, this poison needs ", rows);
-        delta_ = d.clone();
-      }
+      init_from_file(shape);
+    }
+  }
+
+  // Any poison file as the start (AUE -> CP-S, a CP-C -> CP-S, ...). Its unit-scale noise is
+  // rescaled from the file's eps to this run's so that the pixel perturbation carries over.
+  void init_from_file(const Shape& shape) {
+    const std::string where = "poison --init-file " + cfg_.init_file;
+    Poison src = load_poison(cfg_.init_file);
+    CP_CHECK(src.delta.size(1) == shape[1] && src.delta.size(2) == shape[2] && src.delta.size(3) == shape[3], where, ": delta ",
+             src.delta.describe(), " does not fit images of ", shape[1], "x", shape[2], "x", shape[3]);
+    Tensor d = src.delta.to(DType::f32).to(cfg_.device);
+    if (src.class_wise()) {
+      CP_CHECK(src.classes == train_.classes, where, " has ", src.classes, " classes, the dataset ", train_.classes);
+      // Class-wise -> sample-wise: each image starts from its class's pattern.
+      delta_ = class_wise() ? d.clone() : index_select0(d, labels_dev_);
+    } else {
+      CP_CHECK(!class_wise(), where, " holds sample-wise noise; a class-wise poison cannot start from it "
+               "(start a sample-wise attack from it, or a class-wise one from a class-wise file)");
+      CP_CHECK(src.image_count == n_ && d.size(0) == n_, where, " holds noise for ", d.size(0), " images (image_count ",
+               src.image_count, "), this training set has ", n_, ": a sample-wise start must be of the same images");
+      delta_ = d.clone();
+    }
+    if (std::fabs(src.eps - cfg_.eps) > 1e-12) {
+      autograd::NoGradGuard ng;
+      delta_ = clamp(mul_scalar(delta_, src.eps / cfg_.eps), -1.0, 1.0);
     }
   }
 
   void build_model() {
-    Algo algo = cfg_.attack == Attack::unlearnable || cfg_.attack == Attack::adversarial ? Algo::supervised : cfg_.algo;
+    Algo algo = supervised_attack(cfg_.attack) ? Algo::supervised : cfg_.algo;
     models::ModelOptions mo = cfg_.model_options;
     if (algo == Algo::supervised) mo.num_classes = train_.classes;
     nn::manual_seed(cfg_.seed);
@@ -247,20 +332,47 @@ private:
     return perturb(x, rows, cfg_.eps);
   }
 
-  Tensor attack_loss(const Tensor& x, const Tensor& labels) {
+  // The attacker's loss on augmented views of x: cross-entropy against `labels` (supervised) or
+  // the contrastive loss of two views. first_view, when given, receives the (first) view.
+  Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr) {
     if (learner_->algo() == Algo::supervised) {
       auto& sup = static_cast<algorithms::SupervisedLearner&>(*learner_);
-      return sup.loss(apply_augment(x), labels);
+      Tensor v = apply_augment(x);
+      if (first_view) *first_view = v;
+      return sup.loss(v, labels);
     }
     auto& cl = static_cast<algorithms::ContrastiveLearner&>(*learner_);
     Tensor v1 = apply_augment(x);
     Tensor v2 = apply_augment(x);
+    if (first_view) *first_view = v1;
     return cl.loss(v1, v2);
   }
 
   Tensor apply_augment(const Tensor& x) {
-    AugmentParams p = sample_params(cfg_.augment, x.size(0), x.size(2), x.size(3), aug_gen_);
-    return apply(x, p, cfg_.augment);
+    AugmentParams p = sample_params(augment_, x.size(0), x.size(2), x.size(3), aug_gen_);
+    return apply(x, p, augment_);
+  }
+
+  // TUE's class-separability term for one noise step: on the batch's perturbations (rows = the
+  // leaf, or the class patterns of the batch's labels) in pixel units, or on the attacker's
+  // embeddings of the view.
+  Tensor separability_term(const Tensor& leaf, const Tensor& labels, const Tensor& view) {
+    Tensor feats;
+    if (cfg_.separability_space == "embedding") {
+      feats = learner_->embed(view);
+    } else {
+      Tensor rows = class_wise() ? index_select0(leaf, labels) : leaf;
+      feats = mul_scalar(flatten(rows, 1), cfg_.eps);
+    }
+    return algorithms::class_separability_loss(feats, labels, cfg_.separability_detach_spread);
+  }
+
+  // AAP's targets (y + shift) mod classes; otherwise the labels themselves.
+  Tensor noise_targets(const std::vector<int64_t>& idx, const Tensor& labels) const {
+    if (cfg_.attack != Attack::aap) return labels;
+    std::vector<int64_t> t(idx.size());
+    for (size_t i = 0; i < idx.size(); ++i) t[i] = (labels_host_[idx[i]] + cfg_.target_shift) % train_.classes;
+    return index_tensor(t);
   }
 
   Tensor index_tensor(const std::vector<int64_t>& idx) const { return Tensor::from_vector(idx, {(int64_t)idx.size()}, DType::i64, cfg_.device); }
@@ -340,20 +452,30 @@ private:
     const int64_t bs = std::min<int64_t>(cfg_.batch_size, M);
     data::BatchSampler order(M, bs, cfg_.seed, true, M > bs, kNoiseSamplerStream);
     std::vector<int64_t> perm = order.epoch_order(round);
-    int64_t batches = M / bs;
+    // One pass covers whole batches; the images of a partial last batch wait for the next
+    // round's order. Attacks whose noise is made in one pass after a pre-training (adversarial,
+    // AAP) would leave those images clean, so their pass ends with the partial batch instead
+    // (the model is in eval mode, so a smaller batch changes no image's gradient direction).
+    const bool cover_all = pretrains() && cfg_.noise_batches <= 0;
+    int64_t batches = cover_all ? (M + bs - 1) / bs : M / bs;
     if (cfg_.noise_batches > 0) batches = cfg_.noise_batches;
     double total = 0;
     int64_t count = 0;
     for (int64_t b = 0; b < batches; ++b) {
-      std::vector<int64_t> idx(bs);
-      for (int64_t i = 0; i < bs; ++i) idx[i] = poisoned_list_[perm[(b * bs + i) % M]];
+      const int64_t this_bs = cover_all ? std::min<int64_t>(bs, M - b * bs) : bs;
+      std::vector<int64_t> idx(this_bs);
+      for (int64_t i = 0; i < this_bs; ++i) idx[i] = poisoned_list_[perm[(b * bs + i) % M]];
       Tensor idx_t = index_tensor(idx);
       Tensor labels = index_select0(labels_dev_, idx_t);
+      Tensor targets = noise_targets(idx, labels);
+      const bool separate = cfg_.separability > 0;
       for (int64_t s = 0; s < cfg_.pgd_steps; ++s) {
         Tensor leaf = (class_wise() ? delta_ : index_select0(delta_, idx_t)).detach();
         leaf.set_requires_grad(true);
         autograd::clear_tape();
-        Tensor loss = attack_loss(poisoned_batch(idx, idx_t, labels, leaf), labels);
+        Tensor view;
+        Tensor loss = attack_loss(poisoned_batch(idx, idx_t, labels, leaf), targets, separate ? &view : nullptr);
+        if (separate) loss = add(loss, mul_scalar(separability_term(leaf, labels, view), cfg_.separability));
         Tensor g = autograd::grad(loss, {leaf})[0];
         total += loss.item();
         ++count;
@@ -370,14 +492,18 @@ private:
     return total / (double)std::max<int64_t>(count, 1);
   }
 
-  // Adversarial poisoning's victim proxy: a supervised model trained on the clean images.
-  void pretrain_clean() {
+  // Adversarial poisoning's and AAP's reference: a supervised model trained on the clean images.
+  // Returns the mean loss of the last epoch (how well the reference fits, for the progress line).
+  double pretrain_clean() {
     Tensor saved = delta_;
     delta_ = Tensor::zeros(delta_.shape(), DType::f32, cfg_.device);
     int64_t steps = cfg_.pretrain_epochs * model_sampler_.batches_per_epoch();
-    optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(sgd_->lr(), (double)std::max<int64_t>(steps, 1));
+    int64_t warmup = cfg_.pretrain_warmup_epochs * model_sampler_.batches_per_epoch();
+    optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(sgd_->lr(), (double)std::max<int64_t>(steps, 1), (double)warmup);
     double base = sgd_->lr();
     learner_->train();
+    const int64_t last_epoch = std::max<int64_t>(0, steps - model_sampler_.batches_per_epoch());
+    double last_total = 0;
     for (int64_t s = 0; s < steps; ++s) {
       sgd_->set_lr(sched.at((double)s));
       std::vector<int64_t> idx = model_sampler_.next();
@@ -385,12 +511,15 @@ private:
       Tensor labels = index_select0(labels_dev_, idx_t);
       Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
       autograd::clear_tape();
-      autograd::backward(attack_loss(x, labels));
+      Tensor loss = attack_loss(x, labels);
+      autograd::backward(loss);
       sgd_->step();
       sgd_->zero_grad();
+      if (s >= last_epoch) last_total += loss.item();
     }
     sgd_->set_lr(base);
     delta_ = saved;
+    return last_total / (double)std::max<int64_t>(1, steps - last_epoch);
   }
 
   // ---- checkpoints
@@ -450,14 +579,17 @@ private:
     p.ratio = cfg_.ratio;
     p.classes = train_.classes;
     p.image_count = n_;
+    res.attacker = learner_;
     res.finished = finished;
     return res;
   }
 
   data::Dataset train_;
   PoisonConfig cfg_;
+  AugmentConfig augment_;  // cfg.augment at cfg.augment_strength
   int64_t n_ = 0;
   Tensor poisoned_, row_mask_, labels_dev_, delta_;
+  std::vector<int64_t> labels_host_;
   std::vector<int64_t> poisoned_list_;
   std::shared_ptr<algorithms::Learner> learner_;
   std::unique_ptr<optim::SGD> sgd_;

@@ -1,7 +1,9 @@
 // Poison generation: contrastive poisoning (the paper's Algorithm 1, sample-wise and class-wise,
-// single and dual branch) and the baselines (uniform random noise, unlearnable examples,
-// adversarial poisoning). Images: datasets u8 [N,H,W,C]; batches and delta f32 [B,C,H,W];
-// delta in unit scale [-1, 1], the pixel perturbation being eps * delta.
+// single and dual branch), the baselines (uniform random noise, unlearnable examples,
+// adversarial poisoning) and the attacks against contrastive learning that came after it (AUE and
+// AAP of Wang et al. 2024, with TUE's class-separability term as an option; docs/attacks.md).
+// Images: datasets u8 [N,H,W,C]; batches and delta f32 [B,C,H,W]; delta in unit scale [-1, 1],
+// the pixel perturbation being eps * delta.
 //
 // Contrastive poisoning, per round t = 1..T:
 //   1. model phase: lr from the schedule at round t; T_θ SGD steps of the attacker's learner on
@@ -12,11 +14,14 @@
 //      augmentations -> loss -> gradient w.r.t. delta only -> delta <- clamp(delta - a sign(g), -1, 1).
 //      Momentum copies keep their EMA updates and MoCo keeps enqueuing keys, as in the release.
 // Class-wise noise is indexed by label, so each class's delta receives the summed gradient of
-// the class's images in the batch.
+// the class's images in the batch. The supervised attacks run the same two phases with a
+// classifier and cross-entropy (unlearnable examples, AUE), or a clean pre-training followed by
+// noise phases only (adversarial poisoning, AAP).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "algorithms/learner.h"
@@ -27,21 +32,26 @@
 
 namespace cpoison::poison {
 
-enum class Attack { cp_sample, cp_class, random, unlearnable, adversarial };
-// "cp-s", "cp-c", "random", "unlearnable", "adversarial"; Error listing them otherwise.
+enum class Attack { cp_sample, cp_class, random, unlearnable, adversarial, aue, aap };
+// "cp-s", "cp-c", "random", "unlearnable", "adversarial", "aue", "aap"; Error listing them otherwise.
 Attack parse_attack(const std::string& name);
 const char* attack_name(Attack a);
+// Whether the attack's model is a supervised classifier (unlearnable, adversarial, aue, aap).
+bool supervised_attack(Attack a);
 
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
-  // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random and unlearnable take either;
-  // adversarial is sample-wise).
+  // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random, unlearnable, aue and aap take
+  // either; adversarial is sample-wise).
   std::string kind = "class";
   algorithms::Algo algo = algorithms::Algo::simclr;  // attacker's algorithm (supervised for UE / adversarial)
   algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
   std::string model = "resnet18";
   models::ModelOptions model_options;
   AugmentConfig augment;  // the attacker's (and victim's) augmentations
+  // > 0: the attacker uses with_strength(augment, augment_strength) (AUE / AAP's strength rule,
+  // augment/augment.h); 0: augment as given.
+  double augment_strength = 0;
 
   double eps = 8.0 / 255.0;  // L-infinity radius in pixel units
   double step = 0.1;         // PGD step a in unit scale (0.1 = eps / 10)
@@ -59,14 +69,31 @@ struct PoisonConfig {
   bool cosine = false;
   double final_lr_fraction = 0.001;
 
-  // Initial delta: "uniform" (U[-1, 1), the release's), "zero", or "file" (init_file: a class-wise
-  // poison copied to every image by its label, or a sample-wise poison of the same images).
+  // Initial delta: "uniform" (U[-1, 1), the release's), "zero", or "file" (init_file: any poison
+  // file, e.g. AUE -> CP-S: a class-wise poison is copied to every image by its label, a
+  // sample-wise one must be of the same images; its noise is rescaled from its eps to this run's,
+  // so the pixel perturbation is kept, clipped to [-1, 1]).
   std::string init = "uniform";
   std::string init_file;
   double ratio = 1.0;  // poisoned fraction of the training set
 
-  // Adversarial poisoning: supervised epochs on clean data before the PGD pass (error-maximising).
+  // Adversarial poisoning and AAP: supervised epochs on clean data before the noise phases, with
+  // a per-step schedule: linear warm-up from 0 over pretrain_warmup_epochs, then a cosine from lr
+  // to 0.
   int64_t pretrain_epochs = 5;
+  int64_t pretrain_warmup_epochs = 0;
+  // AAP: the noise minimises the cross-entropy towards class (y + target_shift) mod classes.
+  int64_t target_shift = 1;
+
+  // TUE's class-separability term (algorithms::class_separability_loss): the noise phase minimises
+  // loss + separability * CSD. 0: off. For attacks that minimise (cp-s, cp-c, unlearnable, aue, aap).
+  // separability_space: "noise" (TUE's release: the batch's perturbations eps * delta, flattened,
+  // grouped by the images' labels) or "embedding" (the attacker's unit-length embeddings of the
+  // first augmented view: the contrastive head output, or a classifier's backbone features).
+  // separability_detach_spread: the release's gradient (the within-class spreads held constant).
+  double separability = 0;
+  std::string separability_space = "noise";
+  bool separability_detach_spread = false;
 
   uint64_t seed = 0;
   Device device = Device::cpu;
@@ -85,14 +112,16 @@ struct PoisonConfig {
   std::function<bool(int64_t rounds_done)> on_round_end;
 
   // Recipes: "cp-c" and "cp-s" with the paper's settings (docs/reference-implementation.md §2) for
-  // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with docs/cpu-scale-reference.md's.
+  // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with docs/cpu-scale-reference.md's;
+  // "aue" / "aap" with Wang et al.'s CIFAR-10 settings and "cpu-small-aue" / "cpu-small-aap"
+  // sized for 2000 Fashion-MNIST images on two cores (docs/attacks.md; algo is not used).
   static PoisonConfig recipe(const std::string& name, algorithms::Algo algo);
   void validate() const;  // Error naming the field
 };
 
 struct RoundStats {
   int64_t round = 0;
-  double model_loss = 0;  // mean over the model phase's steps
+  double model_loss = 0;  // mean over the model phase's steps (adversarial, aap: round 1's last pre-training epoch)
   double noise_loss = 0;  // mean over the noise phase's PGD steps (before each step)
   // The attacker's loss after the round on poisoned and on clean views of the same images
   // (NaN when diagnose_images is 0 or there is no attacker).
@@ -105,6 +134,9 @@ struct PoisonResult {
   Poison poison;
   std::vector<RoundStats> history;  // rounds run by this call
   bool finished = false;            // all rounds done (false when on_round_end stopped the run)
+  // The attacker's model as the run left it (train mode; null for random noise): the classifier
+  // the noise was made against for the supervised attacks. For diagnostics and tests.
+  std::shared_ptr<algorithms::Learner> attacker;
 };
 
 // Generates the poison for `train` (the images it will be added to). dataset_name and subset

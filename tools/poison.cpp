@@ -1,10 +1,13 @@
-// `cpoison poison`: generates a poison (contrastive poisoning CP-S / CP-C, or the baselines:
-// uniform random noise, unlearnable examples, adversarial poisoning) for a training set and
-// writes it as an HDF5 poison file (docs/poison-format.md) plus a PNG of the noise.
+// `cpoison poison`: generates a poison (contrastive poisoning CP-S / CP-C, the baselines:
+// uniform random noise, unlearnable examples, adversarial poisoning, or AUE / AAP: docs/attacks.md)
+// for a training set and writes it as an HDF5 poison file (docs/poison-format.md) plus a PNG of
+// the noise.
 //   cpoison poison --attack cp-c --algo simclr --data cifar10 --out cpc.h5                 (the paper's recipe)
 //   cpoison poison --attack cp-s --algo simclr --data fashion-mnist --recipe cpu-small --out cps.h5
 //   cpoison poison --attack cp-s --data cifar10 --init file --init-file cpc.h5 --out cps.h5 --resume
+//   cpoison poison --attack aue --recipe cpu-small --data fashion-mnist --subset 2000 --out aue.h5
 // A run checkpoints to OUT.ckpt.h5 every --checkpoint-every rounds; --resume continues it.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,13 +40,30 @@ struct Options {
   double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
   int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
   tools::DataOptions data;
+  // AUE / AAP / TUE settings (docs/attacks.md); the recipe's unless given.
+  double augment_strength = 0, separability = 0;
+  int64_t pretrain_warmup_epochs = 0, target_shift = 1;
+  std::string separability_space = "noise";
+  bool separability_detach_spread = false;
 };
 
-bool uses_supervised_model(Attack a) { return a == Attack::unlearnable || a == Attack::adversarial; }
+bool uses_supervised_model(Attack a) { return supervised_attack(a); }
 
 // The PoisonConfig recipe behind --recipe for this attack. CP-S takes the sample-wise schedule;
 // every other attack the class-wise one (its rounds x (model steps, noise batches) loop).
 std::string recipe_for(const std::string& recipe, Attack attack) {
+  // AUE and AAP have recipes of their own, and only they use them.
+  if (attack == Attack::aue || attack == Attack::aap) {
+    const std::string own = attack_name(attack);
+    if (recipe == "paper") return own;
+    if (recipe == "cpu-small") return "cpu-small-" + own;
+    CP_CHECK(recipe == own || recipe == "cpu-small-" + own, "--recipe", "--attack ", own, " takes --recipe paper, cpu-small, ",
+             own, " or cpu-small-", own, ", not ", recipe);
+    return recipe;
+  }
+  for (const char* r : {"aue", "aap", "cpu-small-aue", "cpu-small-aap"})
+    CP_CHECK(recipe != r, "--recipe", "recipe ", recipe, " is for --attack ", recipe.substr(recipe.size() - 3), ", not ",
+             attack_name(attack));
   const bool sample_schedule = attack == Attack::cp_sample;
   if (recipe == "paper") return sample_schedule ? "cp-s" : "cp-c";
   if (recipe == "cpu-small") return sample_schedule ? "cpu-small-cp-s" : "cpu-small-cp-c";
@@ -54,7 +74,8 @@ std::string recipe_for(const std::string& recipe, Attack attack) {
              " (use --recipe paper or cpu-small to follow the attack)");
     return recipe;
   }
-  fail("--recipe", "unknown recipe '", recipe, "' (choose paper, cpu-small, cp-c or cp-s)");
+  fail("--recipe", "unknown recipe '", recipe,
+       "' (choose paper, cpu-small, cp-c, cp-s, cpu-small-cp-c, cpu-small-cp-s, aue, aap, cpu-small-aue or cpu-small-aap)");
 }
 
 void setup(CLI::App& app) {
@@ -67,7 +88,7 @@ void setup(CLI::App& app) {
   };
 
   // ---- attack
-  app.add_option("--attack", o->attack, "cp-s | cp-c | random | unlearnable | adversarial")->required();
+  app.add_option("--attack", o->attack, "cp-s | cp-c | random | unlearnable | adversarial | aue | aap")->required();
   auto* algo_opt = app.add_option("--algo", o->algo,
                  "Attacker's algorithm: simclr | moco | byol (unlearnable and adversarial always train a supervised "
                  "classifier)")
@@ -79,9 +100,10 @@ void setup(CLI::App& app) {
                  "paper: docs/reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); cp-s: "
                  "200 rounds x (one epoch, one pass x 5 PGD steps); batch 512, cosine lr); cpu-small: "
                  "docs/cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, cp-s "
-                 "12); cp-c / cp-s: the paper's, named explicitly. Flags given explicitly win.")
+                 "12); cp-c / cp-s: the paper's, named explicitly; --attack aue / aap: their papers' CIFAR-10 settings "
+                 "(aue, aap) or cpu-small-aue / cpu-small-aap (docs/attacks.md). Flags given explicitly win.")
       ->capture_default_str();
-  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random and unlearnable; default sample)");
+  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random, unlearnable, aue, aap; default sample)");
   // ---- noise
   app.add_option("--eps", o->eps, "L-infinity radius in pixel units, a number or a fraction (8/255)")
                       ->capture_default_str();
@@ -97,11 +119,37 @@ void setup(CLI::App& app) {
              [o](PoisonConfig& c) { c.pgd_steps = o->pgd_steps; });
   overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]"),
              [o](PoisonConfig& c) { c.ratio = o->ratio; });
-  app.add_option("--init", o->init, "Initial noise: uniform | zero | file")->capture_default_str();
+  auto* init_opt = app.add_option("--init", o->init, "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
   app.add_option("--init-file", o->init_file,
                  "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
   overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first"),
              [o](PoisonConfig& c) { c.pretrain_epochs = o->pretrain_epochs; });
+  // ---- AUE / AAP / TUE (docs/attacks.md)
+  overriding(app.add_option("--pretrain-warmup-epochs", o->pretrain_warmup_epochs,
+                            "Adversarial / AAP pre-training: linear warm-up epochs before the cosine (aap: 10, cpu-small-aap: 3)")
+                 ->check(CLI::NonNegativeNumber),
+             [o](PoisonConfig& c) { c.pretrain_warmup_epochs = o->pretrain_warmup_epochs; });
+  overriding(app.add_option("--target-shift", o->target_shift, "AAP: the noise pushes class y towards (y + SHIFT) mod classes")
+                 ->check(CLI::PositiveNumber),
+             [o](PoisonConfig& c) { c.target_shift = o->target_shift; });
+  overriding(app.add_option("--augment-strength", o->augment_strength,
+                            "AUE / AAP augmentation strength s in [0, 2]: crop area from max(1 - 0.9 s, 0.05), jitter 0.4 s "
+                            "with p min(0.99, 0.8 s), gray p 0.2 s (0: the --augment list as is; aue 0.6, aap 0.4)")
+                 ->check(CLI::Range(0.0, 2.0)),
+             [o](PoisonConfig& c) { c.augment_strength = o->augment_strength; });
+  overriding(app.add_option("--separability", o->separability,
+                            "Weight of TUE's class-separability term added to the noise objective (0: off; cp-s, cp-c, "
+                            "unlearnable, aue, aap)")
+                 ->check(CLI::NonNegativeNumber),
+             [o](PoisonConfig& c) { c.separability = o->separability; });
+  overriding(app.add_option("--separability-space", o->separability_space,
+                            "Where the separability term is measured: noise (TUE's: the perturbations) | embedding (the "
+                            "attacker's normalised embeddings of the views)")
+                 ->check(CLI::IsMember({"noise", "embedding"})),
+             [o](PoisonConfig& c) { c.separability_space = o->separability_space; });
+  overriding(app.add_flag("--separability-detach-spread", o->separability_detach_spread,
+                          "Separability gradient as TUE's release has it (within-class spreads held constant)"),
+             [o](PoisonConfig& c) { c.separability_detach_spread = o->separability_detach_spread; });
   // ---- attacker's model and optimiser
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
@@ -123,7 +171,8 @@ void setup(CLI::App& app) {
              [o](PoisonConfig& c) { c.final_lr_fraction = o->final_lr_fraction; });
   auto* augment_opt = app.add_option("--augment", o->augment,
                                      "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
-                                     "unlearnable and adversarial: crop-flip)");
+                                     "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
+                                     "--augment-strength)");
   app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")->capture_default_str();
   app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
       ->capture_default_str();
@@ -149,7 +198,9 @@ void setup(CLI::App& app) {
   // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
   app.add_option("--stop-after-rounds", o->stop_after_rounds)->group("");
 
-  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt] {
+  CLI::Option* pgd_opt = app.get_option("--pgd-steps");
+  CLI::Option* step_opt = app.get_option("--step");
+  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt] {
     const auto t0 = std::chrono::steady_clock::now();
     const Attack attack = parse_attack(o->attack);
     const double eps = tools::parse_fraction(o->eps, "--eps");
@@ -179,14 +230,22 @@ void setup(CLI::App& app) {
     cfg.model = o->model;
     cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;
     cfg.model_options.in_channels = ds.channels();
-    std::string aug = augment_opt->count()     ? o->augment
-                      : uses_supervised_model(attack) ? "crop-flip"
-                      : cpu_small              ? "cpu-small"
-                                               : "simclr";
+    // The supervised baselines use crop-flip; AUE and AAP the contrastive list (at their strength).
+    const bool crop_flip_baseline = attack == Attack::unlearnable || attack == Attack::adversarial;
+    std::string aug = augment_opt->count()  ? o->augment
+                      : crop_flip_baseline ? "crop-flip"
+                      : cpu_small          ? "cpu-small"
+                                           : "simclr";
     cfg.augment = algorithms::make_augment(aug, ds.name, ds.channels(), ds.height(), ds.width());
-    if (uses_supervised_model(attack)) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
+    if (crop_flip_baseline) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
+    // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
+    if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
     for (auto& [opt, apply] : *overrides)
       if (opt->count()) apply(cfg);
+    // AAP's step is 2.5 eps / iterations (aap.py): it follows --pgd-steps unless --step is given.
+    // (At most 2, the width of [-1, 1]: one step then reaches any value.)
+    if (attack == Attack::aap && pgd_opt->count() && !step_opt->count())
+      cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
     if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
     algorithms::AlgoConfig& ac = cfg.algo_config;
     if (o->temperature > 0) ac.temperature = o->temperature;
@@ -199,7 +258,11 @@ void setup(CLI::App& app) {
     ac.byol_detach_target = o->byol_detach_target;
     ac.loss_scale = o->loss_scale;
     ac.seed = o->seed;
-    cfg.init = !o->init_file.empty() && o->init == "uniform" ? "file" : o->init;
+    // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
+    CP_CHECK(o->init_file.empty() || !init_opt->count() || o->init == "file", "--init-file",
+             "starts from a file; it cannot go with --init ", o->init);
+    if (!o->init_file.empty()) cfg.init = "file";
+    else if (init_opt->count()) cfg.init = o->init;
     cfg.init_file = o->init_file;
     cfg.seed = o->seed;
     cfg.device = device;
@@ -236,6 +299,12 @@ void setup(CLI::App& app) {
                             {"init_file", cfg.init_file},
                             {"ratio", cfg.ratio},
                             {"pretrain_epochs", cfg.pretrain_epochs},
+                            {"pretrain_warmup_epochs", cfg.pretrain_warmup_epochs},
+                            {"target_shift", cfg.target_shift},
+                            {"augment_strength", cfg.augment_strength},
+                            {"separability", cfg.separability},
+                            {"separability_space", cfg.separability_space},
+                            {"separability_detach_spread", cfg.separability_detach_spread},
                             {"model", cfg.model},
                             {"width", cfg.model_options.width},
                             {"augment", aug},
@@ -268,6 +337,17 @@ void setup(CLI::App& app) {
       std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
                    cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
                    o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+    if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
+      char line[256];
+      int at = std::snprintf(line, sizeof line, "  augment strength %g", cfg.augment_strength);
+      if (attack == Attack::aap)
+        at += std::snprintf(line + at, sizeof line - at, ", pre-training %lld epochs (warm-up %lld), target (y + %lld) mod classes",
+                            (long long)cfg.pretrain_epochs, (long long)cfg.pretrain_warmup_epochs, (long long)cfg.target_shift);
+      if (cfg.separability > 0)
+        std::snprintf(line + at, sizeof line - at, ", separability %g on the %s%s", cfg.separability,
+                      cfg.separability_space.c_str(), cfg.separability_detach_spread ? " (spreads detached)" : "");
+      std::fprintf(stderr, "%s\n", line);
+    }
     if (!o->resume && std::filesystem::exists(cfg.checkpoint_path))
       std::fprintf(stderr, "  note: %s exists; starting over (pass --resume to continue it)\n", cfg.checkpoint_path.c_str());
 
@@ -304,5 +384,5 @@ void setup(CLI::App& app) {
 }
 
 }  // namespace
-CPOISON_COMMAND(poison, "Generate a poison (CP-S, CP-C, random, unlearnable, adversarial); write an HDF5 poison file",
+CPOISON_COMMAND(poison, "Generate a poison (CP-S, CP-C, random, unlearnable, adversarial, AUE, AAP); write an HDF5 poison file",
                 setup);

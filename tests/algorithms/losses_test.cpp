@@ -91,6 +91,75 @@ TEST_CASE("losses reject mismatched shapes and bad temperatures") {
   CHECK_THROWS_AS(negative_cosine_loss(a, b), Error);
 }
 
+TEST_CASE("class_separability_loss: hand-computed Davies-Bouldin ratio") {
+  // Class 0 at 0 and 2 (centre 1, spread 1), class 1 at 10 and 12 (centre 11, spread 1): both
+  // ordered pairs give (1 + 1 + 1e-5) / (10 + 1e-5).
+  Tensor x = t64({0, 2, 10, 12}, {4, 1});
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 0, 1, 1}, {4});
+  CHECK(class_separability_loss(x, y).item() == doctest::Approx((2 + 1e-5) / (10 + 1e-5)).epsilon(1e-9));
+  // Labels need not be contiguous or sorted; absent classes are skipped.
+  Tensor y2 = Tensor::from_vector(std::vector<int64_t>{7, 7, 3, 3}, {4});
+  CHECK(class_separability_loss(x, y2).item() == doctest::Approx((2 + 1e-5) / (10 + 1e-5)).epsilon(1e-9));
+  // Three classes in 2-D: centres (0,0), (4,0), (0,3), single rows (spread 0): the mean over six
+  // ordered pairs of 1e-5 / (M + 1e-5) with M = 4, 3, 5 (each twice).
+  Tensor x3 = t64({0, 0, 4, 0, 0, 3}, {3, 2});
+  Tensor y3 = Tensor::from_vector(std::vector<int64_t>{0, 1, 2}, {3});
+  double expect = (1e-5 / (4 + 1e-5) + 1e-5 / (3 + 1e-5) + 1e-5 / (5 + 1e-5)) / 3;
+  CHECK(class_separability_loss(x3, y3).item() == doctest::Approx(expect).epsilon(1e-6));
+  // One class: 0, as in the release.
+  Tensor one = Tensor::from_vector(std::vector<int64_t>{2, 2, 2, 2}, {4});
+  CHECK(class_separability_loss(x, one).item() == 0.0);
+}
+
+TEST_CASE("class_separability_loss: tight separated clusters score lower than mixed ones") {
+  // Four classes, eight rows each, around far-apart centres; then the same rows with labels
+  // that cut across the clusters.
+  Generator g(21);
+  Tensor centres = mul_scalar(uniform({4, 6}, -1, 1, g, DType::f64), 5.0);
+  std::vector<int64_t> lab(32), mixed(32);
+  for (int64_t i = 0; i < 32; ++i) lab[i] = i % 4, mixed[i] = (i / 4) % 4;
+  Tensor y = Tensor::from_vector(lab, {32}), ym = Tensor::from_vector(mixed, {32});
+  Tensor x = add(index_select0(centres, y), mul_scalar(uniform({32, 6}, -1, 1, g, DType::f64), 0.3));
+  double separated = class_separability_loss(x, y).item(), shuffled = class_separability_loss(x, ym).item();
+  CHECK(separated < 0.5);
+  CHECK(shuffled > 2.0);
+  // Pulling each class towards its centre lowers it further.
+  Tensor tighter = add(index_select0(centres, y), mul_scalar(sub(x, index_select0(centres, y)), 0.5));
+  CHECK(class_separability_loss(tighter, y).item() < separated);
+}
+
+TEST_CASE("class_separability_loss gradient check; detach_spread drops the spread path") {
+  Tensor x = rand64({9, 5}, 31);
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0, 1, 2, 0, 1, 0}, {9});
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return class_separability_loss(in[0], y); }, {x});
+  Tensor x2 = rand64({4, 3}, 32);
+  Tensor y2 = Tensor::from_vector(std::vector<int64_t>{1, 1, 0, 0}, {4});
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return class_separability_loss(in[0], y2); }, {x2});
+  // Moving the two rows of class 1 apart symmetrically keeps every centre and changes only the
+  // spread: the full gradient sees it, the detached one does not.
+  Tensor v = t64({1, 1, 1, -1, -1, -1, 0, 0, 0, 0, 0, 0}, {4, 3});
+  auto directional = [&](bool detach) {
+    Tensor leaf = x2.detach().set_requires_grad(true);
+    Tensor g = autograd::grad(class_separability_loss(leaf, y2, detach), {leaf})[0];
+    return sum(mul(g, v)).item();
+  };
+  CHECK(std::fabs(directional(false)) > 1e-6);
+  CHECK(std::fabs(directional(true)) < 1e-12);
+  // A row equal to its class centre (a class-wise pattern repeated) has a finite zero gradient.
+  Tensor rep = t64({1, 2, 1, 2, -3, 0, -3, 0}, {4, 2}).set_requires_grad(true);
+  Tensor g = autograd::grad(class_separability_loss(rep, y2), {rep})[0];
+  for (double e : g.to_vector<double>()) CHECK(std::isfinite(e));
+}
+
+TEST_CASE("class_separability_loss rejects bad shapes and labels") {
+  Tensor x = rand64({3, 2}, 1, false);
+  CHECK_THROWS_WITH_AS(class_separability_loss(x, Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})),
+                       doctest::Contains("labels must be [3]"), Error);
+  CHECK_THROWS_WITH_AS(class_separability_loss(x, Tensor::from_vector(std::vector<int64_t>{0, -1, 1}, {3})),
+                       doctest::Contains(">= 0"), Error);
+  CHECK_THROWS_AS(class_separability_loss(rand64({6}, 1, false), Tensor::from_vector(std::vector<int64_t>{0}, {1})), Error);
+}
+
 TEST_CASE("make_key_queue: unit-length random rows, reproducible from the seed") {
   Generator g1(5, 1), g2(5, 1);
   Tensor q1 = make_key_queue(6, 3, g1), q2 = make_key_queue(6, 3, g2);

@@ -290,3 +290,29 @@ TEST_CASE("colour kernels: CUDA matches the CPU reference") {
   for (size_t i = 0; i < y_cpu.size(); ++i) CHECK(y_gpu[i] == doctest::Approx(y_cpu[i]).epsilon(1e-4).scale(1.0));
   for (size_t i = 0; i < gx_cpu.size(); ++i) CHECK(gx_gpu[i] == doctest::Approx(gx_cpu[i]).epsilon(1e-3).scale(1.0));
 }
+
+TEST_CASE("with_strength: AUE / AAP's augmentation strength rule") {
+  AugmentConfig base = AugmentConfig::simclr_cifar(32);
+  AugmentConfig s6 = with_strength(base, 0.6);  // AUE's CIFAR-10 strength
+  CHECK(s6.scale_min == doctest::Approx(0.46));
+  CHECK(s6.brightness_strength == doctest::Approx(0.24));
+  CHECK(s6.contrast_strength == doctest::Approx(0.24));
+  CHECK(s6.saturation_strength == doctest::Approx(0.24));
+  CHECK(s6.hue_strength == doctest::Approx(0.06));
+  CHECK(s6.jitter_p == doctest::Approx(0.48));
+  CHECK(s6.grayscale_p == doctest::Approx(0.12));
+  CHECK(s6.flip_p == base.flip_p);
+  AugmentConfig s1 = with_strength(base, 1.0);
+  CHECK(s1.scale_min == doctest::Approx(0.1));
+  CHECK(s1.jitter_p == doctest::Approx(0.8));
+  AugmentConfig s2 = with_strength(base, 2.0);
+  CHECK(s2.scale_min == doctest::Approx(0.05));
+  CHECK(s2.jitter_p == doctest::Approx(0.99));
+  // The ops a pipeline leaves out stay out (the cpu-small list has no saturation, hue or gray).
+  AugmentConfig small = with_strength(AugmentConfig::cpu_small(), 0.4);
+  CHECK_FALSE(small.saturation);
+  CHECK_FALSE(small.grayscale);
+  CHECK(small.out_h == 28);
+  CHECK(small.scale_min == doctest::Approx(0.64));
+  CHECK_THROWS_WITH_AS(with_strength(base, 2.5), doctest::Contains("strength must be in [0, 2]"), Error);
+}

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "engine/data/dataset.h"
+#include "poison/poison_file.h"
 #include "tools/experiment/demo.h"
 #include "tools/experiment/runner.h"
 
@@ -615,4 +616,72 @@ TEST_CASE("experiment poison jobs: the configuration holds only what the attack 
   a.poison.cp_s_init = c.poison.cp_s_init = "cp-c";
   CHECK(job("cp-s", "sample", a).config != job("cp-s", "sample", c).config);
   CHECK(job("cp-c", "class", a).config != job("cp-c", "class", c).config);
+}
+
+TEST_CASE("experiment: aue and aap cells take supervised attackers; their settings reach only their poisons") {
+  Settings s;
+  CellKeys col, row;
+  col.victim = "simclr";
+  for (const char* attack : {"aue", "aap"}) {
+    CAPTURE(attack);
+    row.attack = attack;
+    row.attacker.reset();
+    CellSpec c = merge_cell(col, row, s, "test");
+    CHECK(c.attacker == "supervised");
+    CHECK(c.kind == "sample");
+    row.attacker = "simclr";
+    CHECK_THROWS_WITH_AS(merge_cell(col, row, s, "test"), doctest::Contains("uses a supervised attacker"), Error);
+  }
+  auto job = [](const std::string& attack, const std::string& kind, const Settings& st) {
+    const std::string attacker = attack == "cp-c" ? "simclr" : "supervised";
+    return make_poison_job(attack, attacker, kind, true, st.poison.eps, 1.0, st.model, st.data, st);
+  };
+  Settings b = s;
+  b.poison.aue_rounds = 3;
+  b.poison.aap_pgd_steps = 7;
+  CHECK(job("cp-c", "class", s).config == job("cp-c", "class", b).config);
+  CHECK(job("aue", "sample", s).config != job("aue", "sample", b).config);
+  CHECK(job("aap", "sample", s).config != job("aap", "sample", b).config);
+  CHECK(job("aue", "sample", s).config["poison"].contains("aue_rounds"));
+  CHECK_FALSE(job("aue", "sample", s).config["poison"].contains("aap_pgd_steps"));
+  CHECK(job("aue", "sample", s).config["augment"] == s.victim.augment);  // the contrastive list, not crop-flip
+  CHECK(job("aue", "class", s).id == "poison-aue-supervised-class");
+  // The separability weight appears only when it is on (caches made before it stay valid).
+  CHECK_FALSE(job("cp-c", "class", s).config["poison"].contains("separability"));
+  Settings sep = s;
+  sep.poison.separability = 0.1;
+  CHECK(job("cp-c", "class", sep).config["poison"]["separability"].get<double>() == doctest::Approx(0.1));
+  CHECK(job("cp-c", "class", s).config != job("cp-c", "class", sep).config);
+  sep.poison.aue_strength = 3;
+  CHECK_THROWS_WITH_AS(sep.validate("test"), doctest::Contains("aue_strength"), Error);
+}
+
+TEST_CASE("experiment: AUE and AAP poisons run through the runner on a tiny set") {
+  TempDir d("aue-aap");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("p.toml"), R"toml(title = "aue-aap"
+columns = [ { label = "Supervised", victim = "supervised" } ]
+rows = [
+  { label = "AUE", attack = "aue" },
+  { label = "AAP", attack = "aap" },
+]
+[scale.tiny]
+poison.aue_rounds = 1
+poison.aue_model_steps = 1
+poison.aue_pgd_steps = 1
+poison.aap_pretrain_epochs = 1
+poison.aap_pgd_steps = 2
+poison.separability = 0.5
+)toml");
+  Preset p = load_preset(d.file("p.toml"), "tiny", d.path.string());
+  ExperimentReport r = run_experiment(p, quiet_options(d));
+  CHECK(r.ran == r.cells);
+  CHECK(r.cells == 4);  // two poisons, two victims
+  for (const char* id : {"poison-aue-supervised", "poison-aap-supervised"}) {
+    CAPTURE(id);
+    REQUIRE(fs::exists(r.root + "/" + id + "/poison.h5"));
+    poison::Poison ps = poison::load_poison(r.root + "/" + id + "/poison.h5");
+    CHECK(ps.algorithm == "supervised");
+    CHECK(ps.kind == "sample");
+  }
 }

@@ -282,3 +282,71 @@ TEST_CASE("cpoison poison and export reject bad input with a message naming the 
   CHECK(missing_out.code != 0);
   CHECK(missing_out.output.find("--out") != std::string::npos);
 }
+
+TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new options and their errors") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  std::string data = write_tiny(dir);
+  const std::string tiny = " --width 2 --batch-size 8 --subset 0 --progress-seconds -1 --data '" + data + "'";
+  RunResult aue = run_cpoison("poison --attack aue --recipe cpu-small --kind class --rounds 1 --model-steps 1" + tiny +
+                              " --separability 0.5 --out '" + (dir / "aue.h5") + "'");
+  INFO(aue.output);
+  REQUIRE(aue.code == 0);
+  poison::Poison p = poison::load_poison(dir / "aue.h5");
+  CHECK(p.attack == "aue");
+  CHECK(p.kind == "class");
+  CHECK(p.algorithm == "supervised");
+  CHECK(all_within_unit(p.delta));
+  io::Attrs a = io::H5Reader(dir / "aue.h5").file_attrs();
+  CHECK(std::get<std::string>(a.at("recipe")) == "cpu-small-aue");
+  CHECK(std::get<std::string>(a.at("augment")) == "cpu-small");
+  nlohmann::json settings = nlohmann::json::parse(std::get<std::string>(a.at("settings")));
+  CHECK(settings["augment_strength"].get<double>() == doctest::Approx(0.6));
+  CHECK(settings["pgd_steps"].get<int64_t>() == 1);  // class-wise AUE: one PGD step per batch
+  CHECK(settings["separability"].get<double>() == doctest::Approx(0.5));
+  CHECK(settings["init"] == "zero");  // the recipe's start, not the CP default
+
+  RunResult aap = run_cpoison("poison --attack aap --recipe cpu-small-aap --pretrain-epochs 1 --pretrain-warmup-epochs 1 "
+                              "--pgd-steps 2 --target-shift 3 --augment-strength 0.8" + tiny + " --out '" + (dir / "aap.h5") + "'");
+  INFO(aap.output);
+  REQUIRE(aap.code == 0);
+  p = poison::load_poison(dir / "aap.h5");
+  CHECK(p.attack == "aap");
+  CHECK(p.kind == "sample");
+  CHECK(p.delta.shape() == Shape{40, 1, 8, 8});
+  settings = nlohmann::json::parse(std::get<std::string>(io::H5Reader(dir / "aap.h5").file_attrs().at("settings")));
+  CHECK(settings["target_shift"].get<int64_t>() == 3);
+  CHECK(settings["augment_strength"].get<double>() == doctest::Approx(0.8));
+  CHECK(settings["step"].get<double>() == doctest::Approx(2.5 / 2));  // AAP's step follows --pgd-steps: 2.5 / steps
+
+  // CP-S from the AUE poison (class-wise, copied by label).
+  RunResult cps = run_cpoison("poison --attack cp-s --recipe cpu-small --rounds 1 --model-steps 1 --noise-batches 1 --init-file '" +
+                              (dir / "aue.h5") + "'" + tiny + " --out '" + (dir / "cps.h5") + "'");
+  INFO(cps.output);
+  REQUIRE(cps.code == 0);
+  CHECK(poison::load_poison(dir / "cps.h5").delta.shape() == Shape{40, 1, 8, 8});
+
+  const std::string out = " --out '" + (dir / "bad.h5") + "'";
+  struct Case {
+    std::string args, expected;
+  } cases[] = {
+      {"poison --attack aue --recipe cpu-small-aap" + tiny + out, "takes --recipe paper, cpu-small, aue or cpu-small-aue"},
+      {"poison --attack cp-s --recipe cpu-small-aue" + tiny + out, "is for --attack aue"},
+      {"poison --attack aue --augment-strength 3" + tiny + out, "--augment-strength"},
+      {"poison --attack aap --target-shift 0" + tiny + out, "--target-shift"},
+      {"poison --attack aap --target-shift 4 --pretrain-epochs 0 --pretrain-warmup-epochs 0 --pgd-steps 1" + tiny + out,
+       "must differ from y"},
+      {"poison --attack adversarial --separability 1" + tiny + out, "not adversarial"},
+      {"poison --attack aue --separability-space pixels" + tiny + out, "--separability-space"},
+      {"poison --attack cp-c --init-file '" + (dir / "aap.h5") + "'" + tiny + out, "holds sample-wise noise"},
+      {"poison --attack cp-s --init zero --init-file '" + (dir / "aap.h5") + "'" + tiny + out, "cannot go with --init zero"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = run_cpoison(c.args);
+    INFO(c.args);
+    INFO(r.output);
+    CHECK(r.code != 0);
+    CHECK(r.output.find(c.expected) != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(dir / "bad.h5"));
+}

@@ -178,7 +178,7 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
   } else if (a == "random") {
     c.attacker = "none";
     if (c.kind.empty()) c.kind = "sample";
-  } else if (a == "unlearnable" || a == "adversarial") {
+  } else if (a == "unlearnable" || a == "adversarial" || a == "aue" || a == "aap") {
     CP_CHECK(c.attacker.empty() || c.attacker == "supervised", where, "attack ", a,
              " uses a supervised attacker, not '", c.attacker, "'");
     c.attacker = "supervised";
@@ -244,15 +244,21 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
     const bool cp_c_key = k.rfind("cp_c_", 0) == 0, cp_s_key = k.rfind("cp_s_", 0) == 0;
     if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
         (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
-        (k.rfind("adversarial_", 0) == 0 && attack != "adversarial"))
+        (k.rfind("adversarial_", 0) == 0 && attack != "adversarial") || (k.rfind("aue_", 0) == 0 && attack != "aue") ||
+        (k.rfind("aap_", 0) == 0 && attack != "aap"))
       unread.push_back(k);
   }
+  // The separability term only exists when it is on (so poisons cached before it keep their
+  // configuration) and for the attacks that minimise their loss.
+  if (s.poison.separability == 0 || attack == "random" || attack == "adversarial")
+    unread.insert(unread.end(), {"separability", "separability_space"});
   for (const auto& k : unread) poison.erase(k);
   DataSettings d = data;
   j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
               {"dual_branch", j.dual_branch}, {"eps", eps}, {"ratio", ratio}, {"model", model},
               {"width", s.width}, {"seed", s.seed}, {"data", to_json_fields(d)}, {"poison", poison},
-              {"augment", attacker == "supervised" ? std::string("crop-flip") : s.victim.augment},
+              {"augment", attacker == "supervised" && attack != "aue" && attack != "aap" ? std::string("crop-flip")
+                                                                                        : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
   if (attack == "random") {  // only eps, kind, ratio, seed and the data matter
     j.config.erase("poison");
@@ -583,7 +589,8 @@ double poison_round_views(const poison::PoisonConfig& c, int64_t n, bool contras
   const int64_t model_steps = c.model_steps > 0 ? c.model_steps : per_epoch;
   const int64_t noise_batches = c.noise_batches > 0 ? c.noise_batches : std::max<int64_t>(1, m / bs);
   const double views = contrastive ? 2.0 : 1.0;
-  double model = c.attack == poison::Attack::adversarial ? 0.0 : (double)(model_steps * std::min(c.batch_size, n)) * views;
+  const bool noise_only = c.attack == poison::Attack::adversarial || c.attack == poison::Attack::aap;
+  double model = noise_only ? 0.0 : (double)(model_steps * std::min(c.batch_size, n)) * views;
   return model + (double)(noise_batches * c.pgd_steps * bs) * views;
 }
 
@@ -607,6 +614,25 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     if (a.lr > 0) c.lr = a.lr;
     c.algo_config = algo_config(job.attacker, s, job.dual_branch);
     c.augment = train_augment(s.victim, train);
+  } else if (attack == Attack::aue || attack == Attack::aap) {
+    // Supervised attackers under the victims' contrastive augmentations at the attack's strength.
+    c = poison::PoisonConfig::recipe((ps.recipe == "paper" ? "" : "cpu-small-") + job.attack, Algo::supervised);
+    c.kind = job.kind;
+    c.augment = train_augment(s.victim, train);
+    if (attack == Attack::aue) {
+      if (ps.aue_rounds > 0) c.rounds = ps.aue_rounds;
+      if (ps.aue_model_steps > 0) c.model_steps = ps.aue_model_steps;
+      if (job.kind == "class") c.pgd_steps = 1;  // aue.py's class-wise rule
+      if (ps.aue_pgd_steps > 0) c.pgd_steps = ps.aue_pgd_steps;
+      if (ps.aue_strength > 0) c.augment_strength = ps.aue_strength;
+    } else {
+      if (ps.aap_pretrain_epochs > 0) {
+        c.pretrain_epochs = ps.aap_pretrain_epochs;
+        c.pretrain_warmup_epochs = std::min(c.pretrain_warmup_epochs, c.pretrain_epochs);
+      }
+      if (ps.aap_pgd_steps > 0) c.pgd_steps = ps.aap_pgd_steps, c.step = std::min(2.0, 2.5 / (double)ps.aap_pgd_steps);
+      if (ps.aap_strength > 0) c.augment_strength = ps.aap_strength;
+    }
   } else {
     c.attack = attack;
     c.kind = job.kind;
@@ -640,6 +666,10 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   c.ratio = job.ratio;
   c.seed = s.seed;
   c.checkpoint_every = ps.checkpoint_every;
+  if (attack != Attack::random && attack != Attack::adversarial) {
+    c.separability = ps.separability;
+    c.separability_space = ps.separability_space;
+  }
   return c;
 }
 

@@ -32,7 +32,7 @@ namespace cpoison::tools::experiment {
 
 struct PoisonJob {
   std::string id;
-  std::string attack;    // random | cp-s | cp-c | unlearnable | adversarial
+  std::string attack;    // random | cp-s | cp-c | unlearnable | adversarial | aue | aap
   std::string attacker;  // simclr | moco | byol | supervised | none (random)
   std::string kind;      // sample | class
   bool dual_branch = true;

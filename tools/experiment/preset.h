@@ -29,9 +29,9 @@ namespace cpoison::tools::experiment {
 // The keys a row or column may set; unset keys take the defaults of CellSpec (cells.h).
 struct CellKeys {
   std::optional<std::string> victim;          // simclr | moco | byol | supervised
-  std::optional<std::string> attack;          // none | random | cp-s | cp-c | unlearnable | adversarial | clean-only
+  std::optional<std::string> attack;          // none | random | cp-s | cp-c | unlearnable | adversarial | aue | aap | clean-only
   std::optional<std::string> attacker;        // the attacker's algorithm ("" / unset: the victim's)
-  std::optional<std::string> kind;            // sample | class (random / unlearnable noise)
+  std::optional<std::string> kind;            // sample | class (random / unlearnable / aue / aap noise)
   std::optional<bool> dual_branch;            // attacker's dual-branch gradient (default true)
   std::optional<double> ratio;                // poisoned fraction (clean-only: the fraction left out)
   std::optional<double> eps;                  // overrides poison.eps

@@ -83,6 +83,15 @@ void Settings::validate(const std::string& where) const {
   CP_CHECK(poison.unlearnable_rounds >= 1 && poison.unlearnable_model_steps >= 0 && poison.unlearnable_pgd_steps >= 1 &&
                poison.adversarial_pretrain_epochs >= 0 && poison.adversarial_pgd_steps >= 1,
            where, "poison.unlearnable_* / adversarial_* out of range");
+  for (int64_t v : {poison.aue_rounds, poison.aue_model_steps, poison.aue_pgd_steps, poison.aap_pretrain_epochs,
+                    poison.aap_pgd_steps})
+    CP_CHECK(v >= 0, where, "poison.aue_* / aap_* counts must be >= 0 (0: the recipe's), got ", v);
+  for (double v : {poison.aue_strength, poison.aap_strength})
+    CP_CHECK(v >= 0 && v <= 2, where, "poison.aue_strength / aap_strength must be in [0, 2] (0: the recipe's), got ", v);
+  CP_CHECK(std::isfinite(poison.separability) && poison.separability >= 0, where, "poison.separability must be >= 0, got ",
+           poison.separability);
+  CP_CHECK(poison.separability_space == "noise" || poison.separability_space == "embedding", where,
+           "poison.separability_space '", poison.separability_space, "' is not noise or embedding");
   CP_CHECK(poison.checkpoint_every >= 0, where, "poison.checkpoint_every must be >= 0");
   CP_CHECK(eval.probe == "features" || eval.probe == "sgd", where, "eval.probe '", eval.probe,
            "' is not features or sgd");

@@ -128,6 +128,18 @@ struct PoisonSettings {
   // Baselines against supervised learning (attacker: a supervised model of the same backbone).
   int64_t unlearnable_rounds = 10, unlearnable_model_steps = 10, unlearnable_pgd_steps = 20;
   int64_t adversarial_pretrain_epochs = 5, adversarial_pgd_steps = 10;
+  // AUE and AAP (docs/attacks.md): PoisonConfig recipe "cpu-small-aue" / "cpu-small-aap" (recipe
+  // cpu-small) or "aue" / "aap" (paper), which these override (0 keeps the recipe's). Class-wise
+  // AUE takes 1 PGD step unless aue_pgd_steps is set; aap_pgd_steps also sets AAP's step to
+  // 2.5 / steps (2.5 eps / iterations, as aap.py; at most 2).
+  int64_t aue_rounds = 0, aue_model_steps = 0, aue_pgd_steps = 0;
+  double aue_strength = 0;
+  int64_t aap_pretrain_epochs = 0, aap_pgd_steps = 0;
+  double aap_strength = 0;
+  // TUE's class-separability weight in the noise objective of cp-s, cp-c, unlearnable, aue and aap
+  // (0: off), measured on the noise (TUE's) or the attacker's embeddings.
+  double separability = 0;
+  std::string separability_space = "noise";
   int64_t checkpoint_every = 1;                       // rounds between resumable checkpoints
 
   template <class V>
@@ -147,6 +159,15 @@ struct PoisonSettings {
     v("unlearnable_pgd_steps", unlearnable_pgd_steps, "unlearnable examples: PGD steps per batch");
     v("adversarial_pretrain_epochs", adversarial_pretrain_epochs, "adversarial poisoning: clean supervised epochs");
     v("adversarial_pgd_steps", adversarial_pgd_steps, "adversarial poisoning: PGD steps per batch");
+    v("aue_rounds", aue_rounds, "AUE: rounds (0: the recipe's, cpu-small 8, paper 60)");
+    v("aue_model_steps", aue_model_steps, "AUE: model steps per round (0: the recipe's, one epoch)");
+    v("aue_pgd_steps", aue_pgd_steps, "AUE: PGD steps per batch (0: the recipe's, cpu-small 3, paper 5; class-wise 1)");
+    v("aue_strength", aue_strength, "AUE: augmentation strength (0: the recipe's, 0.6)");
+    v("aap_pretrain_epochs", aap_pretrain_epochs, "AAP: clean epochs of the reference classifier (0: the recipe's, cpu-small 12, paper 40)");
+    v("aap_pgd_steps", aap_pgd_steps, "AAP: PGD steps per batch, step 2.5 / steps (0: the recipe's, cpu-small 20, paper 250)");
+    v("aap_strength", aap_strength, "AAP: augmentation strength (0: the recipe's, 0.4)");
+    v("separability", separability, "weight of TUE's class-separability term (0: off)");
+    v("separability_space", separability_space, "noise | embedding: where the separability term is measured");
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
   }
 };
