@@ -376,6 +376,8 @@ TEST_CASE("experiment demo --quick writes the summary keys, the table and the po
   o.out = d.file("demo");
   o.progress_seconds = -1;
   o.print = false;
+  o.class_attack = "cp-c";        // the paper's pair, with CP-S chained from CP-C
+  o.contrastive_attack = "cp-s";
   nlohmann::json s = run_demo(o);
   REQUIRE(s["per_seed"].size() == 1);
   const nlohmann::json& st = s["per_seed"][0]["stages"];
@@ -432,6 +434,9 @@ TEST_CASE("experiment demo over seeds: a folder per seed, checks per seed, mean 
   CHECK(md.find("seed 1: ") != std::string::npos);
   o.seeds = {1, 1};
   CHECK_THROWS_WITH_AS(run_demo(o), doctest::Contains("listed twice"), Error);
+  CHECK(demo_attack(DemoOptions().class_attack).kind == "class");  // the defaults name real attacks
+  CHECK(demo_attack(DemoOptions().contrastive_attack).attack == "cp-c");
+  CHECK_THROWS_WITH_AS(demo_attack("cp-x"), doctest::Contains("aue-class"), Error);
   o.seeds = {};
   o.class_attack = "cp-s";
   CHECK_THROWS_WITH_AS(run_demo(o), doctest::Contains("not class-wise"), Error);

@@ -431,7 +431,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
         " training images, the same augmentations on poisoned and clean versions (lower = views closer). Reference "
         "column: probe poisoned / clean; alignment poisoned / clean (N = 5000, 30 epochs; supervised CP-C: 10 rounds).\n";
   md += scaled_notes.empty() ? std::string("\nScaled: nothing (the reference's settings).\n")
-                             : "\nDiffers from the reference (to fit the time budget; docs/experiments.md says why): " + [&] {
+                             : "\nDiffers from the reference (to fit the time budget; docs/experiments.md, \"Calibration history\", says why): " + [&] {
                                  std::string t;
                                  for (const auto& n : scaled_notes) t += (t.empty() ? "" : "; ") + n;
                                  return t;
