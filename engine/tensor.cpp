@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/backend/cpu/allocator.h"
 #include "engine/backend/dispatch.h"
 #include "engine/backend/memory.h"
 
@@ -18,8 +19,9 @@ std::atomic<uint64_t> next_tensor_id{1};
 
 // glibc serves blocks above 32 MB with fresh mmaps and returns freed memory to the kernel, so
 // every large activation of a training step would be page-faulted anew (an 8x slowdown of a
-// 33 MB clone measured here). Keeping large blocks in the heap makes them reusable, like a
-// caching allocator.
+// 33 MB clone measured here). Blocks of 1 MiB and more now come from engine/backend/cpu/
+// allocator.cpp's bounded cache; these settings keep the smaller ones (and other heap users) in
+// the heap.
 const bool heap_tuned = [] {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
@@ -84,9 +86,7 @@ std::ostream& operator<<(std::ostream& os, Device d) { return os << device_name(
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   size_t n = nbytes ? nbytes : 1;
   if (device == Device::cpu) {
-    size_t rounded = (n + 63) / 64 * 64;
-    data_ = std::aligned_alloc(64, rounded);
-    if (!data_) fail("Storage", "out of host memory allocating ", nbytes, " bytes");
+    data_ = cpu::host_alloc(n);
     count_host_alloc(nbytes);
   } else {
 #ifdef CPOISON_CUDA
@@ -99,7 +99,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 
 Storage::~Storage() {
   if (device_ == Device::cpu) {
-    std::free(data_);
+    cpu::host_free(data_, nbytes_ ? nbytes_ : 1);
     host_in_use.fetch_sub(nbytes_, std::memory_order_relaxed);
   } else {
 #ifdef CPOISON_CUDA

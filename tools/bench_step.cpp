@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/backend/cpu/allocator.h"
 #include "engine/backend/cpu/conv.h"
 #include "engine/backend/settings.h"
 #include "engine/ops/loss.h"
@@ -91,7 +92,10 @@ void run_step(const StepOptions& o) {
               (long long)o.image_size, (long long)o.channels, o.repeats, o.warmup);
   std::fflush(stdout);
 
-  const auto runs = time_runs(step, o.repeats, o.warmup);
+  for (int i = 0; i < o.warmup; ++i) step();
+  const auto before = cpu::host_allocator_stats();
+  const auto runs = time_runs(step, o.repeats, 0);
+  const auto after = cpu::host_allocator_stats();
   const double step_s = median(runs);
   const double images_per_s = static_cast<double>(o.batch) / step_s;
   double fastest = runs[0];
@@ -117,6 +121,9 @@ void run_step(const StepOptions& o) {
                    {"step_ms", runs},
                    {"median_step_ms", step_s * 1e3},
                    {"final_loss", last_loss},
+                   // large CPU blocks mapped from the kernel / served from the cache during the timed steps
+                   {"host_maps", after.maps - before.maps},
+                   {"host_cache_hits", after.cache_hits - before.cache_hits},
                    {"images_per_s", images_per_s}};
   for (auto& t : j["step_ms"]) t = t.get<double>() * 1e3;
   std::printf("%s\n", j.dump().c_str());

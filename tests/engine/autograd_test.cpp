@@ -215,8 +215,10 @@ TEST_CASE("the tape lets go: each node's saved tensors are freed once backward h
   CHECK(r_gone);
   CHECK(h2_gone);
   const size_t activation = (size_t)h1.numel() * sizeof(float);  // r and h2 have h1's shape
-  // r, h2 and square's output freed, h1's gradient allocated: at least one activation less.
-  CHECK(at_first_conv + activation <= after_forward);
+  // After forward: h1, r, h2 and the loss (square's output died with its temporary handle). At
+  // the first conv: h1, the loss, h1's gradient and w2's finished gradient; r and h2 are gone.
+  CHECK(after_forward - before == 3 * activation + sizeof(float));
+  CHECK(at_first_conv - before == 2 * activation + sizeof(float) + (size_t)w2.numel() * sizeof(float));
   // After backward: what is left beyond the start is h1, the loss and the two weight gradients.
   const size_t kept = activation + sizeof(float) + (size_t)(w1.numel() + w2.numel()) * sizeof(float);
   CHECK(host_bytes_in_use() - before == kept);
