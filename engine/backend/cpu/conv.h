@@ -7,7 +7,8 @@
 //  - onednn (onednn_conv.cpp, the twin of cuda/cudnn_conv.cu): oneDNN's primitives, f32 only.
 //    Bitwise reproducible for a fixed thread count, not across thread counts.
 //
-// cpu::conv2d_* take oneDNN when it is compiled in, the dtype is f32, groups is 1 and
+// cpu::conv2d_* take oneDNN when it is compiled in, the dtype is f32, groups is 1, the conv is not
+// a 1x1 with stride 2 (where oneDNN's layout reorders cost more than they save) and
 // cpu_deterministic() (engine/backend/settings.h) is off; otherwise the reference.
 #pragma once
 #include <string>
@@ -36,8 +37,9 @@ bool available();
 bool supports(DType dtype, int64_t groups);
 // "oneDNN 2.6.3" or "none".
 std::string version();
-// oneDNN's name of the implementation a forward conv of these shapes runs ("jit:avx2", ...), or
-// "reference" when it runs on the reference kernels. For benchmarks.
+// oneDNN's name of the implementation for a forward conv of these shapes ("jit:avx2", ...), or
+// "reference" when oneDNN has none. For benchmarks (which also time the shapes conv2d_* leave to
+// the reference).
 std::string forward_implementation(const Shape& x, const Shape& weight, int64_t stride, int64_t padding);
 }  // namespace onednn
 
