@@ -38,8 +38,11 @@ void setup(CLI::App& app) {
   app.add_option("--data-root", o->run.data_root, "Directory of the dataset's files");
   app.add_flag("--redo-changed", o->run.redo_changed,
                "Discard and rerun cells whose cached results were made with other settings (default: an error)");
-  app.add_option("--max-cells", o->run.max_cells, "Stop after running this many cells (0: all)")->capture_default_str();
+  app.add_option("--max-cells", o->run.max_cells, "Stop after running this many cells (0: all)")
+      ->check(tools::int_range(0, kMaxAxis))
+      ->capture_default_str();
   app.add_option("--progress-seconds", o->run.progress_seconds, "Seconds between training progress lines (< 0: quiet)")
+      ->check(tools::real_range(-1e9, 1e9))
       ->capture_default_str();
   app.callback([o] {
     if (o->keys) {
