@@ -74,6 +74,10 @@ struct PoisonConfig {
   std::string checkpoint_path;
   int64_t checkpoint_every = 1;
   bool resume = false;
+  // A resume refuses a checkpoint made with other settings (every field of this config that
+  // shapes the noise, and the training images' fingerprint; not rounds, which a resume may
+  // extend but never cut below those done) unless allow_changed (then it warns per change).
+  bool allow_changed = false;
   double progress_seconds = 10;  // < 0: silent
   // Called after each round (after its checkpoint); false stops there, as a kill would.
   std::function<bool(int64_t rounds_done)> on_round_end;
