@@ -49,13 +49,18 @@ AlgoConfig AlgoConfig::defaults(Algo a) {
 
 void AlgoConfig::validate(Algo a) const {
   const char* where = "AlgoConfig";
-  CP_CHECK(temperature > 0 && std::isfinite(temperature), where, "temperature must be > 0, got ", temperature);
+  CP_CHECK(temperature > 0 && temperature <= 100, where, "temperature must be in (0, 100], got ", temperature);
   CP_CHECK(momentum >= 0 && momentum <= 1, where, "momentum must be in [0, 1], got ", momentum);
-  CP_CHECK(queue_size >= 0, where, "queue_size must be >= 0, got ", queue_size);
-  CP_CHECK(proj_hidden >= 0, where, "proj_hidden must be >= 0 (0: the feature dim), got ", proj_hidden);
-  CP_CHECK(proj_dim >= 1, where, "proj_dim must be >= 1, got ", proj_dim);
-  CP_CHECK(pred_hidden >= 1, where, "pred_hidden must be >= 1, got ", pred_hidden);
-  CP_CHECK(std::isfinite(loss_scale), where, "loss_scale must be finite, got ", loss_scale);
+  CP_CHECK(queue_size >= 0 && queue_size <= kMaxQueue, where, "queue_size must be in [0, ", kMaxQueue, "], got ",
+           queue_size);
+  CP_CHECK(proj_hidden >= 0 && proj_hidden <= kMaxHeadWidth, where, "proj_hidden must be in [0, ", kMaxHeadWidth,
+           "] (0: the feature dim), got ", proj_hidden);
+  CP_CHECK(proj_dim >= 1 && proj_dim <= kMaxHeadWidth, where, "proj_dim must be in [1, ", kMaxHeadWidth, "], got ",
+           proj_dim);
+  CP_CHECK(pred_hidden >= 1 && pred_hidden <= kMaxHeadWidth, where, "pred_hidden must be in [1, ", kMaxHeadWidth,
+           "], got ", pred_hidden);
+  CP_CHECK(std::isfinite(loss_scale) && loss_scale > 0, where, "loss_scale must be a finite number > 0, got ",
+           loss_scale);
   (void)a;
 }
 

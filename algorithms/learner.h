@@ -33,6 +33,11 @@ const char* algo_name(Algo a);
 
 // Hyper-parameters of the algorithms. AlgoConfig::defaults(algo) gives the spec's values
 // (docs/reference-implementation.md §3); every field can be overridden (the CLI does).
+// Bounds on the learner's sizes a flag or a file may ask for (validate() refuses anything
+// outside): the MoCo queue (65536 in MoCo's ImageNet runs) and the projector/predictor widths.
+inline constexpr int64_t kMaxQueue = int64_t(1) << 24;
+inline constexpr int64_t kMaxHeadWidth = int64_t(1) << 16;
+
 struct AlgoConfig {
   double temperature = 0.5;      // SimCLR 0.5, MoCo v2 0.2 (unused by BYOL and supervised)
   double momentum = 0.99;        // EMA of the momentum copy: MoCo v2 0.99, BYOL 0.999
@@ -53,8 +58,8 @@ struct AlgoConfig {
   uint64_t seed = 0;  // MoCo's initial queue (Philox stream kQueueStream)
 
   static AlgoConfig defaults(Algo a);
-  // Error naming the field when a value is out of range (temperature <= 0, momentum outside
-  // [0, 1], negative sizes, loss_scale not finite).
+  // Error naming the field when a value is out of range (temperature not in (0, 100], momentum
+  // outside [0, 1], sizes negative or above kMaxQueue / kMaxHeadWidth, loss_scale not > 0).
   void validate(Algo a) const;
 };
 

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "algorithms/settings.h"
 #include "engine/autograd.h"
+#include "engine/io/resume.h"
+#include "engine/size.h"
 #include "engine/nn/module.h"
 #include "engine/optim/schedule.h"
 #include "engine/optim/sgd.h"
@@ -86,6 +89,7 @@ void TrainConfig::validate() const {
   CP_CHECK(momentum >= 0 && momentum < 1, where, "momentum must be in [0, 1), got ", momentum);
   CP_CHECK(weight_decay >= 0, where, "weight_decay must be >= 0, got ", weight_decay);
   CP_CHECK(warmup_epochs >= 0, where, "warmup_epochs must be >= 0, got ", warmup_epochs);
+  CP_CHECK(warmup_steps >= -1, where, "warmup_steps must be >= 0 (or -1: use warmup_epochs), got ", warmup_steps);
   CP_CHECK(warmup_start_lr >= 0, where, "warmup_start_lr must be >= 0, got ", warmup_start_lr);
   CP_CHECK(final_lr_fraction >= 0, where, "final_lr_fraction must be >= 0, got ", final_lr_fraction);
   CP_CHECK(checkpoint_every >= 0, where, "checkpoint_every must be >= 0, got ", checkpoint_every);
@@ -155,6 +159,23 @@ LearnerSpec read_learner_attrs(const io::Attrs& a, const std::string& path) {
   c.byol_detach_target = io::attr_int(a, "byol_detach_target", where) != 0;
   c.loss_scale = io::attr_double(a, "loss_scale", where);
   c.seed = (uint64_t)io::attr_int(a, "algo_seed", where);
+  // Sizes from a file are bounded before a model is built from them (a width of 2^62 would
+  // overflow every channel count); the learner's own validate() names the same bounds.
+  auto bounded = [&](const char* key, int64_t v, int64_t lo, int64_t hi) {
+    CP_CHECK(v >= lo && v <= hi, where, "attribute '", key, "' must be in [", lo, ", ", hi, "], got ", v);
+  };
+  bounded("width", s.options.width, 1, models::kMaxWidth);
+  bounded("in_channels", s.options.in_channels, 1, models::kMaxChannels);
+  bounded("num_classes", s.options.num_classes, 0, models::kMaxClasses);
+  bounded("queue_size", c.queue_size, 0, kMaxQueue);
+  bounded("proj_hidden", c.proj_hidden, 0, kMaxHeadWidth);
+  bounded("proj_dim", c.proj_dim, 1, kMaxHeadWidth);
+  bounded("pred_hidden", c.pred_hidden, 1, kMaxHeadWidth);
+  try {
+    c.validate(s.algo);
+  } catch (const Error& e) {
+    fail(where, "attributes describe an impossible learner: ", e.what());
+  }
   return s;
 }
 
@@ -179,8 +200,8 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-void save(const TrainConfig& cfg, const Learner& learner, const optim::SGD& opt, const data::BatchSampler& sampler,
-          const Generator& aug_gen, int64_t epochs_done, int64_t step) {
+void save(const TrainConfig& cfg, const std::string& settings, const Learner& learner, const optim::SGD& opt,
+          const data::BatchSampler& sampler, const Generator& aug_gen, int64_t epochs_done, int64_t step) {
   io::Checkpoint ck;
   io::add_module(ck, learner);
   {
@@ -199,10 +220,41 @@ void save(const TrainConfig& cfg, const Learner& learner, const optim::SGD& opt,
   ck.attrs["sampler_epoch"] = sampler.state().epoch;
   ck.attrs["sampler_batch"] = sampler.state().batch;
   ck.attrs["augment_offset"] = (int64_t)aug_gen.offset();
+  ck.attrs[io::kSettingsAttr] = settings;
   io::save_checkpoint(cfg.checkpoint_path, ck);
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- settings
+
+std::string training_settings(const TrainConfig& cfg_in, const data::Dataset& train_set) {
+  TrainConfig cfg = cfg_in;  // the adjustments train() makes before building the learner
+  if (cfg.algo == Algo::supervised) cfg.model_options.num_classes = train_set.classes;
+  cfg.algo_config.seed = cfg.seed;
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : cfg.settings) std::visit([&, k = key](const auto& v) { j[k] = v; }, value);
+  j["algo"] = algo_name(cfg.algo);
+  j["model"] = model_settings(cfg.model, cfg.model_options);
+  j["learner"] = algo_settings(cfg.algo_config);
+  j["augment"] = augment_settings(cfg.augment);
+  j["batch_size"] = cfg.batch_size;
+  j["drop_last"] = cfg.drop_last;
+  j["lr"] = cfg.resolved_lr();
+  j["momentum"] = cfg.momentum;
+  j["weight_decay"] = cfg.weight_decay;
+  j["nesterov"] = cfg.nesterov;
+  j["warmup_epochs"] = cfg.warmup_epochs;
+  j["warmup_steps"] = cfg.warmup_steps;
+  j["warmup_start_lr"] = cfg.warmup_start_lr;
+  j["final_lr_fraction"] = cfg.final_lr_fraction;
+  j["seed"] = cfg.seed;
+  j["hooks"] = {{"batch", (bool)cfg.batch_hook},
+                {"contrastive_loss", (bool)cfg.contrastive_loss},
+                {"supervised_loss", (bool)cfg.supervised_loss}};
+  j["data_fingerprint"] = data::fingerprint(train_set);
+  return j.dump();
+}
 
 // ---------------------------------------------------------------- loading
 
@@ -273,7 +325,11 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   TrainResult result;
   result.learner = learner;
   int64_t start_epoch = 0;
+  const std::string settings = training_settings(cfg, train_set);
   const std::string resume_path = cfg.resume_from.empty() ? cfg.checkpoint_path : cfg.resume_from;
+  // A checkpoint named explicitly must exist: starting afresh instead would hide a typo.
+  CP_CHECK(!cfg.resume || cfg.resume_from.empty() || std::filesystem::exists(resume_path), "resume_from",
+           "no checkpoint '", resume_path, "' to resume from");
   if (cfg.resume && std::filesystem::exists(resume_path)) {
     io::Checkpoint ck = io::load_checkpoint(resume_path);
     LearnerSpec s = read_learner_attrs(ck.attrs, resume_path);
@@ -287,13 +343,15 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
              resume_path, "resuming needs the same batch size and seed (checkpoint: batch ",
              io::attr_int(ck.attrs, "batch_size", resume_path), ", seed ", io::attr_int(ck.attrs, "seed", resume_path),
              ")");
+    start_epoch = io::attr_int(ck.attrs, "epochs_done", resume_path);
+    io::check_resume_progress(start_epoch, cfg.epochs, resume_path, "epochs", "epochs_done", "--epochs");
+    io::check_resume_settings(ck.attrs, resume_path, nlohmann::ordered_json::parse(settings), cfg.allow_changed);
     try {
       learner->load_state_dict(module_entries(ck), true);
     } catch (const Error& e) {
       fail(resume_path, "cannot resume: ", e.what());
     }
     opt.load_state_dict(ck.tensors);
-    start_epoch = io::attr_int(ck.attrs, "epochs_done", resume_path);
     sampler.restore({io::attr_int(ck.attrs, "sampler_epoch", resume_path),
                      io::attr_int(ck.attrs, "sampler_batch", resume_path)});
     aug_gen.set_offset((uint64_t)io::attr_int(ck.attrs, "augment_offset", resume_path));
@@ -414,7 +472,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     }
     const bool last = epoch + 1 == cfg.epochs;
     if (!cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
-      save(cfg, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
+      save(cfg, settings, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
     if (cfg.on_epoch_end && !cfg.on_epoch_end(epoch + 1)) break;
   }
   learner->eval();

@@ -78,6 +78,13 @@ struct TrainConfig {
   std::string log_path;
   // Extra file attributes for the checkpoint (dataset name, preset, data options...).
   io::Attrs extra_attrs;
+  // The caller's settings (data options, poison, defence), recorded before the resolved
+  // training settings (see training_settings) in every checkpoint's `settings` attribute.
+  // A resume refuses a checkpoint whose settings differ from this run's, naming the first
+  // differing field, unless allow_changed (then a warning per changed field). The number of
+  // epochs is not a setting: a resume may extend a run, never ask for fewer epochs than done.
+  io::Attrs settings;
+  bool allow_changed = false;
 
   // A progress line on stderr at least every progress_seconds (and at each epoch's end);
   // < 0 silences it.
@@ -140,6 +147,12 @@ struct TrainResult {
 // model_options.in_channels, or a checkpoint made with a different algorithm or model.
 // The returned learner is in eval mode. Seeds nn::init_generator() with cfg.seed.
 TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg);
+
+// The resolved settings train() records and compares on resume, as a JSON object (text): the
+// caller's cfg.settings, then algorithm, model, learner and augmentation configuration,
+// optimiser and schedule (lr resolved), seed, which loss hooks are set, and the training
+// images' data::fingerprint.
+std::string training_settings(const TrainConfig& cfg, const data::Dataset& train_set);
 
 // Builds the learner of a training checkpoint (algo, model and sizes from its attributes) and
 // loads its weights. Error naming the file when attributes or tensors are missing.

@@ -17,9 +17,11 @@ using algorithms::SupervisedLearner;
 
 void AdversarialOptions::validate() const {
   const char* where = "adv";
-  CP_CHECK(std::isfinite(eps) && eps >= 0, where, "eps = ", eps, ": the perturbation radius must be >= 0");
-  CP_CHECK(std::isfinite(alpha) && alpha >= 0, where, "alpha = ", alpha, ": the PGD step must be >= 0");
-  CP_CHECK(steps >= 0, where, "steps = ", steps, ": the number of PGD steps must be >= 0");
+  CP_CHECK(std::isfinite(eps) && eps >= 0 && eps <= 1, where, "eps = ", eps,
+           ": the perturbation radius must be in [0, 1] (pixel units: 8/255 = 0.0314)");
+  CP_CHECK(std::isfinite(alpha) && alpha >= 0 && alpha <= 1, where, "alpha = ", alpha,
+           ": the PGD step must be in [0, 1] (pixel units)");
+  CP_CHECK(steps >= 0 && steps <= 1000000, where, "steps = ", steps, ": the number of PGD steps must be in [0, 1000000]");
   CP_CHECK(std::isfinite(clean_weight) && clean_weight >= 0, where, "clean = ", clean_weight,
            ": the clean-loss weight must be >= 0");
   CP_CHECK(mean.size() == std.size(), where, "mean has ", mean.size(), " entries but std has ", std.size());

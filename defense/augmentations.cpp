@@ -43,7 +43,8 @@ Tensor blur_matrix(const std::vector<double>& g, int64_t n, bool transposed, DTy
 // ---------------------------------------------------------------- noise
 
 void NoiseOptions::validate() const {
-  CP_CHECK(std::isfinite(std) && std >= 0, "noise", "std = ", std, ": the noise standard deviation must be >= 0");
+  CP_CHECK(std::isfinite(std) && std >= 0 && std <= 1, "noise", "std = ", std,
+           ": the noise standard deviation must be in [0, 1] (pixel units)");
 }
 
 Tensor gaussian_noise(const Tensor& x, const NoiseOptions& opt, Generator& gen) {
@@ -96,7 +97,7 @@ Tensor gaussian_smooth(const Tensor& x, const SmoothOptions& opt) {
 // ---------------------------------------------------------------- cutout
 
 void CutoutOptions::validate() const {
-  CP_CHECK(size >= 0, "cutout", "size = ", size, ": the hole side must be >= 0");
+  CP_CHECK(size >= 0 && size <= 65536, "cutout", "size = ", size, ": the hole side must be in [0, 65536] (0 cuts nothing)");
 }
 
 std::vector<CutoutBox> draw_cutout_boxes(int64_t n, int64_t h, int64_t w, const CutoutOptions& opt, Generator& gen) {

@@ -211,6 +211,8 @@ Defense parse_defense(const std::string& spec_in) {
     d.cutout.size = params.integer("size", d.cutout.size);
     params.finish(name, {"size"});
     validate_as(where, [&] { d.cutout.validate(); });
+    // A hole of side 0 cuts nothing: asked for by name, that is a mistake, not a defence.
+    CP_CHECK(d.cutout.size >= 1, where, "key 'size' = ", d.cutout.size, ": the hole side must be >= 1");
   } else if (name == "adv" || name == "adversarial") {
     d.kind = DefenseKind::adversarial;
     AdversarialOptions& o = d.adversarial;

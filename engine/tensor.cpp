@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <malloc.h>
 #include <cstring>
 #include <ostream>
@@ -11,6 +12,7 @@
 #include "engine/backend/cpu/allocator.h"
 #include "engine/backend/dispatch.h"
 #include "engine/backend/memory.h"
+#include "engine/size.h"
 
 namespace cpoison {
 
@@ -148,9 +150,16 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (auto v : shape) CP_CHECK(v >= 0, "Tensor::empty", "negative size in shape ", shape);
+  // The one size check every tensor passes: no negative size, no product that wraps in int64
+  // (shapes from files and flags were checked with the per-axis bound where they were read).
+  const int64_t n = checked_numel(shape, "Tensor::empty", std::numeric_limits<int64_t>::max());
+  const int64_t bytes = checked_mul(n, (int64_t)dtype_size(dtype), "Tensor::empty " + shape_str(shape));
+  // Large host allocations are compared with the free memory first: Linux overcommits, so an
+  // impossible one would otherwise succeed here and be killed later while being filled.
+  if (device == Device::cpu && bytes >= (int64_t(1) << 30))
+    check_allocation((uint64_t)bytes, "Tensor::empty " + shape_str(shape) + " " + dtype_name(dtype));
   auto impl = new_impl();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>((size_t)bytes, device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -19,6 +19,12 @@
 
 namespace cpoison::models {
 
+// Bounds on the options a flag or a file may ask for (make_encoder refuses anything outside):
+// the base width (64: the published models), image channels and classes of the linear head.
+inline constexpr int64_t kMaxWidth = 4096;
+inline constexpr int64_t kMaxChannels = 4096;
+inline constexpr int64_t kMaxClasses = int64_t(1) << 24;
+
 struct ModelOptions {
   // Base width. ResNets use channels width, 2*width, 4*width, 8*width (64: the standard
   // models). The other models scale every channel count by width / 64 (rounded, at least 1).

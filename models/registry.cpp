@@ -62,6 +62,12 @@ void pytorch_default_convs(nn::Module& m) {
 }  // namespace
 
 EncoderPtr make_encoder(const std::string& name, const ModelOptions& options) {
+  CP_CHECK(options.width >= 1 && options.width <= kMaxWidth, "make_encoder", name, ": width must be in [1, ", kMaxWidth,
+           "], got ", options.width);
+  CP_CHECK(options.in_channels >= 1 && options.in_channels <= kMaxChannels, "make_encoder", name,
+           ": in_channels must be in [1, ", kMaxChannels, "], got ", options.in_channels);
+  CP_CHECK(options.num_classes >= 0 && options.num_classes <= kMaxClasses, "make_encoder", name,
+           ": num_classes must be in [0, ", kMaxClasses, "], got ", options.num_classes);
   for (const auto& [known, factory] : factories())
     if (known == name) {
       EncoderPtr e = factory(options);

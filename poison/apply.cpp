@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "engine/ops/ops.h"
 
@@ -60,8 +61,54 @@ data::Dataset apply_poison(const data::Dataset& clean, const Poison& p) {
   return out;
 }
 
-data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path) {
-  return apply_poison(clean, load_poison(path));
+void check_fingerprint(const Poison& p, const data::Dataset& clean, const std::string& path, bool ignore) {
+  const std::string where = "poison file " + path;
+  if (p.data_fingerprint.empty()) {
+    std::fprintf(stderr,
+                 "warning: %s records no data fingerprint (an older file): cannot check that it is applied to the "
+                 "images it was made for\n",
+                 path.c_str());
+    return;
+  }
+  const std::string found = data::fingerprint(clean);
+  if (found == p.data_fingerprint) return;
+  std::string made_for = "dataset '" + p.dataset + "', subset " + std::to_string(p.subset);
+  if (p.subset > 0 && p.subset_seed >= 0) made_for += " with --subset-seed " + std::to_string(p.subset_seed);
+  made_for += ", " + std::to_string(p.image_count) + " images";
+  if (ignore) {
+    std::fprintf(stderr,
+                 "warning: %s was made for other images (%s; data fingerprint %s, these %s): applied anyway "
+                 "(--ignore-fingerprint)\n",
+                 path.c_str(), made_for.c_str(), p.data_fingerprint.c_str(), found.c_str());
+    return;
+  }
+  fail(where, "the training images here ('", clean.name, "', ", clean.size(), " images; data fingerprint ", found,
+       ") differ from those the poison was made for (", made_for, "; data fingerprint ", p.data_fingerprint,
+       "): give the data options it was made for (--data, --subset, --subset-seed, --pad-to, --channels), or "
+       "--ignore-fingerprint to apply it anyway");
+}
+
+data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path, bool ignore_fingerprint) {
+  Poison p = load_poison(path);
+  check_fingerprint(p, clean, path, ignore_fingerprint);
+  return apply_poison(clean, p);
+}
+
+std::string poison_digest(const Poison& p) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64 offset basis
+  auto mix = [&h](const void* bytes, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(bytes);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  mix(p.kind.data(), p.kind.size());
+  mix(&p.eps, sizeof p.eps);
+  Tensor delta = p.delta.to(Device::cpu).contiguous(), indices = p.indices.to(Device::cpu).contiguous();
+  for (int64_t d : delta.shape()) mix(&d, sizeof d);
+  mix(delta.raw_data(), (size_t)delta.numel() * sizeof(float));
+  mix(indices.raw_data(), (size_t)indices.numel() * sizeof(int64_t));
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
 }
 
 }  // namespace cpoison::poison

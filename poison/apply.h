@@ -22,7 +22,19 @@ uint8_t quantise_pixel(uint8_t pixel, double eps, double delta);
 // Error when the poison's image count, class count or image shape disagree with the dataset.
 data::Dataset apply_poison(const data::Dataset& clean, const Poison& p);
 
-// Loads a poison file and applies it (the victim side of `cpoison train --poison FILE.h5`).
-data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path);
+// Checks that a poison is applied to the images it was made for: Error naming the poison file
+// `path`, the data it was made for and both fingerprints unless data::fingerprint(clean) (the
+// clean training images after subset, pad_to and channels) equals p.data_fingerprint. With
+// `ignore` (--ignore-fingerprint) a mismatch is a warning on stderr instead; a poison that
+// records no fingerprint (an older file) gets a warning too.
+void check_fingerprint(const Poison& p, const data::Dataset& clean, const std::string& path, bool ignore);
+
+// Loads a poison file, checks its fingerprint against `clean` and applies it (the victim side
+// of `cpoison train --poison FILE.h5`, and of probe and defend).
+data::Dataset apply_poison_file(const data::Dataset& clean, const std::string& path, bool ignore_fingerprint = false);
+
+// FNV-1a 64 (16 hex digits) of a poison's noise: kind, eps, delta and indices. What a training
+// checkpoint records of the poison its victim was trained on (so a resume can tell).
+std::string poison_digest(const Poison& p);
 
 }  // namespace cpoison::poison

@@ -7,7 +7,9 @@
 #include <tuple>
 
 #include "algorithms/losses.h"
+#include "algorithms/settings.h"
 #include "engine/io/checkpoint.h"
+#include "engine/io/resume.h"
 #include "engine/nn/module.h"
 #include "engine/ops/ops.h"
 #include "engine/optim/schedule.h"
@@ -538,7 +540,23 @@ private:
     ck.attrs["aug_offset"] = (int64_t)aug_gen_.offset();
     ck.attrs["model_sampler_epoch"] = model_sampler_.state().epoch;
     ck.attrs["model_sampler_batch"] = model_sampler_.state().batch;
+    ck.attrs[io::kSettingsAttr] = settings_json().dump();
     io::save_checkpoint(path, ck);
+  }
+
+  // What a resume must repeat (PoisonConfig minus rounds, paths, device and progress), and
+  // the images: their fingerprint.
+  nlohmann::ordered_json settings_json() const {
+    const PoisonConfig& c = cfg_;
+    return {{"attack", attack_name(c.attack)}, {"kind", c.kind},
+            {"algo", algorithms::algo_name(c.algo)}, {"learner", algorithms::algo_settings(c.algo_config)},
+            {"model", algorithms::model_settings(c.model, c.model_options)},
+            {"augment", algorithms::augment_settings(c.augment)},
+            {"eps", c.eps}, {"step", c.step}, {"model_steps", c.model_steps}, {"noise_batches", c.noise_batches},
+            {"pgd_steps", c.pgd_steps}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
+            {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
+            {"init", c.init}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs}, {"seed", c.seed},
+            {"data_fingerprint", data::fingerprint(train_)}};
   }
 
   int64_t restore(const std::string& path) {
@@ -552,6 +570,10 @@ private:
     auto it = ck.tensors.find("delta");
     CP_CHECK(it != ck.tensors.end(), where, "has no delta");
     CP_CHECK(it->second.shape() == delta_.shape(), where, "delta ", it->second.describe(), " does not match this run's ", delta_.describe());
+    const int64_t done = io::attr_int(ck.attrs, "rounds_done", where);
+    io::check_resume_progress(done, cfg_.rounds, path, "rounds", "rounds_done", "--rounds");
+    io::check_resume_settings(ck.attrs, path, settings_json(), cfg_.allow_changed);
+    io::check_values(it->second, -1.0, 1.0, where, "delta");  // the noise itself, not only finite
     delta_ = it->second.to(DType::f32).to(cfg_.device).clone();
     if (learner_) {
       io::load_module(ck, *learner_, "learner");
@@ -559,7 +581,7 @@ private:
     }
     aug_gen_.set_offset((uint64_t)io::attr_int(ck.attrs, "aug_offset", where));
     model_sampler_.restore({io::attr_int(ck.attrs, "model_sampler_epoch", where), io::attr_int(ck.attrs, "model_sampler_batch", where)});
-    return io::attr_int(ck.attrs, "rounds_done", where);
+    return done;
   }
 
   PoisonResult& finish(PoisonResult& res, const std::string& dataset_name, int64_t subset, bool finished) {
@@ -605,7 +627,9 @@ private:
 PoisonResult generate_poison(const data::Dataset& train, const PoisonConfig& cfg, const std::string& dataset_name, int64_t subset) {
   cfg.validate();
   Poisoner p(train, cfg);
-  return p.run(dataset_name, subset);
+  PoisonResult res = p.run(dataset_name, subset);
+  res.poison.data_fingerprint = data::fingerprint(train);  // the images it is for (docs/poison-format.md)
+  return res;
 }
 
 }  // namespace cpoison::poison

@@ -102,6 +102,10 @@ struct PoisonConfig {
   std::string checkpoint_path;
   int64_t checkpoint_every = 1;
   bool resume = false;
+  // A resume refuses a checkpoint made with other settings (every field of this config that
+  // shapes the noise, and the training images' fingerprint; not rounds, which a resume may
+  // extend but never cut below those done) unless allow_changed (then it warns per change).
+  bool allow_changed = false;
   double progress_seconds = 10;  // < 0: silent
   // After each round, the attacker's loss on the first diagnose_images poisoned images, with
   // their noise and without it, under the same fixed augmentation draws (eval mode, no

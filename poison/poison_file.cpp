@@ -4,17 +4,24 @@
 #include <cmath>
 
 #include "engine/io/hdf5.h"
+#include "engine/size.h"
 #include "engine/rng.h"
 
 namespace cpoison::poison {
 
 void Poison::validate(const std::string& where) const {
-  CP_CHECK(delta.defined() && delta.dim() == 4, where, "delta must be [N or classes, C, H, W], got ", delta.describe());
+  CP_CHECK(delta.defined() && delta.dim() == 4, where, "delta must be [N or classes, C, H, W], got ",
+           delta.defined() ? delta.describe() : std::string("nothing"));
   CP_CHECK(delta.dtype() == DType::f32, where, "delta must be f32, got ", delta.describe());
-  CP_CHECK(kind == "sample" || kind == "class", where, "kind must be 'sample' or 'class', got '", kind, "'");
-  CP_CHECK(eps > 0 && eps <= 1, where, "eps ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
-  CP_CHECK(ratio > 0 && ratio <= 1, where, "ratio ", ratio, " outside (0, 1]");
-  CP_CHECK(image_count > 0, where, "image_count must be positive, got ", image_count);
+  for (int64_t d = 0; d < 4; ++d)
+    CP_CHECK(delta.size(d) > 0, where, "dataset 'delta' has shape ", delta.shape(), ": every dimension must be > 0");
+  CP_CHECK(kind == "sample" || kind == "class", where, "attribute 'kind' must be 'sample' or 'class', got '", kind, "'");
+  CP_CHECK(eps > 0 && eps <= 1, where, "attribute 'eps' ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
+  CP_CHECK(ratio > 0 && ratio <= 1, where, "attribute 'ratio' ", ratio, " outside (0, 1]");
+  CP_CHECK(image_count > 0 && image_count <= kMaxAxis, where, "attribute 'image_count' must be in [1, ", kMaxAxis,
+           "], got ", image_count);
+  CP_CHECK(!class_wise() || (classes > 0 && classes <= kMaxAxis), where, "attribute 'classes' must be in [1, ", kMaxAxis,
+           "] for class-wise noise, got ", classes);
   if (class_wise())
     CP_CHECK(delta.size(0) == classes, where, "class-wise delta has ", delta.size(0), " rows for ", classes, " classes");
   else
@@ -26,6 +33,8 @@ void Poison::validate(const std::string& where) const {
     CP_CHECK(idx[i] >= 0 && idx[i] < image_count, where, "poisoned index ", idx[i], " outside [0, ", image_count, ")");
     CP_CHECK(i == 0 || idx[i] > idx[i - 1], where, "poisoned indices must be strictly ascending (at position ", i, ")");
   }
+  // The victim clamps delta to [-1, 1], so a NaN or a 2 would not fail later: it would be used.
+  io::check_values(delta, -1.0, 1.0, where, "delta");
 }
 
 void save_poison(const std::string& path, const Poison& p) {
@@ -47,6 +56,8 @@ void save_poison(const std::string& path, const Poison& p) {
   w.set_file_attr("classes", p.classes);
   w.set_file_attr("image_count", p.image_count);
   w.set_file_attr("version", std::string(CPOISON_VERSION));
+  if (!p.data_fingerprint.empty()) w.set_file_attr("data_fingerprint", p.data_fingerprint);
+  if (p.subset_seed >= 0) w.set_file_attr("subset_seed", p.subset_seed);
   w.commit();
 }
 
@@ -70,6 +81,11 @@ Poison load_poison(const std::string& path) {
   p.ratio = io::attr_double(a, "ratio", where);
   p.classes = io::attr_int(a, "classes", where);
   p.image_count = io::attr_int(a, "image_count", where);
+  // Checked before /indices defaults to every row (a count of 2^62 must not become a vector).
+  CP_CHECK(p.image_count > 0 && p.image_count <= kMaxAxis, where, "attribute 'image_count' must be in [1, ", kMaxAxis,
+           "], got ", p.image_count);
+  if (a.count("data_fingerprint")) p.data_fingerprint = io::attr_string(a, "data_fingerprint", where);
+  if (a.count("subset_seed")) p.subset_seed = io::attr_int(a, "subset_seed", where);
   p.indices = r.has("indices") ? r.read("indices", DType::i64) : Tensor::arange(p.image_count);
   p.validate(where);
   return p;

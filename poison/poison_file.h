@@ -6,7 +6,8 @@
 //             the pixel perturbation is eps * delta.
 //   /indices  i64 [M]  the training-set rows that carry noise (all N rows at ratio 1).
 //   file attributes: eps, kind, attack, algorithm, dual_branch, dataset, subset, seed,
-//   rounds_done, rounds_total, ratio, classes, image_count, version.
+//   rounds_done, rounds_total, ratio, classes, image_count, version; data_fingerprint and
+//   subset_seed when known.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -30,10 +31,15 @@ struct Poison {
   double ratio = 1.0;           // poisoned fraction of the training set
   int64_t classes = 0;
   int64_t image_count = 0;      // N: size of the training set the indices refer to
+  // data::fingerprint of the clean training images (after subset, pad_to, channels) it was
+  // made for; "" when unknown (files written before it was recorded).
+  std::string data_fingerprint;
+  int64_t subset_seed = -1;     // the seed of that subset; -1: not recorded
 
   bool class_wise() const { return kind == "class"; }
   // Error naming `where` and the field when the fields disagree with each other (delta's rank,
-  // kind, class count, indices out of [0, image_count), eps outside (0, 1]).
+  // kind, class count, indices out of [0, image_count), eps outside (0, 1]) or when delta holds
+  // a value that is not finite or outside [-1, 1] (naming its first such element).
   void validate(const std::string& where) const;
 };
 

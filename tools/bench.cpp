@@ -21,6 +21,7 @@
 #include "engine/ops/nn.h"
 #include "engine/rng.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 #ifdef CPOISON_CUDA
 #include <cuda_runtime.h>
@@ -287,12 +288,14 @@ void run_conv(const ConvOptions& o) {
 
 void setup_conv(CLI::App& app) {
   auto o = std::make_shared<ConvOptions>();
-  app.add_option("--batch", o->batch, "Images per batch")->capture_default_str();
-  app.add_option("--width", o->width, "Base width of the ResNet-18 (64: the standard model)")->capture_default_str();
-  app.add_option("--size", o->size, "Image height and width")->capture_default_str();
-  app.add_option("--channels", o->channels, "Image channels")->capture_default_str();
-  app.add_option("--repeats", o->repeats, "Timed runs (the median is reported)")->capture_default_str();
-  app.add_option("--warmup", o->warmup, "Untimed runs before timing")->capture_default_str();
+  app.add_option("--batch", o->batch, "Images per batch")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--width", o->width, "Base width of the ResNet-18 (64: the standard model)")
+      ->check(tools::int_range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--size", o->size, "Image height and width")->check(tools::int_range(1, 4096))->capture_default_str();
+  app.add_option("--channels", o->channels, "Image channels")->check(tools::int_range(1, 4096))->capture_default_str();
+  app.add_option("--repeats", o->repeats, "Timed runs (the median is reported)")->check(tools::int_range(1, 1000000))->capture_default_str();
+  app.add_option("--warmup", o->warmup, "Untimed runs before timing")->check(tools::int_range(0, 1000000))->capture_default_str();
   app.add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   app.add_flag("--cpu-time", o->cpu_time, "Report CPU time of all threads instead of wall time (for a shared machine)");
   app.callback([o] { run_conv(*o); });

@@ -20,6 +20,7 @@
 #include "engine/rng.h"
 #include "models/registry.h"
 #include "tools/bench.h"
+#include "tools/common.h"
 
 namespace cpoison::tools {
 namespace {
@@ -133,16 +134,19 @@ void run_step(const StepOptions& o) {
 void setup_step(CLI::App& app) {
   auto o = std::make_shared<StepOptions>();
   app.add_option("--model", o->model, "Model name (see `cpoison models`)")->capture_default_str();
-  app.add_option("--batch", o->batch, "Images per batch")->capture_default_str();
-  app.add_option("--width", o->width, "Base width (64: the standard model)")->capture_default_str();
-  app.add_option("--classes", o->classes, "Classes of the linear head")->capture_default_str();
-  app.add_option("--size", o->image_size, "Image height and width")->capture_default_str();
-  app.add_option("--channels", o->channels, "Image channels (3: CIFAR, 1: Fashion-MNIST)")->capture_default_str();
+  app.add_option("--batch", o->batch, "Images per batch")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--width", o->width, "Base width (64: the standard model)")->check(tools::int_range(1, models::kMaxWidth))->capture_default_str();
+  app.add_option("--classes", o->classes, "Classes of the linear head")->check(tools::int_range(0, models::kMaxClasses))->capture_default_str();
+  app.add_option("--size", o->image_size, "Image height and width")->check(tools::int_range(1, kMaxImageSide))->capture_default_str();
+  app.add_option("--channels", o->channels, "Image channels (3: CIFAR, 1: Fashion-MNIST)")
+      ->check(tools::int_range(1, 4096))
+      ->capture_default_str();
   app.add_option("--threads", o->threads, "CPU threads (OpenMP and OpenBLAS); 0: the default (OMP_NUM_THREADS or all cores)")
+      ->check(tools::int_range(0, 4096))
       ->capture_default_str();
   app.add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  app.add_option("--repeats", o->repeats, "Timed steps (the median is reported)")->capture_default_str();
-  app.add_option("--warmup", o->warmup, "Untimed steps before timing")->capture_default_str();
+  app.add_option("--repeats", o->repeats, "Timed steps (the median is reported)")->check(tools::int_range(1, 1000000))->capture_default_str();
+  app.add_option("--warmup", o->warmup, "Untimed steps before timing")->check(tools::int_range(0, 1000000))->capture_default_str();
   app.add_flag("--tf32", o->tf32, "Allow TensorFloat-32 math in CUDA convolutions and GEMMs");
   app.callback([o] { run_step(*o); });
 }

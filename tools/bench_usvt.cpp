@@ -10,6 +10,7 @@
 #include "defense/usvt.h"
 #include "engine/backend/dispatch.h"
 #include "tools/bench.h"
+#include "tools/common.h"
 
 namespace cpoison::tools {
 namespace {
@@ -83,15 +84,15 @@ void run_usvt(const UsvtBenchOptions& o) {
 void setup_usvt(CLI::App& app) {
   auto o = std::make_shared<UsvtBenchOptions>();
   app.add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  app.add_option("--batch", o->batch, "Images per batch (3 channels)")->capture_default_str();
-  app.add_option("--size", o->image_size, "Image height and width")->capture_default_str();
-  app.add_option("--repeats", o->repeats, "Timed batches (the median is reported)")->capture_default_str();
-  app.add_option("--warmup", o->warmup, "Untimed batches before timing")->capture_default_str();
+  app.add_option("--batch", o->batch, "Images per batch (3 channels)")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--size", o->image_size, "Image height and width")->check(tools::int_range(1, kMaxImageSide))->capture_default_str();
+  app.add_option("--repeats", o->repeats, "Timed batches (the median is reported)")->check(tools::int_range(1, 1000000))->capture_default_str();
+  app.add_option("--warmup", o->warmup, "Untimed batches before timing")->check(tools::int_range(0, 1000000))->capture_default_str();
   app.add_option("--mode", o->mode, "channel (H x W per channel) or stacked (H x 3W)")
       ->check(CLI::IsMember({"channel", "stacked"}))
       ->capture_default_str();
-  app.add_option("--p", o->p, "Pixel drop probability")->capture_default_str();
-  app.add_option("--keep", o->keep, "Fraction of singular values kept")->capture_default_str();
+  app.add_option("--p", o->p, "Pixel drop probability")->check(tools::in_range({0, 1, false, true}))->capture_default_str();
+  app.add_option("--keep", o->keep, "Fraction of singular values kept")->check(tools::in_range({0, 1, true, false}))->capture_default_str();
   app.add_flag("--chatterjee", o->chatterjee, "Also apply Chatterjee's threshold");
   app.callback([o] { run_usvt(*o); });
 }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "engine/backend/dispatch.h"
+#include "engine/size.h"
 #include "engine/io/png.h"
 
 namespace cpoison::tools {
@@ -83,13 +84,16 @@ void add_data_options(CLI::App& app, DataOptions& o, bool data_required) {
   o.options["--data-root"] = app.add_option("--data-root", o.data_root,
                                             "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
                                             "/usr/share/datasets/NAME, ./data/NAME)");
-  o.options["--subset"] =
-      app.add_option("--subset", o.subset, "Use a class-balanced subset of N training images (0: all)")->capture_default_str();
+  o.options["--subset"] = app.add_option("--subset", o.subset, "Use a class-balanced subset of N training images (0: all)")
+                              ->check(int_range(0, kMaxAxis))
+                              ->capture_default_str();
   o.options["--subset-seed"] = app.add_option("--subset-seed", o.subset_seed, "Seed of the subset's choice")->capture_default_str();
-  o.options["--pad-to"] =
-      app.add_option("--pad-to", o.pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
+  o.options["--pad-to"] = app.add_option("--pad-to", o.pad_to, "Zero-pad images centrally to this size (0: as stored)")
+                              ->check(int_range(0, kMaxImageSide))
+                              ->capture_default_str();
   o.options["--channels"] =
       app.add_option("--channels", o.channels, "0: as stored; 3: replicate grayscale to colour; 1: needs grayscale data")
+          ->check(one_of({0, 1, 3}))
           ->capture_default_str();
 }
 
@@ -128,7 +132,74 @@ bool parse_number(const std::string& text, double& out) {
   out = std::strtod(trimmed.c_str(), &end);
   return end == trimmed.c_str() + trimmed.size() && std::isfinite(out);
 }
+
+std::string number_text(double v) {
+  char buf[64];
+  if (std::fabs(v) >= 1e15 && v == std::floor(v) && std::fabs(v) < 9.3e18) std::snprintf(buf, sizeof buf, "%lld", (long long)v);
+  else std::snprintf(buf, sizeof buf, "%.15g", v);
+  return buf;
+}
+
+std::string range_text(const Range& r) {
+  std::string s = std::string(r.lo_open ? "(" : "[") + number_text(r.lo) + ", " + number_text(r.hi) + (r.hi_open ? ")" : "]");
+  for (double v : r.special) s += " or " + number_text(v);
+  return s;
+}
+
+// "" when `value` (already parsed) is within r, else the reason.
+std::string range_error(const Range& r, double value, const std::string& text) {
+  for (double v : r.special)
+    if (value == v) return "";
+  const bool in = (r.lo_open ? value > r.lo : value >= r.lo) && (r.hi_open ? value < r.hi : value <= r.hi);
+  const bool whole = !r.integral || value == std::floor(value);
+  if (in && whole) return "";
+  return std::string("expected ") + (r.integral ? "an integer" : "a number") + " in " + range_text(r) + ", got " + text;
+}
 }  // namespace
+
+CLI::Validator in_range(const Range& r) {
+  return CLI::Validator(
+      [r](std::string& text) -> std::string {
+        double value = 0;
+        if (!parse_number(text, value)) return "expected a finite number in " + range_text(r) + ", got " + text;
+        return range_error(r, value, text);
+      },
+      range_text(r), "RANGE");
+}
+
+CLI::Validator int_range(int64_t lo, int64_t hi, std::vector<double> special) {
+  return in_range(Range{(double)lo, (double)hi, false, false, std::move(special), true});
+}
+
+CLI::Validator real_range(double lo, double hi) { return in_range(Range{lo, hi}); }
+
+CLI::Validator one_of(std::vector<int64_t> values) {
+  std::string list;
+  for (int64_t v : values) list += (list.empty() ? "" : ", ") + std::to_string(v);
+  return CLI::Validator(
+      [values, list](std::string& text) -> std::string {
+        double value = 0;
+        if (parse_number(text, value))
+          for (int64_t v : values)
+            if (value == (double)v) return "";
+        return "expected one of " + list + ", got " + text;
+      },
+      "{" + list + "}", "ONE_OF");
+}
+
+CLI::Validator fraction_range(const Range& r) {
+  return CLI::Validator(
+      [r](std::string& text) -> std::string {
+        double value = 0;
+        try {
+          value = parse_fraction(text, "value");
+        } catch (const Error&) {
+          return "expected a number or a fraction like 8/255 in " + range_text(r) + ", got " + text;
+        }
+        return range_error(r, value, text);
+      },
+      range_text(r), "RANGE");
+}
 
 double parse_fraction(const std::string& text, const std::string& flag) {
   double value = 0;
@@ -161,21 +232,7 @@ std::string with_suffix(const std::string& path, const std::string& suffix) {
 
 // ---------------------------------------------------------------- poison-file extras
 
-std::string data_fingerprint(const data::Dataset& ds) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a 64 offset basis
-  auto mix = [&h](const void* bytes, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(bytes);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
-  Tensor images = ds.images.to(Device::cpu).contiguous();
-  Tensor labels = ds.labels.to(Device::cpu).to(DType::i64).contiguous();
-  for (int64_t d : images.shape()) mix(&d, sizeof d);
-  mix(images.raw_data(), (size_t)images.numel());
-  mix(labels.raw_data(), (size_t)labels.numel() * sizeof(int64_t));
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
-  return buf;
-}
+std::string data_fingerprint(const data::Dataset& ds) { return data::fingerprint(ds); }
 
 void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra) {
   // save_poison owns the layout; we let it write a scratch file and copy every dataset and
@@ -186,7 +243,9 @@ void save_poison_with_attrs(const std::string& path, const poison::Poison& p, co
     io::H5Reader base(scratch);
     io::Attrs attrs = base.file_attrs();
     for (auto& [key, value] : extra) {
-      CP_CHECK(!attrs.count(key), "save poison " + path, "extra attribute '", key, "' would replace the poison's own");
+      // The same value twice (data_fingerprint, which save_poison writes when the poison knows it) is no conflict.
+      CP_CHECK(!attrs.count(key) || attrs.at(key) == value, "save poison " + path, "extra attribute '", key,
+               "' would replace the poison's own");
       attrs[key] = value;
     }
     io::H5Writer w(path);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/data/dataset.h"
+#include "engine/size.h"
 #include "engine/io/hdf5.h"
 #include "poison/poison_file.h"
 
@@ -65,6 +66,31 @@ data::Dataset load_test(const DataOptions& o, int64_t limit = 0);
 // "cpu" or "cuda"; Error naming --device for anything else or when CUDA is unavailable.
 Device parse_device(const std::string& s);
 
+// ---------------------------------------------------------------- numeric option ranges
+
+// The declared range of a numeric option, checked by CLI11 when the option is parsed, so that
+// every command refuses "--lr -1", "--lr nan" or "--width 4611686018427387904" with
+// "--lr: must be ...". The text must be a finite number (NaN and Inf are refused, which
+// CLI::Range lets through) in [lo, hi] (an open end with lo_open / hi_open), or exactly one of
+// `special` (sentinels such as -1 for "the default"); integral: no fractional part.
+// Bounds shared by several commands' options (sizes use engine/size.h's kMaxAxis, kMaxImageSide).
+inline constexpr int64_t kMaxEpochs = 1000000;  // epochs, rounds, steps per round, checkpoint intervals
+
+struct Range {
+  double lo, hi;
+  bool lo_open = false, hi_open = false;
+  std::vector<double> special = {};
+  bool integral = false;
+};
+CLI::Validator in_range(const Range& r);
+// Shorthands: an integer in [lo, hi] (plus sentinels), a real number in [lo, hi].
+CLI::Validator int_range(int64_t lo, int64_t hi, std::vector<double> special = {});
+CLI::Validator real_range(double lo, double hi);
+// An integer option that takes one of `values` (--channels: 0, 1 or 3).
+CLI::Validator one_of(std::vector<int64_t> values);
+// A fraction option's text (parse_fraction: "8/255" or "0.0314") within the range.
+CLI::Validator fraction_range(const Range& r);
+
 // ---------------------------------------------------------------- small parsers and paths
 
 // A number written as a decimal ("0.0314", "1e-2") or a fraction ("8/255"). Error naming
@@ -77,12 +103,13 @@ std::string with_suffix(const std::string& path, const std::string& suffix);
 
 // ---------------------------------------------------------------- poison-file extras
 
-// FNV-1a 64 over the images' shape, pixels and labels, as 16 hex digits: `cpoison poison`
-// records it so that `cpoison export` can prove it applies a poison to the same images.
+// data::fingerprint: FNV-1a 64 over the images' shape, pixels and labels, as 16 hex digits.
+// `cpoison poison` records it so that train, probe, defend and export can prove they apply a
+// poison to the same images (poison::check_fingerprint).
 std::string data_fingerprint(const data::Dataset& ds);
 
 // Saves a poison file (poison::save_poison's layout) with extra root attributes; atomic.
-// Error when an extra key collides with one save_poison writes.
+// Error when an extra key collides with a different value of one save_poison writes.
 void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra);
 
 // The training rows (ascending) that carry noise and have label k, at most `limit` of them.

@@ -10,6 +10,7 @@
 
 #include "engine/data/dataset.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 namespace {
 
@@ -57,7 +58,9 @@ void setup_imagefolder(CLI::App& app) {
   app.add_option("--input", o->input, "Training images: DIR/<class>/<image>.JPEG (classes sorted by name)")->required();
   app.add_option("--test-input", o->test_input, "Test images in the same layout (then the file holds both splits)");
   app.add_option("--out", o->out, "Output HDF5 file")->required();
-  app.add_option("--size", o->size, "Output side in pixels")->capture_default_str();
+  app.add_option("--size", o->size, "Output side in pixels")
+      ->check(tools::int_range(1, kMaxImageSide))
+      ->capture_default_str();
   app.add_option("--resize", o->resize,
                  "crop: shorter side to SIZE then central crop; stretch: straight to SIZE x SIZE")
       ->check(CLI::IsMember({"crop", "stretch"}))
@@ -65,7 +68,8 @@ void setup_imagefolder(CLI::App& app) {
   app.add_option("--classes", o->classes,
                  "Class folders to use, in label order: a text file (one per line) or 'imagenet100'");
   app.add_option("--name", o->name, "Dataset name stored in the file (default: the output file's stem)");
-  app.add_option("--limit-per-class", o->limit_per_class, "Use only the first N images (by name) of each class");
+  app.add_option("--limit-per-class", o->limit_per_class, "Use only the first N images (by name) of each class")
+      ->check(tools::int_range(0, kMaxAxis));
   app.callback([o] {
     ImageFolderOptions opt;
     opt.size = o->size;
@@ -91,9 +95,10 @@ void setup_builtin(CLI::App& app, const std::string& dataset) {
   app.add_option("--root", o->root, "Directory holding the dataset's files (default: see data/README.md)");
   app.add_option("--out", o->out, "Output HDF5 file")->required();
   app.add_option("--splits", o->splits, "Comma-separated splits to copy")->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this side (0: keep)");
-  app.add_option("--channels", o->channels, "3: replicate grayscale images to RGB (0: keep)");
-  app.add_option("--limit", o->limit, "Only the first N images of each split (0: all)");
+  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this side (0: keep)")
+      ->check(tools::int_range(0, kMaxImageSide));
+  app.add_option("--channels", o->channels, "3: replicate grayscale images to RGB (0: keep)")->check(tools::one_of({0, 1, 3}));
+  app.add_option("--limit", o->limit, "Only the first N images of each split (0: all)")->check(tools::int_range(0, kMaxAxis));
   app.callback([o, dataset] {
     LoadOptions opt;
     opt.root = o->root;

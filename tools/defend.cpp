@@ -25,6 +25,7 @@ struct Options {
   std::string method, data, data_root, poison, out, device = "cpu";
   int64_t subset = 0, pad_to = 0, channels = 0, batch = 256;
   uint64_t seed = 0, subset_seed = 0;
+  bool ignore_fingerprint = false;
   // Method parameters as text, passed through to parse_defense (which checks them).
   std::string p, keep, threshold, eta, mode, std, clip, kernel, sigma, size;
 };
@@ -82,7 +83,7 @@ void run(const Options& o, const std::string& spec) {
   lo.channels = o.channels;
   data::Dataset ds = data::load_dataset(o.data, data::Split::train, lo);
   if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
-  if (!o.poison.empty()) ds = poison::apply_poison_file(ds, o.poison);
+  if (!o.poison.empty()) ds = poison::apply_poison_file(ds, o.poison, o.ignore_fingerprint);
   std::fprintf(stderr, "defend %s: %s%s%s, %lld images %lldx%lldx%lld on %s\n", d.spec().c_str(), ds.name.c_str(),
                o.poison.empty() ? "" : " poisoned by ", o.poison.c_str(), (long long)ds.size(), (long long)ds.height(),
                (long long)ds.width(), (long long)ds.channels(), device_name(device));
@@ -117,14 +118,23 @@ void setup(CLI::App& app) {
   app.add_option("--data-root", o->data_root, "Directory of the dataset's files (see data/README.md)");
   app.add_option("--poison", o->poison, "Poison file (HDF5) applied before the defence, as `cpoison train --poison`");
   app.add_option("--subset", o->subset, "Class-balanced subset of N images, drawn before the poison (0: all)")
+      ->check(tools::int_range(0, kMaxAxis))
       ->capture_default_str();
   app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
-  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
+  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")
+      ->check(tools::int_range(0, kMaxImageSide))
+      ->capture_default_str();
+  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")
+      ->check(tools::one_of({0, 1, 3}))
+      ->capture_default_str();
   app.add_option("--out", o->out, "Output HDF5 dataset file (training split)")->required();
   app.add_option("--seed", o->seed, "Seed of the defence's random draws (Philox stream 0xDEF0)")->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
-  app.add_option("--batch", o->batch, "Images per batch (the result does not depend on it)")->capture_default_str();
+  app.add_option("--batch", o->batch, "Images per batch (the result does not depend on it)")
+      ->check(tools::int_range(1, kMaxAxis))
+      ->capture_default_str();
+  app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
+               "Apply --poison even to images whose fingerprint differs from the one it records (warns)");
   auto given = std::make_shared<std::vector<std::pair<const ParamFlag*, CLI::Option*>>>();
   for (const ParamFlag& f : param_flags()) given->emplace_back(&f, app.add_option(f.flag, (*o).*(f.field), f.help));
   app.callback([o, given] { run(*o, build_spec(*o, *given)); });

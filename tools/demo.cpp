@@ -7,6 +7,7 @@
 //   cpoison demo --quick               a tiny smoke run
 #include <memory>
 
+#include "models/encoder.h"
 #include "tools/command.h"
 #include "tools/common.h"
 #include "tools/experiment/demo.h"
@@ -27,20 +28,20 @@ void setup(CLI::App& app) {
   app.add_option("--out", o->out, "Output folder")->capture_default_str();
   app.add_option("--data", o->data, "Dataset (built-in name or HDF5 dataset file)")->capture_default_str();
   app.add_option("--data-root", o->data_root, "Directory of the dataset's files");
-  app.add_option("--images", o->images, "Class-balanced training images (the reference: 5000)")->capture_default_str();
-  app.add_option("--test-images", o->test_images, "First N test images (0: all 10000)")->capture_default_str();
-  app.add_option("--width", o->width, "ResNet-18 base width")->capture_default_str();
+  app.add_option("--images", o->images, "Class-balanced training images (the reference: 5000)")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--test-images", o->test_images, "First N test images (0: all 10000)")->check(tools::int_range(0, kMaxAxis))->capture_default_str();
+  app.add_option("--width", o->width, "ResNet-18 base width")->check(tools::int_range(1, models::kMaxWidth))->capture_default_str();
   app.add_option("--scale", o->scale,
                  "Multiplier of every epoch and round count below (rounded, at least 1)")
-      ->capture_default_str();
-  app.add_option("--victim-epochs", o->victim_epochs, "SimCLR victim epochs (the reference: 30)")->capture_default_str();
-  app.add_option("--supervised-epochs", o->supervised_epochs, "Supervised victim epochs (the reference: 15 of 5000 images)")->capture_default_str();
-  app.add_option("--cp-c-rounds", o->cp_c_rounds, "CP-C rounds (the reference: 10 for the supervised victim, 30 for SimCLR)")->capture_default_str();
-  app.add_option("--cp-s-rounds", o->cp_s_rounds, "CP-S rounds (the reference: 12)")->capture_default_str();
+      ->check(tools::in_range({0, 1000, true, false}))->capture_default_str();
+  app.add_option("--victim-epochs", o->victim_epochs, "SimCLR victim epochs (the reference: 30)")->check(tools::int_range(1, tools::kMaxEpochs))->capture_default_str();
+  app.add_option("--supervised-epochs", o->supervised_epochs, "Supervised victim epochs (the reference: 15 of 5000 images)")->check(tools::int_range(1, tools::kMaxEpochs))->capture_default_str();
+  app.add_option("--cp-c-rounds", o->cp_c_rounds, "CP-C rounds (the reference: 10 for the supervised victim, 30 for SimCLR)")->check(tools::int_range(1, tools::kMaxEpochs))->capture_default_str();
+  app.add_option("--cp-s-rounds", o->cp_s_rounds, "CP-S rounds (the reference: 12)")->check(tools::int_range(1, tools::kMaxEpochs))->capture_default_str();
   app.add_option("--cp-s-init", o->cp_s_init, "CP-S starts from uniform noise or from the CP-C poison (the reference's N = 1000 protocol)")
       ->check(CLI::IsMember({"uniform", "cp-c"}))
       ->capture_default_str();
-  app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->capture_default_str();
+  app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->check(tools::fraction_range({0, 1, true, false}))->capture_default_str();
   app.add_option("--class-attack", o->class_attack,
                  "Class-wise attack shown against the supervised victim: cp-c, random-class, ue-class, aue-class")
       ->capture_default_str();
@@ -51,7 +52,9 @@ void setup(CLI::App& app) {
                  "Also train a SimCLR victim on the class-wise attack's data: auto (if the budget allows), yes, no")
       ->check(CLI::IsMember({"auto", "yes", "no"}))
       ->capture_default_str();
-  app.add_option("--budget-minutes", o->budget_minutes, "Time budget (per seed) that decides --cross-victim auto")->capture_default_str();
+  app.add_option("--budget-minutes", o->budget_minutes, "Time budget (per seed) that decides --cross-victim auto")
+      ->check(tools::real_range(0, 1e9))
+      ->capture_default_str();
   app.add_flag("--quick", o->quick, "A tiny smoke run (200 images, width 4, one epoch/round per stage)");
   app.add_flag("--fresh", o->fresh, "Discard the demo's cached stages first");
   app.add_option("--seed", o->seed, "Seed of everything")->capture_default_str();
@@ -61,7 +64,7 @@ void setup(CLI::App& app) {
       ->delimiter(',');
   app.add_option("--device", *device, "cpu | cuda")->capture_default_str();
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
-      ->capture_default_str();
+      ->check(tools::real_range(-1e9, 1e9))->capture_default_str();
   app.callback([o, eps, device] {
     o->eps = tools::parse_fraction(*eps, "--eps");
     o->device = tools::parse_device(*device);

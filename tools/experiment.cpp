@@ -42,8 +42,11 @@ void setup(CLI::App& app) {
                  "Run every cell with each of these seeds (e.g. 0,1,2; cells in RESULTS/PRESET/SCALE/seed-K/); "
                  "tables give mean ± sd")
       ->delimiter(',');
-  app.add_option("--max-cells", o->run.max_cells, "Stop after running this many cells (0: all)")->capture_default_str();
+  app.add_option("--max-cells", o->run.max_cells, "Stop after running this many cells (0: all)")
+      ->check(tools::int_range(0, kMaxAxis))
+      ->capture_default_str();
   app.add_option("--progress-seconds", o->run.progress_seconds, "Seconds between training progress lines (< 0: quiet)")
+      ->check(tools::real_range(-1e9, 1e9))
       ->capture_default_str();
   app.callback([o] {
     if (o->keys) {

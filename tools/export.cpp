@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 
 struct Options {
   std::string poison, out;
+  bool ignore_fingerprint = false;
   tools::DataOptions data;
 };
 
@@ -48,9 +49,15 @@ std::string attr_string_or(const io::Attrs& a, const std::string& key, const std
 
 // Data flags given on the command line must agree with what the poison was made for; --data may
 // name another path only when its images are provably the same (the recorded fingerprint).
+// With --ignore-fingerprint a disagreement is a warning.
 void check_data_agrees(const tools::DataOptions& given, const io::Attrs& recorded, const std::string& poison_path,
-                       const std::string& fingerprint) {
+                       const std::string& fingerprint, bool ignore) {
   const std::string where = "export";
+  auto check_or_warn = [&](bool ok, const std::string& message) {
+    if (ok) return;
+    CP_CHECK(ignore, where, message);
+    std::fprintf(stderr, "warning: %s (--ignore-fingerprint)\n", message.c_str());
+  };
   const struct {
     const char* flag;
     const char* key;
@@ -62,13 +69,15 @@ void check_data_agrees(const tools::DataOptions& given, const io::Attrs& recorde
   for (const auto& f : fields) {
     if (!given.given(f.flag) || !recorded.count(f.key)) continue;
     int64_t made_for = attr_int_or(recorded, f.key, 0);
-    CP_CHECK(f.value == made_for, where, f.flag, " ", f.value, " disagrees with the poison file ", poison_path,
-             ", made for ", f.key, " ", made_for, " (leave the flag out to use the poison's data)");
+    check_or_warn(f.value == made_for, std::string(f.flag) + " " + std::to_string(f.value) +
+                                              " disagrees with the poison file " + poison_path + ", made for " + f.key +
+                                              " " + std::to_string(made_for) +
+                                              " (leave the flag out to use the poison's data)");
   }
   const std::string recorded_data = attr_string_or(recorded, "dataset", "");
   if (given.given("--data") && given.data != recorded_data)
-    CP_CHECK(!fingerprint.empty(), where, "--data ", given.data, " disagrees with the poison file ", poison_path,
-             ", made for dataset '", recorded_data, "' (leave --data out to use it)");
+    check_or_warn(!fingerprint.empty(), "--data " + given.data + " disagrees with the poison file " + poison_path +
+                                               ", made for dataset '" + recorded_data + "' (leave --data out to use it)");
 }
 
 // CIFAR-10 binary records: per image one label byte, then C*H*W bytes, channel by channel, each
@@ -133,21 +142,20 @@ void setup(CLI::App& app) {
   tools::add_data_options(app, o->data);
   app.footer("Data flags default to those recorded in the poison file; a flag given must agree with them.");
   app.add_option("--out", o->out, "Output directory (created when missing)")->required();
+  app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
+               "Apply the poison even to images whose fingerprint differs from the one it records (warns)");
 
   app.callback([o] {
     const auto t0 = std::chrono::steady_clock::now();
     poison::Poison p = poison::load_poison(o->poison);
     const io::Attrs recorded = io::H5Reader(o->poison).file_attrs();
     const std::string fingerprint = attr_string_or(recorded, "data_fingerprint", "");
-    check_data_agrees(o->data, recorded, o->poison, fingerprint);
+    check_data_agrees(o->data, recorded, o->poison, fingerprint, o->ignore_fingerprint);
     tools::DataOptions d = o->data.with_recorded(recorded);
     CP_CHECK(!d.data.empty(), "export", "the poison file ", o->poison, " names no dataset; give --data");
 
     data::Dataset clean = tools::load_train(d);
-    if (!fingerprint.empty())
-      CP_CHECK(tools::data_fingerprint(clean) == fingerprint, "export", "the training images of ", d.describe(),
-               " differ from those the poison ", o->poison, " was made for (dataset '", p.dataset, "', subset ", p.subset,
-               ", ", p.image_count, " images; fingerprint ", fingerprint, ", these ", tools::data_fingerprint(clean), ")");
+    poison::check_fingerprint(p, clean, o->poison, o->ignore_fingerprint);
     data::Dataset poisoned = poison::apply_poison(clean, p);
 
     fs::create_directories(o->out);

@@ -41,7 +41,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every refused option (a value outside its declared range, an
+    // unknown flag) exits 1, as every other error does.
+    return app.exit(e) == 0 ? 0 : 1;
   } catch (const cpoison::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

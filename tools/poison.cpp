@@ -35,7 +35,7 @@ struct Options {
   int64_t checkpoint_every = 1, stop_after_rounds = 0;
   double ratio = 1.0, lr = 0, momentum = 0.9, weight_decay = 1e-4, final_lr_fraction = 0.001, progress_seconds = 10;
   uint64_t seed = 0;
-  bool dual_branch = false, byol_detach_target = false, resume = false;
+  bool dual_branch = false, byol_detach_target = false, resume = false, allow_changed = false;
   // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
   double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
   int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
@@ -107,22 +107,29 @@ void setup(CLI::App& app) {
   // ---- noise
   app.add_option("--eps", o->eps, "L-infinity radius in pixel units, a number or a fraction (8/255)")
                       ->capture_default_str();
-  overriding(app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)"),
+  overriding(app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)")
+                 ->check(tools::fraction_range({0, 2, true, false})),
              [o](PoisonConfig& c) { c.step = tools::parse_fraction(o->step, "--step"); });
-  overriding(app.add_option("--rounds", o->rounds, "Rounds T of model phase + noise phase"),
+  overriding(app.add_option("--rounds", o->rounds, "Rounds T of model phase + noise phase")
+                 ->check(tools::int_range(1, tools::kMaxEpochs)),
              [o](PoisonConfig& c) { c.rounds = o->rounds; });
-  overriding(app.add_option("--model-steps", o->model_steps, "Model SGD steps per round (0: one epoch)"),
+  overriding(app.add_option("--model-steps", o->model_steps, "Model SGD steps per round (0: one epoch)")
+                 ->check(tools::int_range(0, kMaxAxis)),
              [o](PoisonConfig& c) { c.model_steps = o->model_steps; });
-  overriding(app.add_option("--noise-batches", o->noise_batches, "Noise batches per round (0: one pass)"),
+  overriding(app.add_option("--noise-batches", o->noise_batches, "Noise batches per round (0: one pass)")
+                 ->check(tools::int_range(0, kMaxAxis)),
              [o](PoisonConfig& c) { c.noise_batches = o->noise_batches; });
-  overriding(app.add_option("--pgd-steps", o->pgd_steps, "PGD steps per noise batch"),
+  overriding(app.add_option("--pgd-steps", o->pgd_steps, "PGD steps per noise batch")
+                 ->check(tools::int_range(1, tools::kMaxEpochs)),
              [o](PoisonConfig& c) { c.pgd_steps = o->pgd_steps; });
-  overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]"),
+  overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]")
+                 ->check(tools::in_range({0, 1, true, false})),
              [o](PoisonConfig& c) { c.ratio = o->ratio; });
   auto* init_opt = app.add_option("--init", o->init, "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
   app.add_option("--init-file", o->init_file,
                  "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
-  overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first"),
+  overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first")
+                 ->check(tools::int_range(0, tools::kMaxEpochs)),
              [o](PoisonConfig& c) { c.pretrain_epochs = o->pretrain_epochs; });
   // ---- AUE / AAP / TUE (docs/attacks.md)
   overriding(app.add_option("--pretrain-warmup-epochs", o->pretrain_warmup_epochs,
@@ -153,34 +160,54 @@ void setup(CLI::App& app) {
   // ---- attacker's model and optimiser
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
-  auto* width_opt = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)");
-  overriding(app.add_option("--batch-size", o->batch_size, "Images per step (paper 512, cpu-small 256)"),
+  auto* width_opt = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)")
+      ->check(tools::int_range(1, models::kMaxWidth));
+  overriding(app.add_option("--batch-size", o->batch_size, "Images per step (paper 512, cpu-small 256)")
+                 ->check(tools::int_range(2, kMaxAxis)),
                                [o](PoisonConfig& c) { c.batch_size = o->batch_size; });
   auto* lr_opt = app.add_option("--lr", o->lr,
                                 "Attacker lr (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1; "
-                                "default: the recipe's)");
-  overriding(app.add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str(),
+                                "default: the recipe's)")->check(tools::real_range(0, 1000));
+  overriding(app.add_option("--momentum", o->momentum, "SGD momentum")
+                 ->check(tools::in_range({0, 1, false, true}))
+                 ->capture_default_str(),
              [o](PoisonConfig& c) { c.momentum = o->momentum; });
-  overriding(app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")->capture_default_str(),
+  overriding(app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")
+                 ->check(tools::real_range(0, 1))
+                 ->capture_default_str(),
              [o](PoisonConfig& c) { c.weight_decay = o->weight_decay; });
   overriding(app.add_option("--schedule", o->schedule, "Attacker lr over the rounds: cosine | constant (default: the recipe's)")
                  ->check(CLI::IsMember({"cosine", "constant"})),
              [o](PoisonConfig& c) { c.cosine = o->schedule == "cosine"; });
   overriding(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
+                 ->check(tools::real_range(0, 1))
                  ->capture_default_str(),
              [o](PoisonConfig& c) { c.final_lr_fraction = o->final_lr_fraction; });
   auto* augment_opt = app.add_option("--augment", o->augment,
                                      "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
                                      "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
                                      "--augment-strength)");
-  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")->capture_default_str();
-  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")
+      ->check(tools::real_range(0, 100))
       ->capture_default_str();
-  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")->capture_default_str();
-  app.add_option("--proj-hidden", o->proj_hidden, "Projector hidden width (-1: the algorithm's default)")->capture_default_str();
-  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")->capture_default_str();
-  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")->capture_default_str();
-  app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")->capture_default_str();
+  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+      ->check(tools::in_range({0, 1, false, false, {-1}}))
+      ->capture_default_str();
+  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")
+      ->check(tools::int_range(0, algorithms::kMaxQueue, {-1}))
+      ->capture_default_str();
+  app.add_option("--proj-hidden", o->proj_hidden, "Projector hidden width (-1: the algorithm's default)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth, {-1}))
+      ->capture_default_str();
+  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
+      ->capture_default_str();
+  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
+      ->capture_default_str();
+  app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")
+      ->check(tools::in_range({0, 1e6, true, false}))
+      ->capture_default_str();
   // ---- data
   tools::add_data_options(app, o->data, /*data_required=*/true);
   o->data.option("--subset")->description("Use a class-balanced subset of N training images (0: all; recipe cpu-small: 5000)");
@@ -191,12 +218,16 @@ void setup(CLI::App& app) {
   app.add_option("--out", o->out, "Poison file (HDF5); the noise picture goes to OUT with .png")->required();
   app.add_option("--checkpoint-every", o->checkpoint_every,
                  "Checkpoint to OUT.ckpt.h5 every N rounds (and after the last; 0: never)")
+      ->check(tools::int_range(0, tools::kMaxEpochs))
       ->capture_default_str();
   app.add_flag("--resume", o->resume, "Continue from OUT.ckpt.h5 when it exists (the finished rounds are kept)");
+  app.add_flag("--allow-changed", o->allow_changed,
+               "Resume even when the checkpoint was made with other settings (warns per changed setting)");
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
+      ->check(tools::real_range(-1e9, 1e9))
       ->capture_default_str();
   // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
-  app.add_option("--stop-after-rounds", o->stop_after_rounds)->group("");
+  app.add_option("--stop-after-rounds", o->stop_after_rounds)->check(tools::int_range(0, tools::kMaxEpochs))->group("");
 
   CLI::Option* pgd_opt = app.get_option("--pgd-steps");
   CLI::Option* step_opt = app.get_option("--step");
@@ -269,6 +300,7 @@ void setup(CLI::App& app) {
     cfg.checkpoint_path = tools::with_suffix(o->out, ".ckpt.h5");
     cfg.checkpoint_every = o->checkpoint_every;
     cfg.resume = o->resume;
+    cfg.allow_changed = o->allow_changed;
     cfg.progress_seconds = o->progress_seconds;
     if (o->stop_after_rounds > 0) {
       int64_t stop = o->stop_after_rounds;

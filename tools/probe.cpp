@@ -6,6 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -19,6 +22,7 @@
 #include "models/registry.h"
 #include "poison/apply.h"
 #include "tools/command.h"
+#include "tools/common.h"
 
 namespace {
 
@@ -27,7 +31,7 @@ using namespace cpoison::algorithms;
 
 struct Options {
   std::string encoder, data, data_root, poison, mode, model = "resnet18", device = "cpu", milestones = "60,75,90", json;
-  bool random_init = false, knn = false;
+  bool random_init = false, knn = false, ignore_fingerprint = false;
   int64_t subset = -1, test_subset = 0, pad_to = -1, channels = -1, width = 64;
   int64_t epochs = 100, batch_size = 512, iterations = 300, knn_k = 200;
   uint64_t seed = 0;
@@ -41,11 +45,11 @@ std::vector<double> parse_list(const std::string& s) {
   std::string item;
   while (std::getline(in, item, ',')) {
     if (item.empty()) continue;
-    try {
-      out.push_back(std::stod(item));
-    } catch (const std::exception&) {
-      fail("--milestones", "not a number: '", item, "'");
-    }
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    CP_CHECK(end == item.c_str() + item.size() && std::isfinite(v) && v >= 0, "--milestones", "expected epochs >= 0 ",
+             "separated by commas, got '", item, "' in '", s, "'");
+    out.push_back(v);
   }
   return out;
 }
@@ -69,36 +73,54 @@ void setup(CLI::App& app) {
   app.add_option("--data", o->data, "Dataset (default: the checkpoint's; fashion-mnist with --random-init)");
   app.add_option("--data-root", o->data_root, "Directory of the dataset's files");
   app.add_option("--subset", o->subset,
-                 "Fit on a class-balanced subset of N training images (0: all; default: the checkpoint's)");
-  app.add_option("--subset-seed", o->subset_seed, "Seed of the subset (default: the checkpoint's, else 0)");
+                 "Fit on a class-balanced subset of N training images (0: all; default: the checkpoint's)")
+      ->check(tools::int_range(0, kMaxAxis, {-1}));
+  app.add_option("--subset-seed", o->subset_seed, "Seed of the subset (default: the checkpoint's, else 0)")
+      ->check(tools::int_range(0, std::numeric_limits<int64_t>::max(), {-1}));
   app.add_option("--poison", o->poison,
                  "Fit the probe on the training images poisoned with this file (the \"poisoned probe\"); "
                  "the test set stays clean");
-  app.add_option("--test-subset", o->test_subset, "Test on the first N test images (0: all)")->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images to this size (default: the checkpoint's, else 0)");
-  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale (default: the checkpoint's)");
+  app.add_option("--test-subset", o->test_subset, "Test on the first N test images (0: all)")
+      ->check(tools::int_range(0, kMaxAxis))->capture_default_str();
+  app.add_option("--pad-to", o->pad_to, "Zero-pad images to this size (default: the checkpoint's, else 0)")
+      ->check(tools::int_range(0, kMaxImageSide, {-1}));
+  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale (default: the checkpoint's)")
+      ->check(tools::one_of({-1, 0, 1, 3}));
   app.add_option("--model", o->model, "Backbone for --random-init")->capture_default_str();
-  app.add_option("--width", o->width, "Base width for --random-init")->capture_default_str();
+  app.add_option("--width", o->width, "Base width for --random-init")
+      ->check(tools::int_range(1, models::kMaxWidth))->capture_default_str();
   app.add_option("--mode", o->mode,
                  "features: standardised frozen features + logistic regression by L-BFGS (docs/cpu-scale-reference.md); "
                  "sgd: the spec's probe (SGD on crop+flip views). Default: features for cpu-small checkpoints "
                  "and --random-init, else sgd")
       ->check(CLI::IsMember({"features", "sgd"}));
-  app.add_option("--epochs", o->epochs, "sgd: epochs")->capture_default_str();
-  app.add_option("--batch-size", o->batch_size, "sgd: batch size (also the feature-extraction batch)")->capture_default_str();
-  app.add_option("--lr", o->lr, "sgd: learning rate")->capture_default_str();
-  app.add_option("--momentum", o->momentum, "sgd: momentum")->capture_default_str();
-  app.add_option("--weight-decay", o->weight_decay, "sgd: weight decay")->capture_default_str();
+  app.add_option("--epochs", o->epochs, "sgd: epochs")
+      ->check(tools::int_range(1, tools::kMaxEpochs))->capture_default_str();
+  app.add_option("--batch-size", o->batch_size, "sgd: batch size (also the feature-extraction batch)")
+      ->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--lr", o->lr, "sgd: learning rate")
+      ->check(tools::in_range({0, 1000, true, false}))->capture_default_str();
+  app.add_option("--momentum", o->momentum, "sgd: momentum")
+      ->check(tools::in_range({0, 1, false, true}))->capture_default_str();
+  app.add_option("--weight-decay", o->weight_decay, "sgd: weight decay")
+      ->check(tools::real_range(0, 1))->capture_default_str();
   app.add_option("--milestones", o->milestones, "sgd: epochs after which lr is multiplied by --gamma")->capture_default_str();
-  app.add_option("--gamma", o->gamma, "sgd: lr factor at each milestone")->capture_default_str();
-  app.add_option("--iterations", o->iterations, "features: L-BFGS iterations")->capture_default_str();
-  app.add_option("--l2", o->l2, "features: L2 penalty (l2/2 ||W||^2)")->capture_default_str();
+  app.add_option("--gamma", o->gamma, "sgd: lr factor at each milestone")
+      ->check(tools::in_range({0, 1, true, false}))->capture_default_str();
+  app.add_option("--iterations", o->iterations, "features: L-BFGS iterations")
+      ->check(tools::int_range(0, 10000000))->capture_default_str();
+  app.add_option("--l2", o->l2, "features: L2 penalty (l2/2 ||W||^2)")
+      ->check(tools::real_range(0, 1e6))->capture_default_str();
   app.add_flag("--knn", o->knn, "Also report weighted kNN accuracy on the same features");
-  app.add_option("--knn-k", o->knn_k, "kNN neighbours")->capture_default_str();
-  app.add_option("--knn-temperature", o->knn_temperature, "kNN vote temperature")->capture_default_str();
+  app.add_option("--knn-k", o->knn_k, "kNN neighbours")
+      ->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--knn-temperature", o->knn_temperature, "kNN vote temperature")
+      ->check(tools::in_range({0, 100, true, false}))->capture_default_str();
   app.add_option("--seed", o->seed, "Seed (random-init weights, sgd order and crops)")->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--json", o->json, "Append the result as one JSON line to this file");
+  app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
+               "Apply --poison even to images whose fingerprint differs from the one it records (warns)");
 
   app.callback([o] {
     CP_CHECK(!o->encoder.empty() || o->random_init, "probe", "give --encoder CKPT.h5 or --random-init");
@@ -122,7 +144,7 @@ void setup(CLI::App& app) {
 
     data::Dataset train_set = data::load_dataset(data, data::Split::train, lo);
     if (subset > 0) train_set = data::balanced_subset(train_set, subset, (uint64_t)subset_seed);
-    if (!o->poison.empty()) train_set = poison::apply_poison_file(train_set, o->poison);
+    if (!o->poison.empty()) train_set = poison::apply_poison_file(train_set, o->poison, o->ignore_fingerprint);
     data::Dataset test_set = data::load_dataset(data, data::Split::test, lo);
     if (o->test_subset > 0) test_set = data::take_first(test_set, o->test_subset);
 

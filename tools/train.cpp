@@ -33,6 +33,7 @@ struct Options {
          final_lr_fraction = 0.001, progress_seconds = 10;
   int64_t warmup_steps = -1, checkpoint_every = 0;
   bool nesterov = false, resume = false, dual_branch = false, byol_detach_target = false;
+  bool allow_changed = false, ignore_fingerprint = false;
   // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
   double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
   int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
@@ -91,6 +92,7 @@ void setup(CLI::App& app) {
   app.add_option("--data-root", o->data_root, "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
                                               "/usr/share/datasets/NAME, ./data/NAME)");
   presettable(app.add_option("--subset", o->subset, "Train on a class-balanced subset of N images (0: all)")
+                  ->check(tools::int_range(0, kMaxAxis))
                   ->capture_default_str(),
               [o] { o->subset = 5000; });
   app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
@@ -103,8 +105,12 @@ void setup(CLI::App& app) {
                  "view of a contrastive step, or on the batch of a supervised one); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
                  "\"adv:eps=8/255,steps=5\"")
       ->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")->capture_default_str();
-  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")->capture_default_str();
+  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")
+      ->check(tools::int_range(0, kMaxImageSide))
+      ->capture_default_str();
+  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")
+      ->check(tools::one_of({0, 1, 3}))
+      ->capture_default_str();
   // ---- model
   app.add_option("--init", o->init, "Convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)")
       ->check(CLI::IsMember({"kaiming-fan-out", "pytorch"}))
@@ -112,27 +118,42 @@ void setup(CLI::App& app) {
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
   presettable(app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
+                  ->check(tools::int_range(1, models::kMaxWidth))
                   ->capture_default_str(),
               [o] { o->width = 8; });
   // ---- optimisation
-  presettable(app.add_option("--epochs", o->epochs, "Training epochs")->capture_default_str(), [o] { o->epochs = 30; });
+  presettable(app.add_option("--epochs", o->epochs, "Training epochs")
+                  ->check(tools::int_range(1, tools::kMaxEpochs))
+                  ->capture_default_str(),
+              [o] { o->epochs = 30; });
   presettable(app.add_option("--batch-size", o->batch_size, "Images per step (two views each); drop_last")
+                  ->check(tools::int_range(1, kMaxAxis))
                   ->capture_default_str(),
               [o] { o->batch_size = 256; });
   presettable(app.add_option("--lr", o->lr, "Base learning rate (0: SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1)")
+                  ->check(tools::real_range(0, 1000))
                   ->capture_default_str(),
               [o] { o->lr = 0.3; });
-  app.add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
-  app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")->capture_default_str();
+  app.add_option("--momentum", o->momentum, "SGD momentum")
+      ->check(tools::in_range({0, 1, false, true}))
+      ->capture_default_str();
+  app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")
+      ->check(tools::real_range(0, 1))
+      ->capture_default_str();
   app.add_flag("--nesterov", o->nesterov, "Nesterov momentum");
-  app.add_option("--warmup-epochs", o->warmup_epochs, "Linear warm-up length in epochs")->capture_default_str();
+  app.add_option("--warmup-epochs", o->warmup_epochs, "Linear warm-up length in epochs")
+      ->check(tools::real_range(0, tools::kMaxEpochs))
+      ->capture_default_str();
   presettable(app.add_option("--warmup-steps", o->warmup_steps, "Warm-up length in steps (>= 0 overrides --warmup-epochs)")
+                  ->check(tools::int_range(-1, kMaxAxis))
                   ->capture_default_str(),
               [o] { o->warmup_steps = 20; });
   presettable(app.add_option("--warmup-start-lr", o->warmup_start_lr, "Learning rate at the start of the warm-up")
+                  ->check(tools::real_range(0, 1000))
                   ->capture_default_str(),
               [o] { o->warmup_start_lr = 0; });
   presettable(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
+                  ->check(tools::real_range(0, 1))
                   ->capture_default_str(),
               [o] { o->final_lr_fraction = 0; });
   presettable(app.add_option("--augment", o->augment,
@@ -141,15 +162,25 @@ void setup(CLI::App& app) {
                   ->check(CLI::IsMember({"simclr", "cpu-small", "crop-flip", "none"})),
               [o] { o->augment = "cpu-small"; });
   // ---- algorithm
-  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")->capture_default_str();
-  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")
+      ->check(tools::real_range(0, 100))
       ->capture_default_str();
-  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")->capture_default_str();
+  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
+      ->check(tools::in_range({0, 1, false, false, {-1}}))
+      ->capture_default_str();
+  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")
+      ->check(tools::int_range(0, algorithms::kMaxQueue, {-1}))
+      ->capture_default_str();
   app.add_option("--proj-hidden", o->proj_hidden,
                  "Projector hidden width (-1: SimCLR/MoCo the feature dim, BYOL 4096)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth, {-1}))
       ->capture_default_str();
-  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")->capture_default_str();
-  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")->capture_default_str();
+  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
+      ->capture_default_str();
+  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")
+      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
+      ->capture_default_str();
   app.add_flag("--dual-branch", o->dual_branch,
                "Record the momentum branch so input gradients flow through it (poisoning; no effect on weights)");
   app.add_flag("--byol-detach-target", o->byol_detach_target,
@@ -158,6 +189,7 @@ void setup(CLI::App& app) {
   app.add_option("--loss-scale", o->loss_scale,
                  "Multiply the loss (the release uses temperature/0.07 for SimCLR and MoCo; we default to 1 and "
                  "never divide SimCLR gradients by a GPU count)")
+      ->check(tools::in_range({0, 1e6, true, false}))
       ->capture_default_str();
   // ---- run
   app.add_option("--seed", o->seed, "Seed of weights, batch order, augmentations and MoCo queue")->capture_default_str();
@@ -165,10 +197,17 @@ void setup(CLI::App& app) {
   app.add_option("--out", o->out, "Checkpoint file (HDF5)")->required();
   app.add_option("--log", o->log, "JSONL log, one line per epoch (default: --out with .jsonl)");
   app.add_option("--checkpoint-every", o->checkpoint_every, "Also checkpoint every N epochs (0: only at the end)")
+      ->check(tools::int_range(0, tools::kMaxEpochs))
       ->capture_default_str();
   app.add_flag("--resume", o->resume, "Continue from --out (or --resume-from) when it exists");
-  app.add_option("--resume-from", o->resume_from, "Checkpoint to resume from (default: --out)");
+  app.add_option("--resume-from", o->resume_from, "Checkpoint to resume from (default: --out); must exist; implies --resume");
+  app.add_flag("--allow-changed", o->allow_changed,
+               "Resume even when the checkpoint was made with other settings (warns per changed setting; default: "
+               "an error naming the first)");
+  app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
+               "Apply --poison even to images whose fingerprint differs from the one it records (warns)");
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
+      ->check(tools::real_range(-1e9, 1e9))
       ->capture_default_str();
   (void)data_opt;
   app.footer(
@@ -188,9 +227,20 @@ void setup(CLI::App& app) {
     lo.root = o->data_root;
     lo.pad_to = o->pad_to;
     lo.channels = o->channels;
+    if (!o->resume_from.empty()) {
+      CP_CHECK(std::filesystem::is_regular_file(o->resume_from), "--resume-from", "no checkpoint '", o->resume_from,
+               "' to resume from (leave --resume-from out to train afresh)");
+      o->resume = true;
+    }
     data::Dataset ds = data::load_dataset(o->data, data::Split::train, lo);
     if (o->subset > 0) ds = data::balanced_subset(ds, o->subset, o->subset_seed);
-    if (!o->poison.empty()) ds = poison::apply_poison_file(ds, o->poison);
+    std::string poison_digest = "none";
+    if (!o->poison.empty()) {
+      const poison::Poison p = poison::load_poison(o->poison);
+      poison::check_fingerprint(p, ds, o->poison, o->ignore_fingerprint);
+      poison_digest = poison::poison_digest(p);
+      ds = poison::apply_poison(ds, p);
+    }
 
     TrainConfig cfg;
     cfg.algo = algo;
@@ -227,6 +277,7 @@ void setup(CLI::App& app) {
     cfg.checkpoint_every = o->checkpoint_every;
     cfg.resume = o->resume;
     cfg.resume_from = o->resume_from;
+    cfg.allow_changed = o->allow_changed;
     std::string stem = o->out.size() > 3 && o->out.substr(o->out.size() - 3) == ".h5" ? o->out.substr(0, o->out.size() - 3)
                                                                                        : o->out;
     cfg.log_path = o->log.empty() ? stem + ".jsonl" : o->log;
@@ -242,6 +293,10 @@ void setup(CLI::App& app) {
                        {"augment", aug},
                        {"defense", def.spec()},
                        {"software", std::string("cpoison ") + CPOISON_VERSION}};
+    // What a resume must repeat (the data path may move; the images' fingerprint is compared).
+    cfg.settings = {{"subset", o->subset},   {"subset_seed", (int64_t)o->subset_seed},
+                    {"pad_to", o->pad_to},   {"channels", o->channels},
+                    {"poison", poison_digest}, {"defense", def.spec()}};
 
     // The defence runs after any batch hook set before it (none today: the poison is applied
     // to the dataset itself), as the victim would defend the data it was given.

@@ -3,6 +3,7 @@
 #include "engine/data/dataset.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -13,11 +14,14 @@
 #include "engine/ops/index.h"
 #include "engine/ops/shape.h"
 #include "engine/rng.h"
+#include "engine/size.h"
 
 namespace cpoison::data {
 
 namespace {
 constexpr uint32_t kBalancedStream = 0x5EED0001;
+// The most classes a dataset file may declare (models::kMaxClasses; engine/ does not see models/).
+constexpr int64_t models_max_classes = int64_t(1) << 24;
 constexpr uint32_t kShuffleStream = 0x5EED0002;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -57,6 +61,8 @@ Tensor pad_center(const Tensor& images, int64_t side) {
   int64_t n = images.size(0), h = images.size(1), w = images.size(2), c = images.size(3);
   CP_CHECK(side >= h && side >= w, "load_dataset", "pad_to ", side, " is smaller than the images (", h, "x", w, ")");
   if (side == h && side == w) return images;
+  const int64_t bytes = checked_numel({n, side, side, c}, "load_dataset: pad_to " + std::to_string(side));
+  check_allocation((uint64_t)bytes, "load_dataset: pad_to " + std::to_string(side) + " for " + std::to_string(n) + " images");
   Tensor out = Tensor::zeros({n, side, side, c}, DType::u8);
   int64_t top = (side - h) / 2, left = (side - w) / 2;
   const uint8_t* src = images.data<uint8_t>();
@@ -105,6 +111,11 @@ Dataset load_h5(const std::string& path, Split split, int64_t limit) {
   Shape is = r.shape(images_name), ls = r.shape(labels_name);
   CP_CHECK(r.dtype(images_name) == DType::u8 && is.size() == 4, path, "/", images_name, " must be u8 [N,H,W,C], got ",
            dtype_name(r.dtype(images_name)), is);
+  for (size_t d = 0; d < is.size(); ++d)
+    CP_CHECK(is[d] > 0, path, "/", images_name, " has shape ", is, ": every dimension must be > 0 (N images, H rows, ",
+             "W columns, C channels)");
+  CP_CHECK(is[3] <= 4 && is[1] <= kMaxImageSide && is[2] <= kMaxImageSide, path, "/", images_name, " has shape ", is,
+           ": expected [N, H, W, C] with H and W at most ", kMaxImageSide, " and C at most 4 (channels last)");
   CP_CHECK(ls.size() == 1 && ls[0] == is[0], path, "/", labels_name, " has shape ", ls, " but /", images_name, " holds ",
            is[0], " images");
   DType ld = r.dtype(labels_name);
@@ -126,13 +137,18 @@ Dataset load_h5(const std::string& path, Split split, int64_t limit) {
   auto classes_it = fa.find("classes");
   if (classes_it != fa.end()) {
     ds.classes = io::attr_int(fa, "classes", path);
+    CP_CHECK(ds.classes >= 0 && ds.classes <= models_max_classes, path, "attribute 'classes' must be in [0, ",
+             models_max_classes, "], got ", ds.classes);
   } else {
     // Files written by hand (h5py) may omit it: the labels tell.
     int64_t top = -1;
     for (int64_t v : ds.labels.to_vector<int64_t>()) top = std::max(top, v);
+    CP_CHECK(top < models_max_classes, path, "/", labels_name, " holds label ", top, " (without a 'classes' attribute the ",
+             "largest label + 1 is the class count, at most ", models_max_classes, ")");
     ds.classes = top + 1;
   }
-  CP_CHECK(ds.classes > 0 || split == Split::unlabeled, path, "classes attribute is ", ds.classes);
+  CP_CHECK(ds.classes > 0 || split == Split::unlabeled, path, "attribute 'classes' is ", ds.classes,
+           " (a labelled split needs at least 1 class)");
   detail::check_labels(ds.labels, ds.classes, path + " /" + labels_name, split == Split::unlabeled);
   auto names_it = fa.find("class_names");
   if (names_it != fa.end() && std::holds_alternative<std::string>(names_it->second)) {
@@ -216,7 +232,8 @@ std::string resolve_root(const std::string& name, const LoadOptions& opt) {
 
 Dataset load_dataset(const std::string& name_or_path, Split split, const LoadOptions& opt) {
   CP_CHECK(opt.limit >= 0, "load_dataset", "limit must be >= 0, got ", opt.limit);
-  CP_CHECK(opt.pad_to >= 0, "load_dataset", "pad_to must be >= 0, got ", opt.pad_to);
+  CP_CHECK(opt.pad_to >= 0 && opt.pad_to <= kMaxImageSide, "load_dataset", "pad_to must be in [0, ", kMaxImageSide,
+           "], got ", opt.pad_to);
   CP_CHECK(opt.channels == 0 || opt.channels == 1 || opt.channels == 3, "load_dataset", "channels must be 0, 1 or 3, got ",
            opt.channels);
   Dataset ds;
@@ -267,6 +284,23 @@ void save_datasets_h5(const std::string& path, const std::vector<NamedSplit>& sp
   for (const auto& s : splits) write_split(w, std::string(split_name(s.split)) + "/", *s.dataset);
   write_file_attrs(w, *splits[0].dataset);
   w.commit();
+}
+
+std::string fingerprint(const Dataset& ds) {
+  check_dataset(ds, "fingerprint");
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64 offset basis
+  auto mix = [&h](const void* bytes, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(bytes);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  Tensor images = ds.images.to(Device::cpu).contiguous();
+  Tensor labels = ds.labels.to(Device::cpu).contiguous();
+  for (int64_t d : images.shape()) mix(&d, sizeof d);
+  mix(images.raw_data(), (size_t)images.numel());
+  mix(labels.raw_data(), (size_t)labels.numel() * sizeof(int64_t));
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
 }
 
 Dataset take_first(const Dataset& ds, int64_t n) {

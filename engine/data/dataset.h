@@ -72,6 +72,12 @@ struct NamedSplit {
 };
 void save_datasets_h5(const std::string& path, const std::vector<NamedSplit>& splits);
 
+// FNV-1a 64 over the images' shape (int64 each), pixels (u8 NHWC) and labels (i64), as 16 hex
+// digits: the identity of a training set and its order. Poison files record it (`cpoison
+// poison`), so that train, probe, defend and export can prove a poison is applied to the images
+// it was made for; training checkpoints record it so that a resume uses the same images.
+std::string fingerprint(const Dataset& ds);
+
 // ---- subsets (labels, classes and names carried over; images stay on their device)
 Dataset take_first(const Dataset& ds, int64_t n);  // a view of the first min(n, N) images
 Dataset subset(const Dataset& ds, const std::vector<int64_t>& indices);  // copies, in index order

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <memory>
 
+#include "engine/size.h"
+
 namespace cpoison::data::detail {
 
 bool file_exists(const std::string& path) {
@@ -55,7 +57,7 @@ public:
       if (got < 0) {
         int code = 0;
         const char* msg = gzerror(file_, &code);
-        fail(path_, "corrupt or truncated while reading ", what, " at byte ", position_ + done, ": ", msg);
+        fail(path_, "corrupt or truncated while reading ", what, " at byte ", position_ + done, ": ", msg, hint(code));
       }
       if (got == 0) break;
       done += got;
@@ -65,9 +67,39 @@ public:
       int code = 0;
       const char* msg = gzerror(file_, &code);
       fail(path_, "truncated: needed ", n, " bytes of ", what, " at byte ", position_, " but found ", done,
-           code != Z_OK ? std::string(" (") + msg + ")" : std::string());
+           code != Z_OK ? std::string(" (") + msg + ")" + hint(code) : std::string());
     }
     position_ += n;
+  }
+  // Reads and drops n bytes (the records after `limit`), so that the end of the stream is still
+  // checked: a limit must not hide a corrupt or truncated file.
+  void skip(int64_t n, const char* what) {
+    std::vector<char> scratch((size_t)std::min<int64_t>(n, 1 << 20));
+    for (int64_t done = 0; done < n;) {
+      const int64_t chunk = std::min<int64_t>(n - done, (int64_t)scratch.size());
+      read(scratch.data(), chunk, what);
+      done += chunk;
+    }
+  }
+  // After the payload the header declares: the file must end there, and a gzip stream must end
+  // with its trailer (CRC-32 and length, which zlib checks when it reaches them). Without this,
+  // a stream cut just after the pixels, a wrong CRC or extra bytes would all read as fine.
+  void expect_end() {
+    char extra = 0;
+    const int got = gzread(file_, &extra, 1);
+    int code = Z_OK;
+    const char* msg = gzerror(file_, &code);
+    if (got < 0 || code != Z_OK)
+      fail(path_, gzdirect(file_) ? "read error" : "corrupt or truncated gzip stream", " after the ", position_,
+           " bytes the header declares: ", msg, hint(code));
+    CP_CHECK(got == 0, path_, "holds more data than its header declares (", position_,
+             " bytes); truncated header counts or trailing bytes are not this format");
+  }
+  // What a zlib error code means for a file that should be one complete gzip stream.
+  static std::string hint(int code) {
+    if (code == Z_BUF_ERROR) return " (the file ends early: truncated, or its gzip trailer with CRC-32 and length is missing)";
+    if (code == Z_DATA_ERROR) return " (corrupt data, or the gzip CRC-32 or length check failed)";
+    return "";
   }
   uint32_t read_be32(const char* what) {
     unsigned char b[4];
@@ -185,11 +217,18 @@ Tensor read_idx_images(const std::string& path, int64_t limit, int64_t* stored) 
     return std::string(b);
   }(), ": an IDX image file starts with 0x00000803 (unsigned bytes, 3 dimensions)");
   int64_t n = in.read_be32("the image count"), h = in.read_be32("the row count"), w = in.read_be32("the column count");
-  CP_CHECK(h > 0 && w > 0 && h <= 65536 && w <= 65536, path, "implausible image size ", h, "x", w);
+  CP_CHECK(n > 0, path, "the header declares no images (count 0)");
+  CP_CHECK(h > 0 && w > 0 && h <= kMaxImageSide && w <= kMaxImageSide, path, "implausible image size ", h, "x", w,
+           " (rows and columns must be in [1, ", kMaxImageSide, "])");
+  const int64_t stored_pixels = checked_numel({n, h, w}, path + ": the header's image count x rows x columns");
   if (stored) *stored = n;
-  if (limit > 0) n = std::min(n, limit);
-  Tensor images = Tensor::empty({n, h, w, 1}, DType::u8);
-  in.read(images.data<uint8_t>(), n * h * w, "the pixels");
+  const int64_t kept = limit > 0 ? std::min(n, limit) : n;
+  check_allocation((uint64_t)(kept * h * w), path + ": " + std::to_string(kept) + " images of " + std::to_string(h) + "x" +
+                                                 std::to_string(w));
+  Tensor images = Tensor::empty({kept, h, w, 1}, DType::u8);
+  in.read(images.data<uint8_t>(), kept * h * w, "the pixels");
+  in.skip(stored_pixels - kept * h * w, "the pixels");
+  in.expect_end();
   return images;
 }
 
@@ -201,11 +240,14 @@ Tensor read_idx_labels(const std::string& path, int64_t limit, int64_t* stored) 
     std::snprintf(b, sizeof b, "%08x", magic);
     return std::string(b);
   }(), ": an IDX label file starts with 0x00000801 (unsigned bytes, 1 dimension)");
-  int64_t n = in.read_be32("the label count");
-  if (stored) *stored = n;
-  if (limit > 0) n = std::min(n, limit);
+  const int64_t stored_count = in.read_be32("the label count");
+  CP_CHECK(stored_count > 0, path, "the header declares no labels (count 0)");
+  if (stored) *stored = stored_count;
+  const int64_t n = limit > 0 ? std::min(stored_count, limit) : stored_count;
   std::vector<uint8_t> raw((size_t)n);
   in.read(raw.data(), n, "the labels");
+  in.skip(stored_count - n, "the labels");
+  in.expect_end();
   Tensor labels = Tensor::empty({n}, DType::i64);
   int64_t* l = labels.data<int64_t>();
   for (int64_t i = 0; i < n; ++i) l[i] = raw[i];

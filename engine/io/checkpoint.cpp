@@ -1,5 +1,7 @@
 #include "engine/io/checkpoint.h"
 
+#include <limits>
+
 #include "engine/autograd.h"
 
 namespace cpoison::io {
@@ -43,10 +45,26 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   w.commit();
 }
 
+namespace {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+}  // namespace
+
 Checkpoint load_checkpoint(const std::string& path) {
   H5Reader r(path);
   Checkpoint ck;
-  for (auto& name : r.datasets()) ck.tensors.emplace(name, r.read(name));
+  const std::string where = "checkpoint " + path;
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto& name : r.datasets()) {
+    Tensor t = r.read(name);
+    // Weights, buffers, optimiser state, queues and noise are finite; a variance is >= 0; a
+    // counter is >= 0. A NaN here would be trained on (or evaluated) without any other error.
+    const bool variance = ends_with(name, "running_var");
+    const bool counter = ends_with(name, "num_batches_tracked");
+    check_values(t, variance || counter ? 0.0 : -inf, inf, where, name);
+    ck.tensors.emplace(name, std::move(t));
+  }
   ck.attrs = r.file_attrs();
   return ck;
 }

@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "engine/autograd.h"
+#include "engine/size.h"
 
 namespace cpoison::io {
 
@@ -186,6 +187,48 @@ std::vector<hsize_t> chunk_dims(const Shape& shape, DType dtype) {
 
 constexpr unsigned kGzipLevel = 4;  // h5py's default level
 
+// "float of 4 bytes", "signed integer of 2 bytes", "string": the kind of an element type.
+std::string type_kind(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  std::ostringstream os;
+  switch (cls) {
+    case H5T_FLOAT: os << "float"; break;
+    case H5T_INTEGER: os << (H5Tget_sign(type) == H5T_SGN_NONE ? "unsigned integer" : "signed integer"); break;
+    case H5T_STRING: os << "string"; break;
+    case H5T_ENUM: os << "enum (bool?)"; break;
+    case H5T_COMPOUND: os << "compound"; break;
+    case H5T_ARRAY: os << "array"; break;
+    default: os << "non-numeric"; break;
+  }
+  os << " of " << size << " byte" << (size == 1 ? "" : "s");
+  return os.str();
+}
+
+// What is unusual about a numeric type beyond its kind: ", big-endian", and for a float whose
+// bit layout is not IEEE's (one changed byte of the type), its fields. "" for a standard type.
+std::string type_details(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  std::ostringstream os;
+  if ((cls == H5T_FLOAT || cls == H5T_INTEGER) && size > 1 && H5Tget_order(type) != H5T_ORDER_LE)
+    os << (H5Tget_order(type) == H5T_ORDER_BE ? ", big-endian" : ", mixed byte order");
+  if (cls == H5T_FLOAT) {
+    size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+    H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize);
+    const bool fields = (size == 4 && spos == 31 && epos == 23 && esize == 8 && mpos == 0 && msize == 23) ||
+                        (size == 8 && spos == 63 && epos == 52 && esize == 11 && mpos == 0 && msize == 52);
+    const size_t ebias = H5Tget_ebias(type);
+    const bool bias = (size == 4 && ebias == 127) || (size == 8 && ebias == 1023);
+    const bool norm = H5Tget_norm(type) == H5T_NORM_IMPLIED;
+    if (!fields || !bias || !norm)
+      os << ", not IEEE binary" << size * 8 << ": sign bit " << spos << ", exponent bits " << epos << ".."
+         << epos + esize - 1 << " with bias " << ebias << ", mantissa bits " << mpos << ".." << mpos + msize - 1
+         << (norm ? "" : ", no implied leading bit");
+  }
+  return os.str();
+}
+
 }  // namespace
 
 // ======================================================================== writer
@@ -317,32 +360,79 @@ struct H5Reader::Impl {
     CP_CHECK(is_dataset(file, name, path), where, "'", path, "': no dataset '", name, "'");
     return H5Id(CP_H5_CHECK(H5Dopen2(file, name.c_str(), H5P_DEFAULT), path, name), H5Dclose);
   }
+  std::string object(const std::string& name) const { return "'" + path + "' dataset '" + name + "'"; }
+
+  // The stored shape, checked: a simple or scalar dataspace, at most kMaxAxis elements per axis
+  // and a product that fits in int64 (a shape like [4, 2^62, 1, 1] would wrap to 0).
   Shape shape_of(hid_t ds, const std::string& name) const {
     H5Id space(CP_H5_CHECK(H5Dget_space(ds), path, name), H5Sclose);
+    const H5S_class_t cls = H5Sget_simple_extent_type(space);
+    CP_CHECK(cls == H5S_SIMPLE || cls == H5S_SCALAR, "H5Reader", object(name),
+             ": has a null dataspace (no elements, not even a scalar); expected an array");
     int rank = CP_H5_CHECK(H5Sget_simple_extent_ndims(space), path, name);
     std::vector<hsize_t> dims(rank);
     CP_H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr), path, name);
-    return Shape(dims.begin(), dims.end());
+    Shape shape(rank);
+    for (int i = 0; i < rank; ++i) {
+      // Beyond int64 a cast would turn negative: refuse on the unsigned value.
+      CP_CHECK(dims[i] <= (hsize_t)kMaxAxis, "H5Reader", object(name), ": axis ", i, " of the stored shape holds ",
+               (unsigned long long)dims[i], " elements, above the limit of ", kMaxAxis, " per axis");
+      shape[i] = (int64_t)dims[i];
+    }
+    checked_numel(shape, "H5Reader " + object(name));
+    return shape;
   }
+
+  // The element type, checked exactly (class, size, byte order, bit layout): a float type with
+  // one changed byte (exponent bias, byte order, field positions) still "converts" in HDF5 and
+  // reads back as other numbers, so only the standard little-endian types are taken.
   DType dtype_of(hid_t ds, const std::string& name) const {
     H5Id type(CP_H5_CHECK(H5Dget_type(ds), path, name), H5Tclose);
-    H5T_class_t cls = H5Tget_class(type);
-    size_t size = H5Tget_size(type);
-    if (cls == H5T_FLOAT && size == 4) return DType::f32;
-    if (cls == H5T_FLOAT && size == 8) return DType::f64;
-    if (cls == H5T_INTEGER) {
-      H5T_sign_t sign = H5Tget_sign(type);
-      if (size == 1 && sign == H5T_SGN_NONE) return DType::u8;
-      if (size == 4 && sign == H5T_SGN_2) return DType::i32;
-      if (size == 8 && sign == H5T_SGN_2) return DType::i64;
+    const struct {
+      hid_t standard;
+      DType dtype;
+    } known[] = {{H5T_IEEE_F32LE, DType::f32}, {H5T_IEEE_F64LE, DType::f64}, {H5T_STD_U8LE, DType::u8},
+                 {H5T_STD_U8BE, DType::u8},     {H5T_STD_I32LE, DType::i32},  {H5T_STD_I64LE, DType::i64}};
+    for (const auto& k : known)
+      if (CP_H5_CHECK(H5Tequal(type, k.standard), path, name) > 0) return k.dtype;
+    fail("H5Reader", object(name), ": unsupported element type (", type_kind(type), ")", type_details(type),
+         "; supported exactly: little-endian IEEE float32 and float64, uint8, little-endian int32 and int64 "
+         "(the types cpoison and h5py write)");
+  }
+
+  // Error unless all of the dataset's data is stored: a dataset created but never (or only partly)
+  // written reads back as its fill value, zeros, without any HDF5 error. Chunked datasets count
+  // their stored chunks (H5Dget_space_status compares compressed sizes with the full size, so it
+  // calls every compressed dataset "partly allocated"); contiguous ones ask for their space.
+  void check_stored(hid_t ds, const std::string& name, const Shape& shape) const {
+    if (shape_numel(shape) == 0) return;
+    H5Id dcpl(CP_H5_CHECK(H5Dget_create_plist(ds), path, name), H5Pclose);
+    const H5D_layout_t layout = H5Pget_layout(dcpl);
+    if (layout == H5D_CHUNKED) {
+      const int rank = CP_H5_CHECK(H5Pget_chunk(dcpl, 0, nullptr), path, name);
+      std::vector<hsize_t> chunk((size_t)rank);
+      CP_H5_CHECK(H5Pget_chunk(dcpl, rank, chunk.data()), path, name);
+      uint64_t total = 1;
+      for (size_t i = 0; i < chunk.size() && i < shape.size(); ++i)
+        total *= ((uint64_t)shape[i] + chunk[i] - 1) / std::max<hsize_t>(chunk[i], 1);
+      hsize_t stored = 0;
+      H5Id space(CP_H5_CHECK(H5Dget_space(ds), path, name), H5Sclose);
+      CP_H5_CHECK(H5Dget_num_chunks(ds, space, &stored), path, name);
+      CP_CHECK(stored == total, "H5Reader", object(name), ": its data is ", stored == 0 ? "not stored at all" : "only partly stored",
+               " (", (unsigned long long)stored, " of ", (unsigned long long)total,
+               " chunks; a dataset created but not completely written would read as zeros there)");
+    } else if (layout == H5D_CONTIGUOUS) {
+      H5D_space_status_t status;
+      CP_H5_CHECK(H5Dget_space_status(ds, &status), path, name);
+      CP_CHECK(status == H5D_SPACE_STATUS_ALLOCATED, "H5Reader", object(name),
+               ": its data is not stored at all (a dataset created but never written would read as zeros)");
     }
-    const char* kind = cls == H5T_FLOAT     ? "float"
-                       : cls == H5T_INTEGER ? (H5Tget_sign(type) == H5T_SGN_NONE ? "unsigned integer" : "signed integer")
-                       : cls == H5T_STRING  ? "string"
-                       : cls == H5T_ENUM    ? "enum (bool?)"
-                                            : "non-numeric";
-    fail("H5Reader", "'", path, "' dataset '", name, "': unsupported element type (", kind, " of ", size,
-         " bytes); supported: float32, float64, uint8, int32, int64");
+  }
+
+  // Refuses a read that the machine's free memory cannot hold, naming the dataset.
+  void check_memory(const std::string& name, const Shape& shape, DType dtype) const {
+    const uint64_t bytes = (uint64_t)checked_mul(shape_numel(shape), (int64_t)dtype_size(dtype), "H5Reader " + object(name));
+    if (bytes >= (uint64_t(1) << 26)) check_allocation(bytes, "H5Reader " + object(name) + " " + shape_str(shape));
   }
 };
 
@@ -405,6 +495,8 @@ Tensor H5Reader::read(const std::string& name_in) const {
   H5Id ds = impl_->open(name_in, "H5Reader::read", name);
   Shape shape = impl_->shape_of(ds, name);
   DType dtype = impl_->dtype_of(ds, name);
+  impl_->check_stored(ds, name, shape);
+  impl_->check_memory(name, shape, dtype);
   Tensor out = Tensor::empty(shape, dtype);
   if (out.numel() > 0)
     CP_H5_CHECK(H5Dread(ds, native_type(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.raw_data()), impl_->path, name);
@@ -429,6 +521,8 @@ Tensor H5Reader::read_rows(const std::string& name_in, int64_t begin, int64_t en
            begin, ", ", end, ") out of range");
   Shape shape = full;
   shape[0] = end - begin;
+  impl_->check_stored(ds, name, full);  // the whole dataset, not only these rows
+  impl_->check_memory(name, shape, dtype);
   Tensor out = Tensor::empty(shape, dtype);
   if (out.numel() == 0) return out;
   int rank = (int)full.size();
@@ -542,7 +636,42 @@ double attr_double(const Attrs& a, const std::string& key, const std::string& wh
   if (auto* i = std::get_if<int64_t>(&it->second)) return (double)*i;
   CP_CHECK(std::holds_alternative<double>(it->second), where, "attribute '", key, "' is ", attr_type_name(it->second),
            ", expected float");
-  return std::get<double>(it->second);
+  const double v = std::get<double>(it->second);
+  CP_CHECK(std::isfinite(v), where, "attribute '", key, "' is ", v, ", expected a finite number");
+  return v;
+}
+
+void check_values(const Tensor& t, double lo, double hi, const std::string& where, const std::string& dataset) {
+  CP_CHECK(t.defined(), where, "dataset '", dataset, "' is undefined");
+  if (t.numel() == 0) return;
+  Tensor host = t.to(Device::cpu).contiguous();
+  const int64_t n = host.numel();
+  auto report = [&](int64_t i, double v) {
+    Shape pos(host.dim());
+    for (int64_t d = host.dim() - 1, rest = i; d >= 0; --d) {
+      pos[d] = rest % host.size(d);
+      rest /= host.size(d);
+    }
+    std::ostringstream range;
+    if (std::isinf(lo) && std::isinf(hi)) range << "finite";
+    else if (std::isinf(hi)) range << "finite and >= " << lo;
+    else range << "finite and within [" << lo << ", " << hi << "]";
+    fail(where, "dataset '", dataset, "' ", host.shape(), ": element ", i, " (at ", pos, ") is ", v, "; its values must be ",
+         range.str());
+  };
+  auto scan = [&](const auto* p) {
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = (double)p[i];
+      if (!(std::isfinite(v) && v >= lo && v <= hi)) report(i, v);
+    }
+  };
+  switch (host.dtype()) {
+    case DType::f32: scan(host.data<float>()); break;
+    case DType::f64: scan(host.data<double>()); break;
+    case DType::u8: scan(host.data<uint8_t>()); break;
+    case DType::i32: scan(host.data<int32_t>()); break;
+    case DType::i64: scan(host.data<int64_t>()); break;
+  }
 }
 
 }  // namespace cpoison::io

@@ -65,7 +65,13 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
+// The value check every loader uses on what it read: Error naming `where` (the file), the
+// dataset and its first bad element (flat index and position in the shape) unless every element
+// of `t` (any dtype, any device) is finite and within [lo, hi].
+void check_values(const Tensor& t, double lo, double hi, const std::string& where, const std::string& dataset);
+
 // Typed attribute lookup with a clear error (file, object, key, expected type) when absent.
+// attr_double also refuses a value that is not finite (NaN, Inf).
 std::string attr_string(const Attrs& a, const std::string& key, const std::string& where);
 int64_t attr_int(const Attrs& a, const std::string& key, const std::string& where);
 double attr_double(const Attrs& a, const std::string& key, const std::string& where);

@@ -378,7 +378,22 @@ Settings load_scale_settings(const std::string& scale, const std::string& dir) {
   return s;
 }
 
+namespace {
+Preset load_preset_at(const std::string& name_or_path, const std::string& scale, const std::string& dir);
+}  // namespace
+
 Preset load_preset(const std::string& name_or_path, const std::string& scale, const std::string& dir) {
+  Preset p = load_preset_at(name_or_path, scale, dir);
+  // Every other scale of the preset is read and validated too: an unknown key or an impossible
+  // value in [scale.paper] must not wait, silently, for the day someone runs that scale. Its
+  // errors name the scale ("scale.paper.victim.epochz", "[scale.paper]").
+  for (const std::string& other : p.scales)
+    if (other != scale) (void)load_preset_at(p.file, other, dir);
+  return p;
+}
+
+namespace {
+Preset load_preset_at(const std::string& name_or_path, const std::string& scale, const std::string& dir) {
   Preset p;
   bool is_path = name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml";
   if (is_path) {
@@ -456,5 +471,6 @@ Preset load_preset(const std::string& name_or_path, const std::string& scale, co
   p.settings.validate(p.file + " [scale." + scale + "]");
   return p;
 }
+}  // namespace
 
 }  // namespace cpoison::tools::experiment

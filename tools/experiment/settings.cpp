@@ -3,7 +3,10 @@
 #include <cmath>
 #include <sstream>
 
+#include "algorithms/learner.h"
 #include "engine/error.h"
+#include "engine/size.h"
+#include "models/encoder.h"
 
 namespace cpoison::tools::experiment {
 
@@ -46,7 +49,10 @@ namespace {
 void check_train(const std::string& where, const TrainSettings& t) {
   CP_CHECK(t.epochs >= 1, where, ".epochs must be >= 1, got ", t.epochs);
   CP_CHECK(t.batch_size >= 2, where, ".batch_size must be >= 2, got ", t.batch_size);
-  CP_CHECK(std::isfinite(t.lr), where, ".lr must be a number");
+  CP_CHECK(std::isfinite(t.lr) && t.lr >= 0 && t.lr <= 1000, where, ".lr must be in [0, 1000] (0: the default), got ",
+           t.lr);
+  CP_CHECK(t.warmup_steps >= -1, where, ".warmup_steps must be >= 0 or -1 (use warmup_epochs), got ", t.warmup_steps);
+  CP_CHECK(t.final_lr_fraction <= 1, where, ".final_lr_fraction must be at most 1, got ", t.final_lr_fraction);
   CP_CHECK(t.momentum >= 0 && t.momentum < 1, where, ".momentum must be in [0, 1), got ", t.momentum);
   CP_CHECK(t.weight_decay >= 0, where, ".weight_decay must be >= 0, got ", t.weight_decay);
   CP_CHECK(t.warmup_epochs >= 0 && t.warmup_start_lr >= 0 && t.final_lr_fraction >= 0, where,
@@ -60,6 +66,24 @@ void check_train(const std::string& where, const TrainSettings& t) {
   CP_CHECK(t.checkpoint_every >= 0, where, ".checkpoint_every must be >= 0, got ", t.checkpoint_every);
 }
 
+// The per-algorithm overrides: each within its range or at its "default" sentinel.
+void check_algo(const std::string& where, const AlgoSettings& a) {
+  CP_CHECK(std::isfinite(a.temperature) && a.temperature >= 0 && a.temperature <= 100, where,
+           ".temperature must be in [0, 100] (0: the default), got ", a.temperature);
+  CP_CHECK(a.ema_momentum == -1 || (a.ema_momentum >= 0 && a.ema_momentum <= 1), where,
+           ".ema_momentum must be in [0, 1] or -1 (the default), got ", a.ema_momentum);
+  CP_CHECK(a.queue_size >= -1 && a.queue_size <= algorithms::kMaxQueue, where, ".queue_size must be in [0, ",
+           algorithms::kMaxQueue, "] or -1 (the default), got ", a.queue_size);
+  CP_CHECK(a.proj_hidden >= -1 && a.proj_hidden <= algorithms::kMaxHeadWidth, where, ".proj_hidden must be in [0, ",
+           algorithms::kMaxHeadWidth, "] or -1 (the default), got ", a.proj_hidden);
+  CP_CHECK(a.proj_dim >= 0 && a.proj_dim <= algorithms::kMaxHeadWidth, where, ".proj_dim must be in [0, ",
+           algorithms::kMaxHeadWidth, "] (0: the default), got ", a.proj_dim);
+  CP_CHECK(a.pred_hidden >= 0 && a.pred_hidden <= algorithms::kMaxHeadWidth, where, ".pred_hidden must be in [0, ",
+           algorithms::kMaxHeadWidth, "] (0: the default), got ", a.pred_hidden);
+  CP_CHECK(std::isfinite(a.lr) && a.lr >= 0 && a.lr <= 1000, where, ".lr must be in [0, 1000] (0: the default), got ",
+           a.lr);
+}
+
 }  // namespace
 
 void Settings::validate(const std::string& where) const {
@@ -68,7 +92,13 @@ void Settings::validate(const std::string& where) const {
            "data.subset, data.test_subset and data.pad_to must be >= 0");
   CP_CHECK(data.channels == 0 || data.channels == 1 || data.channels == 3, where, "data.channels must be 0, 1 or 3, got ",
            data.channels);
-  CP_CHECK(width >= 1, where, "width must be >= 1, got ", width);
+  CP_CHECK(width >= 1 && width <= models::kMaxWidth, where, "width must be in [1, ", models::kMaxWidth, "], got ", width);
+  CP_CHECK(data.pad_to <= kMaxImageSide && data.subset <= kMaxAxis && data.test_subset <= kMaxAxis, where,
+           "data.subset, data.test_subset and data.pad_to must be at most ", kMaxAxis, ", ", kMaxAxis, " and ",
+           kMaxImageSide);
+  check_algo(where + " algo.simclr", algo.simclr);
+  check_algo(where + " algo.moco", algo.moco);
+  check_algo(where + " algo.byol", algo.byol);
   (void)cost.model_factor.of(model);
   check_train(where + " victim", victim);
   check_train(where + " supervised", supervised);
