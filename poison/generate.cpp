@@ -28,7 +28,8 @@ Attack parse_attack(const std::string& name) {
   if (name == "adversarial") return Attack::adversarial;
   if (name == "aue") return Attack::aue;
   if (name == "aap") return Attack::aap;
-  fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable, adversarial, aue or aap)");
+  if (name == "pattern") return Attack::pattern;
+  fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable, adversarial, aue, aap or pattern)");
 }
 
 const char* attack_name(Attack a) {
@@ -40,8 +41,34 @@ const char* attack_name(Attack a) {
     case Attack::adversarial: return "adversarial";
     case Attack::aue: return "aue";
     case Attack::aap: return "aap";
+    case Attack::pattern: return "pattern";
   }
   return "?";
+}
+
+// The Philox stream of the pattern attack's phases.
+constexpr uint32_t kPatternStream = 0x9A77;
+
+bool synthetic_attack(Attack a) { return a == Attack::random || a == Attack::pattern; }
+
+Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed) {
+  CP_CHECK(classes >= 1 && channels >= 1 && height >= 1 && width >= 1, "grating_patterns", "bad shape [", classes, ", ",
+           channels, ", ", height, ", ", width, "]");
+  CP_CHECK(std::isfinite(period) && period >= 2, "grating_patterns", "period must be >= 2 pixels, got ", period);
+  // The phases come from their own stream, so they do not depend on any other draw.
+  Generator g(seed, kPatternStream);
+  std::vector<double> phase = uniform(Shape{classes}, 0.0, 2.0 * M_PI, g, DType::f64, Device::cpu).to_vector<double>();
+  std::vector<float> out((size_t)(classes * channels * height * width));
+  for (int64_t c = 0; c < classes; ++c) {
+    const double theta = M_PI * (double)c / (double)classes, cs = std::cos(theta), sn = std::sin(theta);
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t y = 0; y < height; ++y)
+        for (int64_t x = 0; x < width; ++x) {
+          double v = std::sin(2.0 * M_PI * ((double)x * cs + (double)y * sn) / period + phase[(size_t)c]);
+          out[(size_t)(((c * channels + ch) * height + y) * width + x)] = v >= 0 ? 1.f : -1.f;
+        }
+  }
+  return Tensor::from_vector(out, {classes, channels, height, width}, DType::f32, Device::cpu);
 }
 
 bool supervised_attack(Attack a) {
@@ -148,11 +175,18 @@ void PoisonConfig::validate() const {
   CP_CHECK(target_shift >= 1, w, "target_shift must be >= 1 (the target class is (y + shift) mod classes), got ",
            target_shift);
   CP_CHECK(std::isfinite(separability) && separability >= 0, w, "separability must be a weight >= 0, got ", separability);
-  CP_CHECK(separability == 0 || (attack != Attack::random && attack != Attack::adversarial), w,
+  CP_CHECK(attack != Attack::pattern || kind == "class", w, "pattern noise is class-wise (one grating per class), not ", kind);
+  CP_CHECK(std::isfinite(pattern_period) && pattern_period >= 2 && pattern_period <= 1e6, w,
+           "pattern_period must be in [2, 1e6] pixels, got ", pattern_period);
+  CP_CHECK(separability == 0 || (!synthetic_attack(attack) && attack != Attack::adversarial), w,
            "separability applies to attacks that minimise their loss (cp-s, cp-c, unlearnable, aue, aap), not ",
            attack_name(attack));
-  CP_CHECK(separability_space == "noise" || separability_space == "embedding", w,
-           "separability_space must be 'noise' or 'embedding', got '", separability_space, "'");
+  CP_CHECK(separability_space == "noise" || separability_space == "embedding" || separability_space == "features", w,
+           "separability_space must be 'noise', 'embedding' or 'features', got '", separability_space, "'");
+  CP_CHECK(std::isfinite(attack_loss_weight) && attack_loss_weight >= 0 && attack_loss_weight <= 1e6, w,
+           "attack_loss_weight must be in [0, 1e6], got ", attack_loss_weight);
+  CP_CHECK(attack_loss_weight > 0 || separability > 0, w,
+           "attack_loss_weight 0 leaves the noise no objective: set separability > 0");
   algo_config.validate(algo);
   augment.validate();
 }
@@ -206,7 +240,7 @@ public:
     if (needs_model()) build_model();
   }
 
-  bool needs_model() const { return cfg_.attack != Attack::random; }
+  bool needs_model() const { return !synthetic_attack(cfg_.attack); }
   // Attacks with a clean pre-training and noise phases only (no model phase).
   bool pretrains() const { return cfg_.attack == Attack::adversarial || cfg_.attack == Attack::aap; }
   bool class_wise() const { return cfg_.kind == "class"; }
@@ -223,7 +257,7 @@ public:
     rounds_done_ = start;
     auto t0 = Clock::now();
     auto last_print = Clock::now();
-    int64_t total = cfg_.attack == Attack::random ? 0 : cfg_.rounds;
+    int64_t total = synthetic_attack(cfg_.attack) ? 0 : cfg_.rounds;
     for (int64_t r = start; r < total; ++r) {
       auto tr = Clock::now();
       views_this_round_ = 0;
@@ -269,7 +303,9 @@ private:
     int64_t rows = class_wise() ? train_.classes : n_;
     CP_CHECK(!class_wise() || train_.classes >= 1, "poison", "class-wise noise needs labelled data (classes = ", train_.classes, ")");
     Shape shape{rows, C, H, W};
-    if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
+    if (cfg_.attack == Attack::pattern) {
+      delta_ = grating_patterns(rows, C, H, W, cfg_.pattern_period, cfg_.seed).to(cfg_.device);
+    } else if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
       delta_ = Tensor::zeros(shape, DType::f32, cfg_.device);
     } else if (cfg_.init == "uniform") {
       Generator g(cfg_.seed, kInitStream);
@@ -356,12 +392,16 @@ private:
   }
 
   // TUE's class-separability term for one noise step: on the batch's perturbations (rows = the
-  // leaf, or the class patterns of the batch's labels) in pixel units, or on the attacker's
-  // embeddings of the view.
-  Tensor separability_term(const Tensor& leaf, const Tensor& labels, const Tensor& view) {
+  // leaf, or the class patterns of the batch's labels) in pixel units, on the attacker's
+  // embeddings of the view, or on its backbone features of the un-augmented poisoned batch x
+  // (normalised as the views are; the learner is in eval mode here, as a probe's encoder is).
+  Tensor separability_term(const Tensor& leaf, const Tensor& labels, const Tensor& view, const Tensor& x) {
     Tensor feats;
     if (cfg_.separability_space == "embedding") {
       feats = learner_->embed(view);
+    } else if (cfg_.separability_space == "features") {
+      AugmentParams id = AugmentParams::identity(x.size(0), x.size(2), x.size(3));
+      feats = learner_->encoder().forward(apply(x, id, augment_));
     } else {
       Tensor rows = class_wise() ? index_select0(leaf, labels) : leaf;
       feats = mul_scalar(flatten(rows, 1), cfg_.eps);
@@ -475,9 +515,18 @@ private:
         Tensor leaf = (class_wise() ? delta_ : index_select0(delta_, idx_t)).detach();
         leaf.set_requires_grad(true);
         autograd::clear_tape();
-        Tensor view;
-        Tensor loss = attack_loss(poisoned_batch(idx, idx_t, labels, leaf), targets, separate ? &view : nullptr);
-        if (separate) loss = add(loss, mul_scalar(separability_term(leaf, labels, view), cfg_.separability));
+        Tensor view, loss;
+        Tensor x = poisoned_batch(idx, idx_t, labels, leaf);
+        if (cfg_.attack_loss_weight > 0) {
+          loss = attack_loss(x, targets, separate ? &view : nullptr);
+          if (cfg_.attack_loss_weight != 1) loss = mul_scalar(loss, cfg_.attack_loss_weight);
+        } else if (cfg_.separability_space == "embedding") {
+          view = apply_augment(x);  // the embedding term's view (the same draw count as with the own loss)
+        }
+        if (separate) {
+          Tensor term = mul_scalar(separability_term(leaf, labels, view, x), cfg_.separability);
+          loss = loss.defined() ? add(loss, term) : term;
+        }
         Tensor g = autograd::grad(loss, {leaf})[0];
         total += loss.item();
         ++count;
@@ -556,6 +605,8 @@ private:
             {"pgd_steps", c.pgd_steps}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
             {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
             {"init", c.init}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs}, {"seed", c.seed},
+            {"separability", c.separability}, {"separability_space", c.separability_space},
+            {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};
   }
 
@@ -597,7 +648,7 @@ private:
     p.subset = subset;
     p.seed = cfg_.seed;
     p.rounds_done = rounds_done_;
-    p.rounds_total = cfg_.attack == Attack::random ? 0 : cfg_.rounds;
+    p.rounds_total = synthetic_attack(cfg_.attack) ? 0 : cfg_.rounds;
     p.ratio = cfg_.ratio;
     p.classes = train_.classes;
     p.image_count = n_;

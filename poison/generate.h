@@ -32,17 +32,26 @@
 
 namespace cpoison::poison {
 
-enum class Attack { cp_sample, cp_class, random, unlearnable, adversarial, aue, aap };
-// "cp-s", "cp-c", "random", "unlearnable", "adversarial", "aue", "aap"; Error listing them otherwise.
+enum class Attack { cp_sample, cp_class, random, unlearnable, adversarial, aue, aap, pattern };
+// "cp-s", "cp-c", "random", "unlearnable", "adversarial", "aue", "aap", "pattern"; Error listing them
+// otherwise.
 Attack parse_attack(const std::string& name);
 const char* attack_name(Attack a);
 // Whether the attack's model is a supervised classifier (unlearnable, adversarial, aue, aap).
 bool supervised_attack(Attack a);
+// Whether the noise is drawn, not optimised (random, pattern): no attacker model, no rounds.
+bool synthetic_attack(Attack a);
+
+// The class-wise grating of `--attack pattern` (docs/attacks.md): class c of K gets a square-wave
+// grating of orientation theta_c = pi c / K and the given period in pixels, at full amplitude,
+// delta(y, x) = +1 where sin(2 pi (x cos theta_c + y sin theta_c) / period + phase_c) >= 0, else -1,
+// the same on every channel; phase_c ~ U[0, 2 pi) from the seed. Returns f32 [K, C, H, W].
+Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed);
 
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
   // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random, unlearnable, aue and aap take
-  // either; adversarial is sample-wise).
+  // either; adversarial is sample-wise; pattern is class-wise).
   std::string kind = "class";
   algorithms::Algo algo = algorithms::Algo::simclr;  // attacker's algorithm (supervised for UE / adversarial)
   algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
@@ -90,10 +99,20 @@ struct PoisonConfig {
   // separability_space: "noise" (TUE's release: the batch's perturbations eps * delta, flattened,
   // grouped by the images' labels) or "embedding" (the attacker's unit-length embeddings of the
   // first augmented view: the contrastive head output, or a classifier's backbone features).
+  // "features": the attacker's backbone features (global-average-pooled, before any head) of the
+  // un-augmented poisoned images in eval mode, i.e. what a victim's linear probe is fitted on:
+  // noise that makes those features separable by class is a shortcut for the probe.
   // separability_detach_spread: the release's gradient (the within-class spreads held constant).
   double separability = 0;
   std::string separability_space = "noise";
   bool separability_detach_spread = false;
+  // Weight of the attack's own loss (InfoNCE, cross-entropy) in the noise objective: the noise
+  // phase minimises attack_loss_weight * loss + separability * CSD. 0 drops the own loss (TUE's
+  // SimCLR setting: the CSD term alone; the model phase still trains the attacker as usual); it
+  // needs separability > 0. The model phase always uses the own loss at weight 1.
+  double attack_loss_weight = 1;
+  // pattern: the gratings' period in pixels (>= 2).
+  double pattern_period = 8;
 
   uint64_t seed = 0;
   Device device = Device::cpu;

@@ -41,7 +41,7 @@ struct Options {
   int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
   tools::DataOptions data;
   // AUE / AAP / TUE settings (docs/attacks.md); the recipe's unless given.
-  double augment_strength = 0, separability = 0;
+  double augment_strength = 0, separability = 0, attack_loss_weight = 1, pattern_period = 8;
   int64_t pretrain_warmup_epochs = 0, target_shift = 1;
   std::string separability_space = "noise";
   bool separability_detach_spread = false;
@@ -88,7 +88,10 @@ void setup(CLI::App& app) {
   };
 
   // ---- attack
-  app.add_option("--attack", o->attack, "cp-s | cp-c | random | unlearnable | adversarial | aue | aap")->required();
+  app.add_option("--attack", o->attack,
+                 "cp-s | cp-c | random | unlearnable | adversarial | aue | aap | pattern (class-wise gratings, "
+                 "docs/attacks.md)")
+      ->required();
   auto* algo_opt = app.add_option("--algo", o->algo,
                  "Attacker's algorithm: simclr | moco | byol (unlearnable and adversarial always train a supervised "
                  "classifier)")
@@ -103,7 +106,7 @@ void setup(CLI::App& app) {
                  "12); cp-c / cp-s: the paper's, named explicitly; --attack aue / aap: their papers' CIFAR-10 settings "
                  "(aue, aap) or cpu-small-aue / cpu-small-aap (docs/attacks.md). Flags given explicitly win.")
       ->capture_default_str();
-  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random, unlearnable, aue, aap; default sample)");
+  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random, unlearnable, aue, aap; default sample; pattern: class)");
   // ---- noise
   app.add_option("--eps", o->eps, "L-infinity radius in pixel units, a number or a fraction (8/255)")
                       ->capture_default_str();
@@ -151,9 +154,18 @@ void setup(CLI::App& app) {
              [o](PoisonConfig& c) { c.separability = o->separability; });
   overriding(app.add_option("--separability-space", o->separability_space,
                             "Where the separability term is measured: noise (TUE's: the perturbations) | embedding (the "
-                            "attacker's normalised embeddings of the views)")
-                 ->check(CLI::IsMember({"noise", "embedding"})),
+                            "attacker's normalised embeddings of the views) | features (its backbone features of the "
+                            "un-augmented poisoned images, what a linear probe is fitted on)")
+                 ->check(CLI::IsMember({"noise", "embedding", "features"})),
              [o](PoisonConfig& c) { c.separability_space = o->separability_space; });
+  overriding(app.add_option("--attack-loss-weight", o->attack_loss_weight,
+                            "Weight of the attack's own loss in the noise objective (1; 0: the separability term alone, "
+                            "TUE's SimCLR setting)")
+                 ->check(CLI::Range(0.0, 1e6)),
+             [o](PoisonConfig& c) { c.attack_loss_weight = o->attack_loss_weight; });
+  overriding(app.add_option("--pattern-period", o->pattern_period, "pattern: the gratings' period in pixels (8)")
+                 ->check(CLI::Range(2.0, 1e6)),
+             [o](PoisonConfig& c) { c.pattern_period = o->pattern_period; });
   overriding(app.add_flag("--separability-detach-spread", o->separability_detach_spread,
                           "Separability gradient as TUE's release has it (within-class spreads held constant)"),
              [o](PoisonConfig& c) { c.separability_detach_spread = o->separability_detach_spread; });
@@ -256,7 +268,7 @@ void setup(CLI::App& app) {
     PoisonConfig cfg = PoisonConfig::recipe(recipe, algo);
     cfg.attack = attack;
     // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
-    cfg.kind = kind_opt->count() ? o->kind : attack == Attack::cp_class ? "class" : "sample";
+    cfg.kind = kind_opt->count() ? o->kind : attack == Attack::cp_class || attack == Attack::pattern ? "class" : "sample";
     cfg.eps = eps;
     cfg.model = o->model;
     cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;
@@ -337,6 +349,8 @@ void setup(CLI::App& app) {
                             {"separability", cfg.separability},
                             {"separability_space", cfg.separability_space},
                             {"separability_detach_spread", cfg.separability_detach_spread},
+                            {"attack_loss_weight", cfg.attack_loss_weight},
+                            {"pattern_period", cfg.pattern_period},
                             {"model", cfg.model},
                             {"width", cfg.model_options.width},
                             {"augment", aug},
@@ -346,7 +360,7 @@ void setup(CLI::App& app) {
                             {"subset_seed", o->data.subset_seed},
                             {"pad_to", o->data.pad_to},
                             {"channels", o->data.channels}};
-    const std::string attacker = attack == Attack::random ? std::string()
+    const std::string attacker = synthetic_attack(attack) ? std::string()
                                 : std::string(" against ") + algorithms::algo_name(algo) + (ac.dual_branch ? " (dual branch)" : "");
     std::fprintf(stderr, "poison %s (%s-wise)%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
                  cfg.kind.c_str(), attacker.c_str(),
@@ -358,6 +372,9 @@ void setup(CLI::App& app) {
     if (attack == Attack::random)
       std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
                    tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
+    else if (attack == Attack::pattern)
+      std::fprintf(stderr, "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, ratio %g, seed %llu\n",
+                   tools::format_pixels(cfg.eps).c_str(), cfg.pattern_period, cfg.ratio, (unsigned long long)cfg.seed);
     else
       std::fprintf(stderr,
                    "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
@@ -365,7 +382,7 @@ void setup(CLI::App& app) {
                    recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
                    (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
                    (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
-    if (attack != Attack::random)
+    if (!synthetic_attack(attack))
       std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
                    cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
                    o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);

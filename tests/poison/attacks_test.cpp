@@ -386,3 +386,83 @@ TEST_CASE("bad AUE / AAP / separability settings are rejected by name") {
   CHECK_THROWS_WITH_AS(PoisonConfig::recipe("cpu-small-aux", Algo::simclr), doctest::Contains("cpu-small-aue"), Error);
 }
 
+
+TEST_CASE("pattern: one full-amplitude square-wave grating per class, orientation pi c / K, the given period") {
+  const int64_t K = 4, H = 16, W = 16;
+  const double period = 8;
+  Tensor g = grating_patterns(K, 2, H, W, period, 11);
+  REQUIRE(g.shape() == Shape{K, 2, H, W});
+  std::vector<float> v = g.to_vector<float>();
+  auto at = [&](int64_t c, int64_t ch, int64_t y, int64_t x) { return v[(size_t)(((c * 2 + ch) * H + y) * W + x)]; };
+  for (float e : v) CHECK(std::fabs(e) == 1.0f);  // full amplitude: the noise is +-eps everywhere
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < W; ++x) {
+      CHECK(at(0, 0, y, x) == at(0, 1, y, x));      // the same on every channel
+      CHECK(at(0, 0, y, x) == at(0, 0, 0, x));      // class 0 (theta 0): constant along columns
+      CHECK(at(2, 0, y, x) == at(2, 0, y, 0));      // class K/2 (theta pi/2): constant along rows
+      if (x + 8 < W) CHECK(at(0, 0, y, x) == at(0, 0, y, x + 8));  // periodic with the period
+      if (x + 4 < W) CHECK(at(0, 0, y, x) == -at(0, 0, y, x + 4));  // and a half period flips the sign
+    }
+  // Class 1 (theta pi/4) is constant along the anti-diagonal x + y = const.
+  for (int64_t y = 1; y < H; ++y)
+    for (int64_t x = 0; x + 1 < W; ++x) CHECK(at(1, 0, y, x) == at(1, 0, y - 1, x + 1));
+  // The phases come from the seed: the same seed gives the same bits, another seed others.
+  CHECK(max_abs(sub(g, grating_patterns(K, 2, H, W, period, 11))) == 0.0);
+  CHECK(max_abs(sub(g, grating_patterns(K, 2, H, W, period, 12))) > 0.0);
+  CHECK_THROWS_WITH_AS(grating_patterns(K, 1, H, W, 1.5, 0), doctest::Contains("period must be >= 2"), Error);
+}
+
+TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data stays in the eps ball") {
+  data::Dataset ds = quadrant_set();
+  PoisonConfig c;
+  c.attack = Attack::pattern;
+  c.kind = "class";
+  c.pattern_period = 4;
+  c.seed = 3;
+  c.progress_seconds = -1;
+  c.model_options.in_channels = 1;
+  PoisonResult r = generate_poison(ds, c, "quadrants", 32);
+  CHECK(r.finished);
+  CHECK(r.attacker == nullptr);
+  CHECK(r.history.empty());
+  CHECK(r.poison.rounds_total == 0);
+  CHECK(r.poison.attack == "pattern");
+  CHECK(r.poison.delta.shape() == Shape{4, 1, 8, 8});
+  CHECK(max_abs(sub(r.poison.delta, grating_patterns(4, 1, 8, 8, 4, 3))) == 0.0);
+  Tensor victim = apply_poison(ds, r.poison).images;  // u8, quantised as the victim sees it
+  std::vector<int64_t> a = ds.images.to(DType::i64).to_vector<int64_t>(), b = victim.to(DType::i64).to_vector<int64_t>();
+  int64_t worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max<int64_t>(worst, std::llabs(a[i] - b[i]));
+  CHECK(worst == 8);  // eps = 8/255: full amplitude reaches the bound and never passes it
+  c.kind = "sample";
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern noise is class-wise"), Error);
+  c.kind = "class";
+  c.pattern_period = 1;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_period"), Error);
+  c.pattern_period = 8;
+  c.separability = 1;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("not pattern"), Error);
+  CHECK(parse_attack("pattern") == Attack::pattern);
+  CHECK(synthetic_attack(Attack::pattern));
+  CHECK(synthetic_attack(Attack::random));
+  CHECK_FALSE(synthetic_attack(Attack::cp_class));
+}
+
+TEST_CASE("separability on the backbone features, with or without the attack's own loss") {
+  data::Dataset ds = quadrant_set();
+  PoisonConfig c = tiny("cpu-small-cp-c", "class");
+  c.separability = 1.0;
+  c.separability_space = "features";
+  PoisonResult with_own = generate_poison(ds, c, "quadrants", 32);
+  CHECK(with_own.finished);
+  CHECK(max_abs(with_own.poison.delta) <= 1.0);
+  c.attack_loss_weight = 0;  // TUE's SimCLR setting: the separability term alone
+  PoisonResult alone = generate_poison(ds, c, "quadrants", 32);
+  CHECK(alone.finished);
+  // Without InfoNCE the noise objective is the CSD alone: a ratio of distances, well below the
+  // InfoNCE of a batch of 8 (about log 15).
+  CHECK(alone.history.back().noise_loss < with_own.history.back().noise_loss);
+  CHECK(max_abs(sub(alone.poison.delta, with_own.poison.delta)) > 0.0);
+  c.separability = 0;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("attack_loss_weight 0 leaves the noise no objective"), Error);
+}

@@ -690,3 +690,32 @@ poison.separability = 0.5
     CHECK(ps.kind == "sample");
   }
 }
+
+TEST_CASE("experiment: pattern cells are class-wise with no attacker; only the period shapes their poison") {
+  Settings s;
+  CellKeys col, row;
+  col.victim = "simclr";
+  row.attack = "pattern";
+  CellSpec c = merge_cell(col, row, s, "test");
+  CHECK(c.attacker == "none");
+  CHECK(c.kind == "class");
+  row.kind = "sample";
+  CHECK_THROWS_WITH_AS(merge_cell(col, row, s, "test"), doctest::Contains("attack pattern is class-wise"), Error);
+  auto job = [](const Settings& st) {
+    return make_poison_job("pattern", "none", "class", true, st.poison.eps, 1.0, st.model, st.data, st);
+  };
+  CHECK(job(s).id == "poison-pattern");
+  Settings b = s;
+  b.poison.cp_c_rounds += 5;  // not read by the pattern
+  b.victim.epochs += 1;
+  CHECK(job(s).config == job(b).config);
+  b.poison.pattern_period = 6;
+  CHECK(job(s).config != job(b).config);
+  CHECK(job(b).config["poison"]["pattern_period"].get<double>() == doctest::Approx(6));
+  CHECK_FALSE(make_poison_job("cp-c", "simclr", "class", true, s.poison.eps, 1.0, s.model, s.data, s)
+                  .config["poison"]
+                  .contains("pattern_period"));
+  b.poison.pattern_period = 1;
+  CHECK_THROWS_WITH_AS(b.validate("test"), doctest::Contains("pattern_period"), Error);
+  CHECK(demo_attack("pattern").attack == "pattern");
+}

@@ -178,6 +178,10 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
   } else if (a == "random") {
     c.attacker = "none";
     if (c.kind.empty()) c.kind = "sample";
+  } else if (a == "pattern") {
+    c.attacker = "none";
+    CP_CHECK(c.kind.empty() || c.kind == "class", where, "attack pattern is class-wise, not ", c.kind);
+    c.kind = "class";
   } else if (a == "unlearnable" || a == "adversarial" || a == "aue" || a == "aap") {
     CP_CHECK(c.attacker.empty() || c.attacker == "supervised", where, "attack ", a,
              " uses a supervised attacker, not '", c.attacker, "'");
@@ -219,7 +223,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   j.data = data;
   std::string id = "poison-" + attack;
   if (attacker != "none") id += "-" + attacker;
-  bool natural_kind = (attack == "cp-c") == (kind == "class");
+  bool natural_kind = (attack == "cp-c" || attack == "pattern") == (kind == "class");
   if (attack == "random" || attack == "unlearnable" || !natural_kind) id += "-" + kind;
   if (!j.dual_branch) id += "-single";
   if (ratio != 1.0) id += "-r" + id_number(ratio);
@@ -245,12 +249,12 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
     if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
         (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
         (k.rfind("adversarial_", 0) == 0 && attack != "adversarial") || (k.rfind("aue_", 0) == 0 && attack != "aue") ||
-        (k.rfind("aap_", 0) == 0 && attack != "aap"))
+        (k.rfind("aap_", 0) == 0 && attack != "aap") || (k == "pattern_period" && attack != "pattern"))
       unread.push_back(k);
   }
   // The separability term only exists when it is on (so poisons cached before it keep their
   // configuration) and for the attacks that minimise their loss.
-  if (s.poison.separability == 0 || attack == "random" || attack == "adversarial")
+  if (s.poison.separability == 0 || attack == "random" || attack == "pattern" || attack == "adversarial")
     unread.insert(unread.end(), {"separability", "separability_space"});
   for (const auto& k : unread) poison.erase(k);
   DataSettings d = data;
@@ -260,8 +264,9 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
               {"augment", attacker == "supervised" && attack != "aue" && attack != "aap" ? std::string("crop-flip")
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
-  if (attack == "random") {  // only eps, kind, ratio, seed and the data matter
-    j.config.erase("poison");
+  if (attack == "random" || attack == "pattern") {  // only eps, kind, ratio, seed and the data matter (and the period)
+    if (attack == "pattern") j.config["poison"] = {{"pattern_period", s.poison.pattern_period}};
+    else j.config.erase("poison");
     j.config.erase("augment");
     j.config.erase("algo");
     j.config.erase("model");
@@ -651,7 +656,8 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
       c.pretrain_epochs = ps.adversarial_pretrain_epochs;
       c.noise_batches = 0;
       c.pgd_steps = ps.adversarial_pgd_steps;
-    } else {  // random
+    } else {  // random, pattern
+      c.pattern_period = ps.pattern_period;
       c.algo = Algo::simclr;
       c.algo_config = algorithms::AlgoConfig::defaults(Algo::simclr);
       c.rounds = 1;
@@ -666,7 +672,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   c.ratio = job.ratio;
   c.seed = s.seed;
   c.checkpoint_every = ps.checkpoint_every;
-  if (attack != Attack::random && attack != Attack::adversarial) {
+  if (!poison::synthetic_attack(attack) && attack != Attack::adversarial) {
     c.separability = ps.separability;
     c.separability_space = ps.separability_space;
   }
@@ -726,7 +732,7 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
                         {"kind", job.kind},
                         {"eps", job.eps},
                         {"ratio", job.ratio},
-                        {"rounds", cfg.attack == poison::Attack::random ? 0 : cfg.rounds},
+                        {"rounds", poison::synthetic_attack(cfg.attack) ? 0 : cfg.rounds},
                         {"rounds_this_run", (int64_t)res.history.size()},
                         {"final_noise_loss", res.history.empty() ? nlohmann::json(nullptr) : nlohmann::json(res.history.back().noise_loss)},
                         {"history", history},
@@ -1043,7 +1049,7 @@ double rate(const Rates& r, const std::string& key) {
 }  // namespace
 
 double Runner::estimate(const PoisonJob& job, const Rates& r) {
-  if (job.attack == "random") return 1.0;
+  if (job.attack == "random" || job.attack == "pattern") return 1.0;
   const int64_t n = train_size(job.data);
   data::Dataset shape_only;  // poison_config needs the image shape and name: a 1-image stand-in suffices
   shape_only.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);

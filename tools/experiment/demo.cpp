@@ -26,6 +26,7 @@ DemoAttack demo_attack(const std::string& name) {
       {"cp-c", "cp-c", "simclr", "class", "CP-C (SimCLR attacker)"},
       {"cp-s", "cp-s", "simclr", "sample", "CP-S (SimCLR attacker)"},
       {"random-class", "random", "none", "class", "random class-wise noise"},
+      {"pattern", "pattern", "none", "class", "class-wise gratings (no optimisation)"},
       {"ue-class", "unlearnable", "supervised", "class", "UE class-wise (supervised attacker)"},
       {"ue", "unlearnable", "supervised", "sample", "UE (supervised attacker)"},
       {"aue-class", "aue", "supervised", "class", "AUE class-wise (supervised attacker)"},

@@ -167,7 +167,7 @@ toml::table parse_toml(const std::string& path) {
 }
 
 const std::set<std::string> kVictims{"simclr", "moco", "byol", "supervised"};
-const std::set<std::string> kAttacks{"none", "random", "cp-s", "cp-c", "unlearnable", "adversarial", "aue", "aap", "clean-only"};
+const std::set<std::string> kAttacks{"none", "random", "cp-s", "cp-c", "unlearnable", "adversarial", "aue", "aap", "pattern", "clean-only"};
 const std::set<std::string> kModels{"resnet18", "resnet34", "resnet50", "vgg19", "densenet121", "mobilenetv2"};
 
 std::string one_of(const std::set<std::string>& s) {

@@ -120,8 +120,11 @@ void Settings::validate(const std::string& where) const {
     CP_CHECK(v >= 0 && v <= 2, where, "poison.aue_strength / aap_strength must be in [0, 2] (0: the recipe's), got ", v);
   CP_CHECK(std::isfinite(poison.separability) && poison.separability >= 0, where, "poison.separability must be >= 0, got ",
            poison.separability);
-  CP_CHECK(poison.separability_space == "noise" || poison.separability_space == "embedding", where,
-           "poison.separability_space '", poison.separability_space, "' is not noise or embedding");
+  CP_CHECK(poison.separability_space == "noise" || poison.separability_space == "embedding" ||
+               poison.separability_space == "features",
+           where, "poison.separability_space '", poison.separability_space, "' is not noise, embedding or features");
+  CP_CHECK(std::isfinite(poison.pattern_period) && poison.pattern_period >= 2 && poison.pattern_period <= 1e6, where,
+           "poison.pattern_period must be in [2, 1e6] pixels, got ", poison.pattern_period);
   CP_CHECK(poison.checkpoint_every >= 0, where, "poison.checkpoint_every must be >= 0");
   CP_CHECK(eval.probe == "features" || eval.probe == "sgd", where, "eval.probe '", eval.probe,
            "' is not features or sgd");

@@ -140,6 +140,7 @@ struct PoisonSettings {
   // (0: off), measured on the noise (TUE's) or the attacker's embeddings.
   double separability = 0;
   std::string separability_space = "noise";
+  double pattern_period = 8;  // the pattern attack's grating period in pixels
   int64_t checkpoint_every = 1;                       // rounds between resumable checkpoints
 
   template <class V>
@@ -167,7 +168,8 @@ struct PoisonSettings {
     v("aap_pgd_steps", aap_pgd_steps, "AAP: PGD steps per batch, step 2.5 / steps (0: the recipe's, cpu-small 20, paper 250)");
     v("aap_strength", aap_strength, "AAP: augmentation strength (0: the recipe's, 0.4)");
     v("separability", separability, "weight of TUE's class-separability term (0: off)");
-    v("separability_space", separability_space, "noise | embedding: where the separability term is measured");
+    v("separability_space", separability_space, "noise | embedding | features: where the separability term is measured");
+    v("pattern_period", pattern_period, "pattern attack: the class-wise gratings' period in pixels (>= 2)");
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
   }
 };
