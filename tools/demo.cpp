@@ -43,10 +43,10 @@ void setup(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--eps", *eps, "L-infinity radius (8/255, 16/255, 0.05, ...)")->check(tools::fraction_range({0, 1, true, false}))->capture_default_str();
   app.add_option("--class-attack", o->class_attack,
-                 "Class-wise attack shown against the supervised victim: cp-c, random-class, ue-class, aue-class")
+                 "Class-wise attack shown against the supervised victim: cp-c, random-class, pattern, ue-class, aue-class")
       ->capture_default_str();
   app.add_option("--contrastive-attack", o->contrastive_attack,
-                 "Attack shown against the SimCLR victim: cp-s, cp-c, aue, aue-class, aap, ue, ue-class, random-class")
+                 "Attack shown against the SimCLR victim: pattern, cp-s, cp-c, aue, aue-class, aap, ue, ue-class, random-class")
       ->capture_default_str();
   app.add_option("--cross-victim", o->cross_victim,
                  "Also train a SimCLR victim on the class-wise attack's data: auto (if the budget allows), yes, no")

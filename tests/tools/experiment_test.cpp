@@ -435,7 +435,7 @@ TEST_CASE("experiment demo over seeds: a folder per seed, checks per seed, mean 
   o.seeds = {1, 1};
   CHECK_THROWS_WITH_AS(run_demo(o), doctest::Contains("listed twice"), Error);
   CHECK(demo_attack(DemoOptions().class_attack).kind == "class");  // the defaults name real attacks
-  CHECK(demo_attack(DemoOptions().contrastive_attack).attack == "cp-c");
+  CHECK(demo_attack(DemoOptions().contrastive_attack).attack == "pattern");
   CHECK_THROWS_WITH_AS(demo_attack("cp-x"), doctest::Contains("aue-class"), Error);
   o.seeds = {};
   o.class_attack = "cp-s";

@@ -294,7 +294,7 @@ nlohmann::json run_demo(const DemoOptions& o_in) {
            "auto, yes or no, got '", o.cross_victim, "'");
   CP_CHECK(o.eps > 0 && o.eps <= 1, "demo --eps", "outside (0, 1]: ", o.eps);
   const DemoAttack cls = demo_attack(o.class_attack), con = demo_attack(o.contrastive_attack);
-  CP_CHECK(cls.kind == "class", "demo --class-attack", "'", cls.name, "' is not class-wise (choose cp-c, random-class, ue-class, aue-class)");
+  CP_CHECK(cls.kind == "class", "demo --class-attack", "'", cls.name, "' is not class-wise (choose cp-c, random-class, pattern, ue-class, aue-class)");
   std::vector<uint64_t> seeds = o.seeds.empty() ? std::vector<uint64_t>{o.seed} : o.seeds;
   {
     std::set<uint64_t> unique(seeds.begin(), seeds.end());
