@@ -42,9 +42,9 @@ struct DemoOptions {
   int64_t test_images = 0;      // first N test images (0: all)
   int64_t width = 8;
   // Schedules, before `scale` (the reference: 30, 15, 10, 12).
-  // SimCLR victims train 40 epochs: the pattern attack costs no generation time, and the drop it
+  // SimCLR victims train 80 epochs: the pattern attack costs no generation time, and the drop it
   // causes grows with the victim's length (docs/experiments.md, "The contrastive attack").
-  int64_t victim_epochs = 40, supervised_epochs = 40, cp_c_rounds = 10, cp_s_rounds = 20;
+  int64_t victim_epochs = 80, supervised_epochs = 40, cp_c_rounds = 10, cp_s_rounds = 20;
   // Fraction applied to every epoch and round count above (rounded, at least 1).
   double scale = 1.0;
   double eps = 8.0 / 255.0;
