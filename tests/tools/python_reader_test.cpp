@@ -1,5 +1,6 @@
 // python/cpoison_data.py (the Python reader) against cpoison's own files: the README's 3-line
-// example runs, and the reader applies poisons exactly as `cpoison export` does. Runs
+// example runs, and the reader applies poisons exactly as `cpoison export` does; and
+// tools/python/torch_to_h5.py with a stand-in torch module (PyTorch is not needed). Runs
 // tests/python/test_cpoison_data.py with a python3 that has h5py (Debian's python3-h5py);
 // skipped, and reported as skipped, when there is none.
 #include <doctest/doctest.h>
@@ -61,7 +62,7 @@ TEST_CASE("python/cpoison_data.py: the README example runs and poisons match cpo
     REQUIRE(r.code == 0);
   }
   const std::string script = std::string(CPOISON_SOURCE_DIR) + "/tests/python/test_cpoison_data.py";
-  const std::string cmd = "cd '" + dir.path.string() + "' && " + python + " '" + script + "' '" + CPOISON_SOURCE_DIR + "' 2>&1";
+  const std::string cmd = "cd '" + dir.path.string() + "' && " + python + " '" + script + "' '" + CPOISON_SOURCE_DIR + "' '" + cpoison_exe() + "' 2>&1";
   std::string output;
   FILE* pipe = popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
@@ -71,5 +72,6 @@ TEST_CASE("python/cpoison_data.py: the README example runs and poisons match cpo
   const int status = pclose(pipe);
   INFO(output);
   CHECK(status == 0);
+  CHECK(output.find("torch_to_h5 ok") != std::string::npos);
   CHECK(output.find("python-reader-ok") != std::string::npos);
 }
