@@ -264,10 +264,10 @@ bool builtin_normalization(const std::string& name, std::vector<double>& mean, s
 }
 
 void pixel_statistics(const Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev) {
-  CP_CHECK(ds.size() > 0 && ds.images.dim() == 4, "pixel_statistics", "needs a non-empty u8 [N, H, W, C] dataset");
+  CP_CHECK(ds.images.defined() && ds.images.dim() == 4, "pixel_statistics", "needs u8 [N, H, W, C] images");
   Tensor images = ds.images.to(Device::cpu).contiguous();
   const uint8_t* p = images.data<uint8_t>();
-  const int64_t C = ds.channels(), pixels = images.numel() / C;
+  const int64_t C = ds.channels(), pixels = C > 0 ? images.numel() / C : 0;
   std::vector<double> sum(C, 0.0), sq(C, 0.0);
   for (int64_t i = 0; i < pixels; ++i)
     for (int64_t c = 0; c < C; ++c) {
@@ -276,6 +276,10 @@ void pixel_statistics(const Dataset& ds, std::vector<double>& mean, std::vector<
     }
   mean.assign(C, 0.0), stddev.assign(C, 0.0);
   for (int64_t c = 0; c < C; ++c) {
+    if (pixels == 0) {  // an empty set (files written to test the readers): nothing to measure
+      stddev[c] = 1.0;
+      continue;
+    }
     mean[c] = sum[c] / (double)pixels;
     // A constant channel would divide by zero: its std counts as 1 (nothing to scale).
     const double var = std::max(0.0, sq[c] / (double)pixels - mean[c] * mean[c]);

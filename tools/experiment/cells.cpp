@@ -1049,6 +1049,7 @@ double Runner::estimate(const PoisonJob& job, const Rates& r) {
   shape_only.labels = Tensor::zeros({1}, DType::i64);
   shape_only.classes = 10;
   shape_only.name = job.data.dataset;
+  shape_only.mean = {0.5}, shape_only.std = {0.25};  // any constants: the estimate needs none
   poison::PoisonConfig c = poison_config(job, settings_, shape_only);
   double views = poison_round_views(c, n, is_contrastive(job.attacker)) * (double)c.rounds;
   if (c.attack == poison::Attack::adversarial) views += (double)(c.pretrain_epochs * n);
