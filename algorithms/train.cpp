@@ -21,20 +21,10 @@ namespace cpoison::algorithms {
 
 // ---------------------------------------------------------------- data helpers
 
-void dataset_normalization(const std::string& dataset_in, int64_t channels, std::vector<double>& mean,
-                           std::vector<double>& stddev) {
-  CP_CHECK(channels >= 1, "dataset_normalization", "channels must be >= 1, got ", channels);
-  const std::string base = dataset_in.substr(0, dataset_in.find('+'));
-  const std::string& dataset = base;
-  if (dataset == "fashion-mnist") {
-    mean = kFashionMnistMean, stddev = kFashionMnistStd;
-  } else if (dataset == "mnist") {
-    mean = {0.1307}, stddev = {0.3081};
-  } else if (dataset == "cifar100") {
-    mean = kCifar100Mean, stddev = kCifar100Std;
-  } else {
-    mean = kCifar10Mean, stddev = kCifar10Std;
-  }
+namespace {
+// Repeats (grey data replicated to colour) or averages (colour read as one channel) the
+// constants to `channels` entries.
+void fit_channels(int64_t channels, std::vector<double>& mean, std::vector<double>& stddev) {
   if ((int64_t)mean.size() == channels) return;
   if (mean.size() == 1) {  // a grayscale set replicated to colour
     mean.assign(channels, mean[0]);
@@ -46,6 +36,36 @@ void dataset_normalization(const std::string& dataset_in, int64_t channels, std:
   for (size_t i = 0; i < mean.size(); ++i) m += mean[i], s += stddev[i];
   mean.assign(channels, m / mean.size());
   stddev.assign(channels, s / stddev.size());
+}
+
+const char* kNormalizeHint =
+    "give --normalize MEAN/STD (e.g. --normalize 0.5,0.5,0.5/0.25,0.25,0.25), --normalize data (the training "
+    "images' own statistics) or --normalize cifar10 (CIFAR-10's constants, the old silent default)";
+}  // namespace
+
+void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
+                           std::vector<double>& stddev) {
+  CP_CHECK(channels >= 1, "dataset_normalization", "channels must be >= 1, got ", channels);
+  CP_CHECK(data::builtin_normalization(dataset, mean, stddev), "normalisation", "no normalisation constants for dataset '",
+           dataset, "' (built in: fashion-mnist, mnist, cifar10, cifar100, stl10): record them in the HDF5 file's mean ",
+           "and std attributes or ", kNormalizeHint);
+  fit_channels(channels, mean, stddev);
+}
+
+void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev) {
+  const int64_t channels = ds.channels();
+  CP_CHECK(channels >= 1, "dataset_normalization", "channels must be >= 1, got ", channels);
+  if (!ds.mean.empty() && ds.mean.size() == ds.std.size()) {
+    mean = ds.mean, stddev = ds.std;
+    CP_CHECK((int64_t)mean.size() == channels || mean.size() == 1, "normalisation", "dataset '", ds.name, "' has ",
+             channels, " channels but its normalisation constants have ", mean.size());
+    fit_channels(channels, mean, stddev);
+    return;
+  }
+  CP_CHECK(data::builtin_normalization(ds.name, mean, stddev), "normalisation", "dataset '", ds.name, "' (", ds.source,
+           ") records no normalisation constants and is not a built-in dataset: record them in the HDF5 file's mean and ",
+           "std attributes (every file cpoison writes has them) or ", kNormalizeHint);
+  fit_channels(channels, mean, stddev);
 }
 
 AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w) {
@@ -65,6 +85,14 @@ AugmentConfig make_augment(const std::string& kind, const std::string& dataset, 
   cfg.out_h = h;
   cfg.out_w = w;
   dataset_normalization(dataset, channels, cfg.mean, cfg.std);
+  cfg.validate();
+  return cfg;
+}
+
+AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds) {
+  // The pipeline by name (with a built-in name's constants), then the dataset's own normalisation.
+  AugmentConfig cfg = make_augment(kind, "cifar10", ds.channels(), ds.height(), ds.width());
+  dataset_normalization(ds, cfg.mean, cfg.std);
   cfg.validate();
   return cfg;
 }
@@ -211,6 +239,12 @@ void save(const TrainConfig& cfg, const std::string& settings, const Learner& le
   ck.attrs = cfg.extra_attrs;
   put_learner_attrs(ck.attrs, cfg.algo, cfg.model, learner.encoder().options(), learner.config(),
                     learner.encoder().feature_dim());
+  // The normalisation the views were made with, so that features can be recomputed (cpoison
+  // features, probe) and a PyTorch user can build the same transform.
+  if (cfg.augment.normalize) {
+    ck.attrs["normalize_mean"] = data::format_constants(cfg.augment.mean);
+    ck.attrs["normalize_std"] = data::format_constants(cfg.augment.std);
+  }
   ck.attrs["epochs"] = cfg.epochs;
   ck.attrs["epochs_done"] = epochs_done;
   ck.attrs["step"] = step;

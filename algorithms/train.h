@@ -25,13 +25,17 @@ namespace cpoison::algorithms {
 
 inline constexpr uint32_t kAugmentStream = 0xA06;  // the augmentation generator's Philox stream
 
-// Per-channel normalisation statistics for a dataset name (fashion-mnist, mnist, cifar10,
-// cifar100, stl10; anything else gets CIFAR-10's), repeated or averaged to `channels` entries.
+// Per-channel normalisation statistics for a built-in dataset name (fashion-mnist, mnist,
+// cifar10, cifar100; stl10 takes CIFAR-10's), repeated or averaged to `channels` entries.
 // A derived set keeps its source's statistics: the name is read up to its first '+'
 // ("fashion-mnist+cp-c", the name apply_poison gives a poisoned set, is fashion-mnist), so a
-// victim trains and is evaluated under the same normalisation.
+// victim trains and is evaluated under the same normalisation. Any other name is an Error
+// asking for constants (CIFAR-10's are no longer a silent fallback: pass "cifar10" to get them).
 void dataset_normalization(const std::string& dataset, int64_t channels, std::vector<double>& mean,
                            std::vector<double>& stddev);
+// The same for a loaded dataset: its stored constants (ds.mean/ds.std, from the HDF5 file or
+// --normalize) first, then its name's; an Error naming the dataset and --normalize otherwise.
+void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev);
 
 // Augmentation pipelines by name, for images of size h x w with `channels` channels:
 //   "simclr":    the spec's §5 pipeline (crop 0.2-1, flip, colour jitter p 0.8, grayscale p 0.2)
@@ -40,6 +44,8 @@ void dataset_normalization(const std::string& dataset, int64_t channels, std::ve
 //   "none":      normalisation only
 // Output size h x w; normalisation from dataset_normalization. Error listing the names.
 AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w);
+// The same for a loaded dataset (its size, channels and dataset_normalization(ds)).
+AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds);
 
 struct TrainConfig {
   Algo algo = Algo::simclr;

@@ -22,6 +22,10 @@ const char* defense_name(DefenseKind k) {
     case DefenseKind::smooth: return "smooth";
     case DefenseKind::cutout: return "cutout";
     case DefenseKind::adversarial: return "adv";
+    case DefenseKind::jpeg: return "jpeg";
+    case DefenseKind::grayscale: return "grayscale";
+    case DefenseKind::bits: return "bits";
+    case DefenseKind::ueraser: return "ueraser";
   }
   return "?";
 }
@@ -145,6 +149,12 @@ std::string Defense::spec() const {
          << ",bn=" << (adversarial.bn == AdversarialOptions::BnMode::batch ? "batch" : "eval")
          << ",both=" << (adversarial.both_views ? 1 : 0) << ",clean=" << number_text(adversarial.clean_weight);
       break;
+    case DefenseKind::jpeg: os << ":q=" << jpeg.quality; break;
+    case DefenseKind::grayscale: break;
+    case DefenseKind::bits: os << ":b=" << bits.bits; break;
+    case DefenseKind::ueraser:
+      os << ":k=" << ueraser.k << ",strength=" << number_text(ueraser.strength) << ",noise=" << number_text(ueraser.noise);
+      break;
   }
   return os.str();
 }
@@ -226,8 +236,30 @@ Defense parse_defense(const std::string& spec_in) {
     o.clean_weight = params.number("clean", o.clean_weight);
     params.finish(name, {"eps", "alpha", "steps", "start", "bn", "both", "clean"});
     validate_as(where, [&] { o.validate(); });
+  } else if (name == "jpeg") {
+    d.kind = DefenseKind::jpeg;
+    CP_CHECK(!(params.has("q") && params.has("quality")), where, "give the quality once (q or quality)");
+    d.jpeg.quality = params.integer(params.has("quality") ? "quality" : "q", d.jpeg.quality);
+    params.finish(name, {"q", "quality"});
+    validate_as(where, [&] { d.jpeg.validate(); });
+  } else if (name == "grayscale" || name == "gray" || name == "grey") {
+    d.kind = DefenseKind::grayscale;
+    params.finish(name, {});
+  } else if (name == "bits") {
+    d.kind = DefenseKind::bits;
+    CP_CHECK(!(params.has("b") && params.has("bits")), where, "give the bit depth once (b or bits)");
+    d.bits.bits = params.integer(params.has("bits") ? "bits" : "b", d.bits.bits);
+    params.finish(name, {"b", "bits"});
+    validate_as(where, [&] { d.bits.validate(); });
+  } else if (name == "ueraser") {
+    d.kind = DefenseKind::ueraser;
+    d.ueraser.k = params.integer("k", d.ueraser.k);
+    d.ueraser.strength = params.number("strength", d.ueraser.strength);
+    d.ueraser.noise = params.number("noise", d.ueraser.noise);
+    params.finish(name, {"k", "strength", "noise"});
+    validate_as(where, [&] { d.ueraser.validate(); });
   } else {
-    fail(where, "unknown defence '", name, "' (none, usvt, noise, smooth, cutout, adv)");
+    fail(where, "unknown defence '", name, "' (none, usvt, noise, smooth, cutout, adv, jpeg, grayscale, bits, ueraser)");
   }
   return d;
 }
@@ -239,23 +271,46 @@ Tensor apply_defense(const Defense& d, const Tensor& x, Generator& gen) {
     case DefenseKind::noise: return gaussian_noise(x, d.noise, gen);
     case DefenseKind::smooth: return gaussian_smooth(x, d.smooth);
     case DefenseKind::cutout: return cutout(x, d.cutout, gen);
-    case DefenseKind::adversarial: break;
+    case DefenseKind::jpeg: return jpeg_compress(x, d.jpeg);
+    case DefenseKind::grayscale: return grayscale_images(x);
+    case DefenseKind::bits: return reduce_bit_depth(x, d.bits);
+    case DefenseKind::adversarial:
+    case DefenseKind::ueraser: break;
   }
-  fail("defense '" + d.spec() + "'", "adversarial training is a training mode, not a batch transform "
+  fail("defense '" + d.spec() + "'", d.kind == DefenseKind::ueraser ? "UEraser-style training is a training mode, not a batch transform (use defense::train_with_defense)" : "adversarial training is a training mode, not a batch transform "
                                      "(use defense::train_adversarial)");
 }
 
 BatchHook defense_batch_hook(const Defense& d) {
   if (d.kind == DefenseKind::none) return {};
   CP_CHECK(d.is_batch_transform(), "defense '" + d.spec() + "'",
-           "adversarial training is a training mode, not a batch transform (use defense::train_adversarial)");
+           "a training mode (adv, ueraser), not a batch transform (use defense::train_with_defense)");
   return [d](const Tensor& x, const data::Batch&, Generator& gen) { return apply_defense(d, x, gen); };
+}
+
+algorithms::TrainResult train_with_defense(const data::Dataset& train_set, const algorithms::TrainConfig& cfg_in,
+                                           const Defense& d) {
+  if (d.kind == DefenseKind::adversarial) return train_adversarial(train_set, cfg_in, d.adversarial);
+  algorithms::TrainConfig cfg = cfg_in;
+  if (!cfg.extra_attrs.count("defense")) cfg.extra_attrs["defense"] = d.spec();
+  if (d.kind == DefenseKind::ueraser) {
+    CP_CHECK(!cfg.contrastive_loss && !cfg.supervised_loss, "defense '" + d.spec() + "'",
+             "sets the loss hook itself; leave cfg.contrastive_loss / cfg.supervised_loss empty");
+    if (cfg.algo == algorithms::Algo::supervised) cfg.supervised_loss = ueraser_supervised_hook(cfg, d.ueraser);
+    else cfg.contrastive_loss = ueraser_contrastive_hook(cfg, d.ueraser);
+  } else if (auto defend = defense_batch_hook(d)) {
+    auto before = cfg.batch_hook;
+    cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
+      return defend(before ? before(x, b, gen) : x, b, gen);
+    };
+  }
+  return algorithms::train(train_set, cfg);
 }
 
 data::Dataset defend_dataset(const data::Dataset& ds, const Defense& d, uint64_t seed, int64_t batch_size,
                              Device device, const std::function<void(int64_t, int64_t)>& progress) {
   const std::string where = "defend " + d.spec();
-  CP_CHECK(d.is_batch_transform(), where, "adversarial training is a training mode; it cannot preprocess a dataset");
+  CP_CHECK(d.is_batch_transform(), where, "a training mode (adv, ueraser); it cannot preprocess a dataset");
   CP_CHECK(batch_size >= 1, where, "batch size must be >= 1, got ", batch_size);
   CP_CHECK(ds.size() > 0 && ds.images.dim() == 4 && ds.images.dtype() == DType::u8, where,
            "needs a non-empty u8 [N, H, W, C] dataset, got ",
@@ -286,6 +341,9 @@ data::Dataset defend_dataset(const data::Dataset& ds, const Defense& d, uint64_t
   out.classes = ds.classes;
   out.name = ds.name;
   out.class_names = ds.class_names;
+  out.mean = ds.mean;
+  out.std = ds.std;
+  out.source_rows = ds.source_rows;
   out.source = "defense " + d.spec() + " (seed " + std::to_string(seed) + ") of " + ds.source;
   return out;
 }

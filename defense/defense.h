@@ -13,6 +13,11 @@
 //   cutout:size=16
 //   adv:eps=8/255,alpha=2/255,steps=5,start=1,bn=batch,both=0,clean=0  (a training mode, not a
 //        batch transform: see defense/adversarial.h)
+//   jpeg:q=75                                JPEG compression at quality q (defense/cheap.h)
+//   grayscale                                colour to grey, kept in C channels (colour data only)
+//   bits:b=4                                 bit-depth reduction to b bits per channel
+//   ueraser:k=5,strength=1,noise=8/255       UEraser-style training: the largest loss over k random
+//        augmentations (a loss hook like adv: see defense/cheap.h)
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -20,13 +25,15 @@
 
 #include "defense/adversarial.h"
 #include "defense/augmentations.h"
+#include "defense/cheap.h"
 #include "defense/usvt.h"
 #include "engine/data/dataset.h"
 
 namespace cpoison::defense {
 
-enum class DefenseKind { none, usvt, noise, smooth, cutout, adversarial };
-const char* defense_name(DefenseKind k);  // "none", "usvt", "noise", "smooth", "cutout", "adv"
+enum class DefenseKind { none, usvt, noise, smooth, cutout, adversarial, jpeg, grayscale, bits, ueraser };
+// "none", "usvt", "noise", "smooth", "cutout", "adv", "jpeg", "grayscale", "bits", "ueraser"
+const char* defense_name(DefenseKind k);
 
 struct Defense {
   DefenseKind kind = DefenseKind::none;
@@ -35,9 +42,14 @@ struct Defense {
   SmoothOptions smooth;
   CutoutOptions cutout;
   AdversarialOptions adversarial;
+  JpegOptions jpeg;
+  BitDepthOptions bits;
+  UEraserOptions ueraser;
   // The canonical specification with every parameter ("usvt:p=0.25,keep=0.8,mode=channel").
   std::string spec() const;
-  bool is_batch_transform() const { return kind != DefenseKind::adversarial; }
+  // Training modes that replace the loss of a step (adv, ueraser) are not batch transforms.
+  bool is_loss_hook() const { return kind == DefenseKind::adversarial || kind == DefenseKind::ueraser; }
+  bool is_batch_transform() const { return !is_loss_hook(); }
 };
 
 // Parses a specification. Error("defense '<spec>'", ...) naming the key and the value for an
@@ -55,6 +67,13 @@ Tensor apply_defense(const Defense& d, const Tensor& x, Generator& gen);
 // train_adversarial).
 using BatchHook = std::function<Tensor(const Tensor& x, const data::Batch& batch, Generator& gen)>;
 BatchHook defense_batch_hook(const Defense& d);
+
+// algorithms::train with the defence in place: a batch transform as cfg.batch_hook (after any
+// hook already set), adv through train_adversarial, ueraser through its loss hook (recording
+// the canonical spec as the checkpoint's `defense` attribute in each case). Error for ueraser
+// with MoCo (each of its k losses would enqueue keys).
+algorithms::TrainResult train_with_defense(const data::Dataset& train_set, const algorithms::TrainConfig& cfg,
+                                           const Defense& d);
 
 // The Philox stream of offline preprocessing (defend_dataset).
 inline constexpr uint32_t kDefendStream = 0xDEF0;

@@ -95,6 +95,7 @@ void add_data_options(CLI::App& app, DataOptions& o, bool data_required) {
       app.add_option("--channels", o.channels, "0: as stored; 3: replicate grayscale to colour; 1: needs grayscale data")
           ->check(one_of({0, 1, 3}))
           ->capture_default_str();
+  o.options["--normalize"] = add_normalize_option(app, o.normalize);
 }
 
 data::Dataset load_train(const DataOptions& o) {
@@ -103,7 +104,51 @@ data::Dataset load_train(const DataOptions& o) {
   CP_CHECK(o.pad_to >= 0, "--pad-to", "must be >= 0, got ", o.pad_to);
   data::Dataset ds = data::load_dataset(o.data, data::Split::train, o.load_options());
   if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
+  apply_normalize_option(ds, o.normalize);
   return ds;
+}
+
+void apply_normalize_option(data::Dataset& ds, const std::string& text) {
+  if (text.empty()) return;
+  std::vector<double> mean, stddev;
+  if (text == "data") {
+    data::pixel_statistics(ds, mean, stddev);
+  } else if (data::builtin_normalization(text, mean, stddev) && text.find('+') == std::string::npos) {
+    // a built-in dataset's constants
+  } else {
+    const auto slash = text.find('/');
+    CP_CHECK(slash != std::string::npos, "--normalize", "'", text,
+             "' is none of: data, a built-in dataset name (cifar10, cifar100, fashion-mnist, mnist, stl10), MEAN/STD "
+             "with comma-separated per-channel numbers (0.49,0.48,0.45/0.2,0.2,0.2)");
+    mean = data::parse_constants(text.substr(0, slash), "--normalize");
+    stddev = data::parse_constants(text.substr(slash + 1), "--normalize");
+    CP_CHECK(mean.size() == stddev.size(), "--normalize", "'", text, "' has ", mean.size(), " means but ", stddev.size(),
+             " stds");
+    for (double s : stddev) CP_CHECK(s > 0, "--normalize", "'", text, "': every std must be > 0, got ", s);
+  }
+  CP_CHECK((int64_t)mean.size() == ds.channels() || mean.size() == 1 || (ds.channels() == 1 && mean.size() == 3),
+           "--normalize", "'", text, "' gives ", mean.size(), " constants for images with ", ds.channels(), " channels");
+  ds.mean = mean;
+  ds.std = stddev;
+}
+
+bool checkpoint_normalization(const io::Attrs& attrs, const std::string& path, std::vector<double>& mean,
+                              std::vector<double>& stddev) {
+  auto m = attrs.find("normalize_mean"), s = attrs.find("normalize_std");
+  if (m == attrs.end() || s == attrs.end()) return false;
+  mean = data::parse_constants(io::attr_string(attrs, "normalize_mean", path), path + " attribute 'normalize_mean'");
+  stddev = data::parse_constants(io::attr_string(attrs, "normalize_std", path), path + " attribute 'normalize_std'");
+  CP_CHECK(mean.size() == stddev.size(), path, "normalize_mean has ", mean.size(), " values but normalize_std ",
+           stddev.size());
+  for (double v : stddev) CP_CHECK(v > 0, path, "normalize_std holds ", v, " (every std must be > 0)");
+  return true;
+}
+
+CLI::Option* add_normalize_option(CLI::App& app, std::string& value) {
+  return app.add_option("--normalize", value,
+                        "Normalisation constants: data (the training images' statistics), a built-in dataset name "
+                        "(cifar10, ...) or MEAN/STD (0.49,0.48,0.45/0.2,0.2,0.2). Default: those the HDF5 file records, "
+                        "else the built-in name's; an unknown dataset without them is an error");
 }
 
 data::Dataset load_test(const DataOptions& o, int64_t limit) {
@@ -234,7 +279,8 @@ std::string with_suffix(const std::string& path, const std::string& suffix) {
 
 std::string data_fingerprint(const data::Dataset& ds) { return data::fingerprint(ds); }
 
-void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra) {
+void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra,
+                            const std::map<std::string, Tensor>& extra_datasets) {
   // save_poison owns the layout; we let it write a scratch file and copy every dataset and
   // attribute from it, adding ours, so the poison format has one definition.
   const std::string scratch = path + ".base";
@@ -250,6 +296,10 @@ void save_poison_with_attrs(const std::string& path, const poison::Poison& p, co
     }
     io::H5Writer w(path);
     for (const std::string& name : base.datasets()) w.write(name, base.read(name), base.attrs(name));
+    for (const auto& [name, t] : extra_datasets) {
+      CP_CHECK(!base.has(name), "save poison " + path, "extra dataset '", name, "' would replace the poison's own");
+      w.write(name, t);
+    }
     for (auto& [key, value] : attrs) w.set_file_attr(key, value);
     w.commit();
   } catch (...) {

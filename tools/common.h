@@ -30,6 +30,7 @@ struct DataOptions {
   uint64_t subset_seed = 0;
   int64_t pad_to = 0;     // > 0: zero-pad images centrally to pad_to x pad_to
   int64_t channels = 0;   // 0: as stored; 3: replicate grayscale to colour; 1: needs 1-channel data
+  std::string normalize;  // --normalize (apply_normalize_option); "" keeps the data's constants
 
   // The options add_data_options registered, by flag ("--subset"), to tell values given on the
   // command line from defaults. Empty when the struct was filled by hand.
@@ -55,7 +56,20 @@ struct DataOptions {
 // to `o` (which must outlive the parse, e.g. held by a shared_ptr captured in the callback).
 void add_data_options(CLI::App& app, DataOptions& o, bool data_required = false);
 
-// The training split with pad_to/channels applied, then the balanced subset when subset > 0.
+// --normalize TEXT on a loaded training set: "" changes nothing (the constants the file records,
+// else the built-in name's); "data": the images' own per-channel statistics; a built-in dataset
+// name (cifar10, cifar100, fashion-mnist, mnist, stl10): its constants; "M1,M2,M3/S1,S2,S3" (or
+// one mean and one std for all channels): those. Error naming --normalize for anything else.
+void apply_normalize_option(data::Dataset& ds, const std::string& text);
+// The normalisation a training checkpoint records (attributes normalize_mean / normalize_std,
+// written by algorithms::train); false when it has none (older files).
+bool checkpoint_normalization(const io::Attrs& attrs, const std::string& path, std::vector<double>& mean,
+                              std::vector<double>& stddev);
+// Registers --normalize bound to `value`.
+CLI::Option* add_normalize_option(CLI::App& app, std::string& value);
+
+// The training split with pad_to/channels applied, then the balanced subset when subset > 0,
+// then --normalize.
 // Errors (from data::load_dataset / balanced_subset) name the dataset and what is wrong; an
 // empty o.data is an Error asking for --data.
 data::Dataset load_train(const DataOptions& o);
@@ -108,9 +122,11 @@ std::string with_suffix(const std::string& path, const std::string& suffix);
 // poison to the same images (poison::check_fingerprint).
 std::string data_fingerprint(const data::Dataset& ds);
 
-// Saves a poison file (poison::save_poison's layout) with extra root attributes; atomic.
+// Saves a poison file (poison::save_poison's layout) with extra root attributes and extra
+// datasets (such as /source_rows, the training set's row in its source split per image); atomic.
 // Error when an extra key collides with a different value of one save_poison writes.
-void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra);
+void save_poison_with_attrs(const std::string& path, const poison::Poison& p, const io::Attrs& extra,
+                            const std::map<std::string, Tensor>& extra_datasets = {});
 
 // The training rows (ascending) that carry noise and have label k, at most `limit` of them.
 std::vector<int64_t> poisoned_rows_of_class(const poison::Poison& p, const data::Dataset& ds, int64_t k, int64_t limit);

@@ -27,7 +27,7 @@ struct Options {
   uint64_t seed = 0, subset_seed = 0;
   bool ignore_fingerprint = false;
   // Method parameters as text, passed through to parse_defense (which checks them).
-  std::string p, keep, threshold, eta, mode, std, clip, kernel, sigma, size;
+  std::string p, keep, threshold, eta, mode, std, clip, kernel, sigma, size, quality, bits;
 };
 
 // "--flag VALUE" options that turn into KEY=VALUE of the defence specification.
@@ -49,6 +49,8 @@ const std::vector<ParamFlag>& param_flags() {
       {"--kernel", "k", &Options::kernel, "smooth: odd kernel size (default 3)"},
       {"--sigma", "sigma", &Options::sigma, "smooth: Gaussian sigma (default 0.3((k-1)/2-1)+0.8)"},
       {"--size", "size", &Options::size, "cutout: side of the square hole (default 16)"},
+      {"--quality", "q", &Options::quality, "jpeg: JPEG quality 1..100 (default 75)"},
+      {"--bits", "b", &Options::bits, "bits: bits per channel 1..8 (default 4)"},
   };
   return flags;
 }
@@ -68,8 +70,8 @@ std::string build_spec(const Options& o, const std::vector<std::pair<const Param
 void run(const Options& o, const std::string& spec) {
   const auto t0 = std::chrono::steady_clock::now();
   const defense::Defense d = defense::parse_defense(spec);
-  CP_CHECK(d.kind != defense::DefenseKind::adversarial, "--method",
-           "adversarial training is a training mode, not a preprocessing step (methods: usvt, noise, smooth, cutout)");
+  CP_CHECK(d.is_batch_transform(), "--method", d.spec(), " is a training mode, not a preprocessing step (methods: usvt, ",
+           "noise, smooth, cutout, jpeg, grayscale, bits)");
   CP_CHECK(o.batch >= 1, "--batch", "must be >= 1, got ", o.batch);
   CP_CHECK(o.subset >= 0, "--subset", "must be >= 0, got ", o.subset);
   const Device device = tools::parse_device(o.device);
@@ -110,7 +112,7 @@ void run(const Options& o, const std::string& spec) {
 void setup(CLI::App& app) {
   auto o = std::make_shared<Options>();
   app.add_option("--method", o->method,
-                 "usvt | noise | smooth | cutout, or a full specification such as "
+                 "usvt | noise | smooth | cutout | jpeg | grayscale | bits, or a full specification such as "
                  "\"usvt:p=0.25,keep=0.8,mode=channel\" (docs/defenses.md)")
       ->required();
   app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) or an HDF5 file")

@@ -5,6 +5,9 @@
 //   DIR/noise_class_<k>.png  the noise of class k, amplified to the full range
 //   DIR/samples.png          clean | poisoned | amplified difference, for a few poisoned images
 //   DIR/export.json          what the files are and which poison and data made them
+//   --format picks the data files: h5, cifar-bin (32x32x3 data only), png-dir (DIR/poisoned_png/
+//   <row>.png, APBench's layout), npz (DIR/poisoned_train.npz: images, labels, source_rows, delta,
+//   indices, eps); default h5, plus cifar-bin when the images are 32x32x3.
 //   cpoison export cpc.h5 --out cpc-export                (data from the poison file)
 //   cpoison export cpc.h5 --data ~/cifar10.h5 --out dir   (the same data moved elsewhere)
 // Layout letters: N images, C channels, H rows, W columns.
@@ -17,6 +20,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "engine/io/npy.h"
+#include "engine/io/png.h"
 #include "poison/apply.h"
 #include "tools/command.h"
 #include "tools/common.h"
@@ -27,7 +32,7 @@ using namespace cpoison;
 namespace fs = std::filesystem;
 
 struct Options {
-  std::string poison, out;
+  std::string poison, out, format = "auto";
   bool ignore_fingerprint = false;
   tools::DataOptions data;
 };
@@ -80,10 +85,58 @@ void check_data_agrees(const tools::DataOptions& given, const io::Attrs& recorde
                                                ", made for dataset '" + recorded_data + "' (leave --data out to use it)");
 }
 
+// The data files --format asks for ("auto": h5, plus cifar-bin for 32x32x3 images).
+struct Formats {
+  bool h5 = false, cifar_bin = false, png_dir = false, npz = false;
+};
+Formats parse_formats(const std::string& text, const data::Dataset& ds) {
+  Formats f;
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t comma = text.find(',', at);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string item = text.substr(at, comma - at);
+    at = comma + 1;
+    const bool cifar_shape = ds.height() == 32 && ds.width() == 32 && ds.channels() == 3;
+    if (item == "auto") f.h5 = true, f.cifar_bin = f.cifar_bin || cifar_shape;
+    else if (item == "h5" || item == "hdf5") f.h5 = true;
+    else if (item == "cifar-bin" || item == "bin") {
+      // Records of another size (785 bytes for Fashion-MNIST) are read by no CIFAR reader.
+      CP_CHECK(cifar_shape, "--format", "cifar-bin writes CIFAR-10 records of 32x32x3 images; these images are ",
+               ds.height(), "x", ds.width(), "x", ds.channels(),
+               " (a poison made for --pad-to 32 --channels 3 data exports as CIFAR binary; otherwise use h5, png-dir "
+               "or npz)");
+      f.cifar_bin = true;
+    } else if (item == "png-dir" || item == "png") f.png_dir = true;
+    else if (item == "npz") f.npz = true;
+    else fail("--format", "unknown format '", item, "' in '", text, "' (auto, h5, cifar-bin, png-dir, npz, comma-separated)");
+  }
+  return f;
+}
+
+// APBench's layout: DIR/<row>.png per training image (grey or RGB), plus labels.txt (one label
+// per line, in row order) so that the folder stands alone.
+void write_png_dir(const std::string& dir, const data::Dataset& ds) {
+  fs::create_directories(dir);
+  Tensor images = ds.images.to(Device::cpu).contiguous();
+  const int64_t N = ds.size(), H = ds.height(), W = ds.width(), C = ds.channels();
+  for (int64_t n = 0; n < N; ++n)
+    io::write_png((fs::path(dir) / (std::to_string(n) + ".png")).string(), images.slice0(n, n + 1).reshape({H, W, C}));
+  const std::string labels_path = (fs::path(dir) / "labels.txt").string(), tmp = labels_path + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  CP_CHECK(out.good(), "export", "cannot open ", tmp, " for writing");
+  for (int64_t l : ds.labels.to(Device::cpu).to_vector<int64_t>()) out << l << "\n";
+  out.close();
+  CP_CHECK(out.good(), "export", "writing ", tmp, " failed");
+  fs::rename(tmp, labels_path);
+}
+
 // CIFAR-10 binary records: per image one label byte, then C*H*W bytes, channel by channel, each
 // channel row by row (CIFAR-10's R plane, G plane, B plane). Written to path.tmp, then renamed.
 void write_cifar_binary(const std::string& path, const data::Dataset& ds) {
   const std::string where = "export " + path;
+  CP_CHECK(ds.height() == 32 && ds.width() == 32 && ds.channels() == 3, where,
+           "CIFAR-10 binary records hold 32x32x3 images, not ", ds.height(), "x", ds.width(), "x", ds.channels());
   Tensor images = ds.images.to(Device::cpu).contiguous();
   std::vector<int64_t> labels = ds.labels.to(Device::cpu).to_vector<int64_t>();
   const int64_t N = ds.size(), H = ds.height(), W = ds.width(), C = ds.channels();
@@ -142,6 +195,10 @@ void setup(CLI::App& app) {
   tools::add_data_options(app, o->data);
   app.footer("Data flags default to those recorded in the poison file; a flag given must agree with them.");
   app.add_option("--out", o->out, "Output directory (created when missing)")->required();
+  app.add_option("--format", o->format,
+                 "Data files, comma-separated: h5, cifar-bin (32x32x3 images only), png-dir (poisoned_png/<row>.png, "
+                 "APBench's layout), npz (poisoned_train.npz); auto: h5, plus cifar-bin for 32x32x3 images")
+      ->capture_default_str();
   app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
                "Apply the poison even to images whose fingerprint differs from the one it records (warns)");
 
@@ -157,20 +214,49 @@ void setup(CLI::App& app) {
     data::Dataset clean = tools::load_train(d);
     poison::check_fingerprint(p, clean, o->poison, o->ignore_fingerprint);
     data::Dataset poisoned = poison::apply_poison(clean, p);
+    poisoned.source_rows = clean.rows();  // always recorded: the row of each image in its split
+    const Formats formats = parse_formats(o->format, clean);
 
     fs::create_directories(o->out);
     const fs::path dir(o->out);
     const int64_t N = clean.size(), H = clean.height(), W = clean.width(), C = clean.channels();
     nlohmann::json files = nlohmann::json::array();
 
-    data::save_dataset_h5((dir / "poisoned_train.h5").string(), poisoned, data::Split::train);
-    files.push_back({{"name", "poisoned_train.h5"},
-                     {"format", "cpoison HDF5 dataset: /images u8 [N,H,W,C], /labels i64 [N]; attributes name, classes, "
-                                "source, class_names, split"},
-                     {"shape", {N, H, W, C}},
-                     {"description", "the training set as the victim sees it: poisoned rows quantised to u8 as "
-                                     "floor(255 * clamp(x + eps * delta, 0, 1)), the other rows unchanged"}});
-
+    const std::string quantised =
+        "the training set as the victim sees it: poisoned rows quantised to u8 as round(255 * clamp(x + eps * "
+        "delta, 0, 1)) clipped to the eps ball (docs/poison-format.md), the other rows unchanged";
+    if (formats.h5) {
+      data::save_dataset_h5((dir / "poisoned_train.h5").string(), poisoned, data::Split::train);
+      files.push_back({{"name", "poisoned_train.h5"},
+                       {"format", "cpoison HDF5 dataset: /images u8 [N,H,W,C], /labels i64 [N], /source_rows i64 [N]; "
+                                  "attributes name, classes, source, class_names, mean, std, split"},
+                       {"shape", {N, H, W, C}},
+                       {"description", quantised}});
+    }
+    if (formats.npz) {
+      const std::vector<int64_t> rows = poisoned.rows();
+      io::write_npz((dir / "poisoned_train.npz").string(),
+                    {{"images", poisoned.images.to(Device::cpu).contiguous()},
+                     {"labels", poisoned.labels.to(Device::cpu).contiguous()},
+                     {"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})},
+                     {"delta", p.delta.to(Device::cpu).contiguous()},
+                     {"indices", p.indices.to(Device::cpu).contiguous()},
+                     {"eps", Tensor::scalar(p.eps, DType::f64)}});
+      files.push_back({{"name", "poisoned_train.npz"},
+                       {"format", "NumPy .npz (np.load): images u8 [N,H,W,C], labels i64 [N], source_rows i64 [N], "
+                                  "delta f32 [N or K,C,H,W] unit scale, indices i64 [M], eps f64 []"},
+                       {"shape", {N, H, W, C}},
+                       {"description", quantised + "; delta, indices and eps are the poison file's"}});
+    }
+    if (formats.png_dir) {
+      write_png_dir((dir / "poisoned_png").string(), poisoned);
+      files.push_back({{"name", "poisoned_png/"},
+                       {"format", "one PNG per training image named by its row (0.png, 1.png, ...), grey or RGB, and "
+                                  "labels.txt (one label per line, row order): APBench's layout"},
+                       {"images", N},
+                       {"description", quantised}});
+    }
+    if (formats.cifar_bin) {
     write_cifar_binary((dir / "poisoned_train.bin").string(), poisoned);
     files.push_back({{"name", "poisoned_train.bin"},
                      {"format", "CIFAR-10 binary records: 1 label byte, then C*H*W pixel bytes channel by channel, "
@@ -179,6 +265,7 @@ void setup(CLI::App& app) {
                      {"record_bytes", 1 + C * H * W},
                      {"image", {{"channels", C}, {"height", H}, {"width", W}}},
                      {"description", "the same images and labels as poisoned_train.h5, in the same order"}});
+    }
 
     nlohmann::json noise_files = nlohmann::json::array();
     for (int64_t k = 0; k < clean.classes; ++k) {

@@ -243,7 +243,8 @@ void setup(CLI::App& app) {
 
   CLI::Option* pgd_opt = app.get_option("--pgd-steps");
   CLI::Option* step_opt = app.get_option("--step");
-  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt] {
+  CLI::Option* recipe_opt = app.get_option("--recipe");
+  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt, recipe_opt] {
     const auto t0 = std::chrono::steady_clock::now();
     const Attack attack = parse_attack(o->attack);
     const double eps = tools::parse_fraction(o->eps, "--eps");
@@ -279,7 +280,10 @@ void setup(CLI::App& app) {
                       : crop_flip_baseline ? "crop-flip"
                       : cpu_small          ? "cpu-small"
                                            : "simclr";
-    cfg.augment = algorithms::make_augment(aug, ds.name, ds.channels(), ds.height(), ds.width());
+    // Random noise trains nothing, so it needs no normalisation constants (a hand-written file
+    // without them is refused only where the constants are used).
+    cfg.augment = attack == Attack::random ? algorithms::make_augment(aug, "cifar10", ds.channels(), ds.height(), ds.width())
+                                           : algorithms::make_augment(aug, ds);
     if (crop_flip_baseline) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
     // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
     if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
@@ -362,8 +366,16 @@ void setup(CLI::App& app) {
                             {"channels", o->data.channels}};
     const std::string attacker = synthetic_attack(attack) ? std::string()
                                 : std::string(" against ") + algorithms::algo_name(algo) + (ac.dual_branch ? " (dual branch)" : "");
-    std::fprintf(stderr, "poison %s (%s-wise)%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
-                 cfg.kind.c_str(), attacker.c_str(),
+    // The first line names the recipe (and says when it is the default), so that a run that took
+    // the paper's width-64 recipe without --recipe cpu-small shows it before it starts.
+    const std::string recipe_note =
+        attack == Attack::random ? std::string()
+                                 : ", recipe " + recipe + " (width " + std::to_string(cfg.model_options.width) +
+                                       (o->recipe == "paper" && !recipe_opt->count()
+                                            ? "; the default: --recipe cpu-small for the CPU scale)"
+                                            : ")");
+    std::fprintf(stderr, "poison %s (%s-wise)%s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
+                 cfg.kind.c_str(), attacker.c_str(), recipe_note.c_str(),
                  o->data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                  (long long)ds.channels(), (long long)ds.classes);
     if (uses_supervised_model(attack) && algo_opt->count() && requested_algo != Algo::supervised)
@@ -419,7 +431,8 @@ void setup(CLI::App& app) {
                     {"width", cfg.model_options.width},
                     {"augment", aug},
                     {"settings", settings.dump()}};
-    tools::save_poison_with_attrs(o->out, p, extra);
+    const std::vector<int64_t> rows = ds.rows();
+    tools::save_poison_with_attrs(o->out, p, extra, {{"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})}});
     tools::write_poison_overview(picture, p, ds);
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     char loss[64] = "";

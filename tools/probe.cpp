@@ -30,7 +30,8 @@ using namespace cpoison;
 using namespace cpoison::algorithms;
 
 struct Options {
-  std::string encoder, data, data_root, poison, mode, model = "resnet18", device = "cpu", milestones = "60,75,90", json;
+  std::string encoder, data, data_root, poison, mode, model = "resnet18", device = "cpu", milestones = "60,75,90", json,
+      normalize;
   bool random_init = false, knn = false, ignore_fingerprint = false;
   int64_t subset = -1, test_subset = 0, pad_to = -1, channels = -1, width = 64;
   int64_t epochs = 100, batch_size = 512, iterations = 300, knn_k = 200;
@@ -121,6 +122,9 @@ void setup(CLI::App& app) {
   app.add_option("--json", o->json, "Append the result as one JSON line to this file");
   app.add_flag("--ignore-fingerprint", o->ignore_fingerprint,
                "Apply --poison even to images whose fingerprint differs from the one it records (warns)");
+  tools::add_normalize_option(app, o->normalize)
+      ->description("Normalisation constants (data, a built-in dataset name or MEAN/STD); default: those the "
+                    "checkpoint records, else the data's");
 
   app.callback([o] {
     CP_CHECK(!o->encoder.empty() || o->random_init, "probe", "give --encoder CKPT.h5 or --random-init");
@@ -159,8 +163,11 @@ void setup(CLI::App& app) {
       encoder = load_encoder(o->encoder);
     }
     encoder->to(device);
+    // The encoder's own normalisation (recorded by training) unless --normalize says otherwise.
     std::vector<double> mean, stddev;
-    dataset_normalization(train_set.name, train_set.channels(), mean, stddev);
+    tools::apply_normalize_option(train_set, o->normalize);
+    if (!o->normalize.empty() || !tools::checkpoint_normalization(attrs, o->encoder, mean, stddev))
+      dataset_normalization(train_set, mean, stddev);
     std::fprintf(stderr, "probing %s (%s, %lld-d features) on %s: %lld training, %lld test images, mode %s\n",
                  o->random_init ? "a random-init encoder" : o->encoder.c_str(), encoder->name().c_str(),
                  (long long)encoder->feature_dim(), train_set.name.c_str(), (long long)train_set.size(),
@@ -196,7 +203,8 @@ void setup(CLI::App& app) {
       so.gamma = o->gamma;
       so.seed = o->seed;
       so.device = device;
-      so.augment = make_augment("crop-flip", train_set.name, train_set.channels(), train_set.height(), train_set.width());
+      so.augment = make_augment("crop-flip", "cifar10", train_set.channels(), train_set.height(), train_set.width());
+      so.augment.mean = mean, so.augment.std = stddev;
       so.on_epoch = [&](int64_t epoch, double acc) {
         std::fprintf(stderr, "probe epoch %lld/%lld test accuracy %.2f%%\n", (long long)epoch, (long long)so.epochs, acc);
       };

@@ -26,7 +26,7 @@ using namespace cpoison::algorithms;
 
 struct Options {
   std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string augment, device = "cpu", resume_from, poison, defense = "none", init = "kaiming-fan-out";
+  std::string augment, device = "cpu", resume_from, poison, defense = "none", init = "kaiming-fan-out", normalize;
   int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
   uint64_t seed = 0, subset_seed = 0;
   double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
@@ -96,13 +96,15 @@ void setup(CLI::App& app) {
                   ->capture_default_str(),
               [o] { o->subset = 5000; });
   app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
+  tools::add_normalize_option(app, o->normalize);
   app.add_option("--poison", o->poison,
                  "Poison file (HDF5) applied to the training set (after --subset) as the victim sees it: "
                  "quantised to uint8");
   app.add_option("--defense", o->defense,
-                 "Defence while training (docs/defenses.md): none | usvt | noise | smooth | cutout, each drawn "
+                 "Defence while training (docs/defenses.md): none | usvt | noise | smooth | cutout | jpeg | grayscale | bits, each drawn "
                  "afresh per batch before the views are augmented, or adv (adversarial training: PGD on the first "
-                 "view of a contrastive step, or on the batch of a supervised one); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
+                 "view of a contrastive step, or on the batch of a supervised one), or ueraser (the largest loss over k "
+                 "augmentations); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
                  "\"adv:eps=8/255,steps=5\"")
       ->capture_default_str();
   app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")
@@ -234,6 +236,7 @@ void setup(CLI::App& app) {
     }
     data::Dataset ds = data::load_dataset(o->data, data::Split::train, lo);
     if (o->subset > 0) ds = data::balanced_subset(ds, o->subset, o->subset_seed);
+    tools::apply_normalize_option(ds, o->normalize);
     std::string poison_digest = "none";
     if (!o->poison.empty()) {
       const poison::Poison p = poison::load_poison(o->poison);
@@ -260,7 +263,7 @@ void setup(CLI::App& app) {
     ac.loss_scale = o->loss_scale;
     cfg.algo_config = ac;
     std::string aug = !o->augment.empty() ? o->augment : algo == Algo::supervised ? "crop-flip" : "simclr";
-    cfg.augment = make_augment(aug, ds.name, ds.channels(), ds.height(), ds.width());
+    cfg.augment = make_augment(aug, ds);
     cfg.epochs = o->epochs;
     cfg.batch_size = o->batch_size;
     cfg.lr = o->lr;
@@ -307,6 +310,9 @@ void setup(CLI::App& app) {
           return defend(before ? before(x, b, gen) : x, b, gen);
         };
       }
+    } else if (def.kind == defense::DefenseKind::ueraser) {
+      if (algo == Algo::supervised) cfg.supervised_loss = defense::ueraser_supervised_hook(cfg, def.ueraser);
+      else cfg.contrastive_loss = defense::ueraser_contrastive_hook(cfg, def.ueraser);
     } else if (algo == Algo::supervised) {
       cfg.supervised_loss = defense::supervised_adversarial_loss_hook(cfg, def.adversarial);
     } else {
@@ -315,8 +321,10 @@ void setup(CLI::App& app) {
     const std::string resume_path = o->resume_from.empty() ? o->out : o->resume_from;
     if (o->resume && std::filesystem::exists(resume_path)) check_resumed_defense(resume_path, def.spec());
 
-    std::fprintf(stderr, "training %s on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
-                 algo_name(algo), ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
+    // The first line names the preset (the recipe of a training run), so that a run that took the
+    // spec's width-64 schedule by default says so before it starts.
+    std::fprintf(stderr, "training %s (preset %s%s) on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
+                 algo_name(algo), o->preset.c_str(), o->preset == "spec" ? ", the default; --preset cpu-small for the CPU scale" : "", ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                  (long long)ds.channels(), o->model.c_str(), (long long)o->width, (long long)cfg.epochs,
                  (long long)cfg.batch_size, cfg.resolved_lr());
     if (def.kind != defense::DefenseKind::none) std::fprintf(stderr, "defence %s\n", def.spec().c_str());

@@ -345,6 +345,10 @@ void convert_image_folder(const std::string& train_dir, const std::string& test_
 
   io::H5Writer writer(out_path);
   constexpr int64_t kChunk = 512;
+  // The training images' per-channel statistics, accumulated while streaming: the file's
+  // normalisation constants (data/README.md).
+  std::vector<double> sum(3, 0.0), sq(3, 0.0);
+  int64_t train_pixels = 0;
   for (const auto& [prefix, dir, listing] : parts) {
     int64_t n = (int64_t)listing.files.size();
     writer.create(prefix + "images", {n, opt.size, opt.size, 3}, DType::u8, {{"source", dir}});
@@ -352,6 +356,16 @@ void convert_image_folder(const std::string& train_dir, const std::string& test_
       int64_t end = std::min(n, begin + kChunk);
       Tensor rows = Tensor::empty({end - begin, opt.size, opt.size, 3}, DType::u8);
       load_rows(listing, begin, end, opt, rows.data<uint8_t>());
+      if (prefix != "test/") {
+        const uint8_t* px = rows.data<uint8_t>();
+        const int64_t pixels = rows.numel() / 3;
+        for (int64_t i = 0; i < pixels; ++i)
+          for (int c = 0; c < 3; ++c) {
+            const double v = px[i * 3 + c] / 255.0;
+            sum[c] += v, sq[c] += v * v;
+          }
+        train_pixels += pixels;
+      }
       writer.write_rows(prefix + "images", begin, rows);
       done += end - begin;
       if (progress) progress(done, total);
@@ -365,6 +379,14 @@ void convert_image_folder(const std::string& train_dir, const std::string& test_
   writer.set_file_attr("classes", (int64_t)class_names.size());
   writer.set_file_attr("source", train_dir + (test_dir.empty() ? "" : " + " + test_dir));
   writer.set_file_attr("class_names", joined);
+  std::vector<double> mean(3), stddev(3);
+  for (int c = 0; c < 3; ++c) {
+    mean[c] = sum[c] / (double)std::max<int64_t>(1, train_pixels);
+    const double var = sq[c] / (double)std::max<int64_t>(1, train_pixels) - mean[c] * mean[c];
+    stddev[c] = var > 1e-12 ? std::sqrt(var) : 1.0;
+  }
+  writer.set_file_attr("mean", format_constants(mean));
+  writer.set_file_attr("std", format_constants(stddev));
   writer.set_file_attr("resize", std::string(opt.resize == ResizeMode::crop ? "crop" : "stretch"));
   if (test_dir.empty()) writer.set_file_attr("split", std::string("train"));
   writer.commit();

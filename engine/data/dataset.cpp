@@ -3,6 +3,7 @@
 #include "engine/data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -155,6 +156,23 @@ Dataset load_h5(const std::string& path, Split split, int64_t limit) {
     auto names = split_lines(std::get<std::string>(names_it->second));
     if ((int64_t)names.size() == ds.classes) ds.class_names = names;
   }
+  // Normalisation constants recorded with the data (data/README.md): one per channel or one for all.
+  for (const char* key : {"mean", "std"}) {
+    auto it = fa.find(key);
+    if (it == fa.end()) continue;
+    std::vector<double> v;
+    if (auto* text = std::get_if<std::string>(&it->second)) v = parse_constants(*text, path + " attribute '" + key + "'");
+    else if (auto* d = std::get_if<double>(&it->second)) v = {*d};
+    else fail(path, "attribute '", key, "' must be a string of comma-separated numbers (\"0.4914,0.4822,0.4465\")");
+    CP_CHECK((int64_t)v.size() == is[3] || v.size() == 1, path, "attribute '", key, "' has ", v.size(),
+             " values for images with ", is[3], " channels (expected ", is[3], " or 1)");
+    for (double x : v)
+      CP_CHECK(std::isfinite(x) && (std::string(key) == "mean" || x > 0), path, "attribute '", key, "' holds ", x,
+               std::string(key) == "std" ? ": every std must be finite and > 0" : ": every mean must be finite");
+    (std::string(key) == "mean" ? ds.mean : ds.std) = v;
+  }
+  CP_CHECK(ds.mean.size() == ds.std.size(), path, "has attribute '", ds.mean.empty() ? "std" : "mean",
+           "' without '", ds.mean.empty() ? "mean" : "std", "' (the normalisation needs both)");
   // The split's own origin (an attribute of its images) before the file's.
   ds.source = path;
   for (const io::Attrs& a : {fa, r.attrs(images_name)}) {
@@ -168,6 +186,8 @@ void write_split(io::H5Writer& w, const std::string& prefix, const Dataset& ds) 
   // Each split keeps its own origin (the file attribute names the first split's).
   w.write(prefix + "images", ds.images.to(Device::cpu).contiguous(), {{"source", ds.source}});
   w.write(prefix + "labels", ds.labels.to(Device::cpu).contiguous());
+  if (!ds.source_rows.empty())
+    w.write(prefix + "source_rows", Tensor::from_vector(ds.source_rows, {(int64_t)ds.source_rows.size()}));
 }
 
 void write_file_attrs(io::H5Writer& w, const Dataset& ds) {
@@ -175,6 +195,10 @@ void write_file_attrs(io::H5Writer& w, const Dataset& ds) {
   w.set_file_attr("classes", ds.classes);
   w.set_file_attr("source", ds.source);
   w.set_file_attr("class_names", join_lines(ds.class_names));
+  std::vector<double> mean, stddev;
+  recorded_normalization(ds, mean, stddev);
+  w.set_file_attr("mean", format_constants(mean));
+  w.set_file_attr("std", format_constants(stddev));
 }
 
 Dataset with_rows(const Dataset& ds, Tensor images, Tensor labels) {
@@ -185,6 +209,8 @@ Dataset with_rows(const Dataset& ds, Tensor images, Tensor labels) {
   out.name = ds.name;
   out.class_names = ds.class_names;
   out.source = ds.source;
+  out.mean = ds.mean;
+  out.std = ds.std;
   return out;
 }
 
@@ -213,7 +239,90 @@ Split parse_split(const std::string& name) {
 }
 
 Dataset Dataset::to(Device device) const {
-  return with_rows(*this, images.to(device), labels.to(device));
+  Dataset out = with_rows(*this, images.to(device), labels.to(device));
+  out.source_rows = source_rows;
+  return out;
+}
+
+std::vector<int64_t> Dataset::rows() const {
+  if (!source_rows.empty()) return source_rows;
+  std::vector<int64_t> r((size_t)size());
+  for (size_t i = 0; i < r.size(); ++i) r[i] = (int64_t)i;
+  return r;
+}
+
+bool builtin_normalization(const std::string& name, std::vector<double>& mean, std::vector<double>& stddev) {
+  const std::string base = name.substr(0, name.find('+'));
+  // The numbers of augment/augment.h (kCifar10Mean, ...): the data layer sits below augment/,
+  // so they are repeated here; tests/engine/data_test.cpp checks that both agree.
+  if (base == "fashion-mnist") mean = {0.2860}, stddev = {0.3530};
+  else if (base == "mnist") mean = {0.1307}, stddev = {0.3081};
+  else if (base == "cifar100") mean = {0.5071, 0.4867, 0.4408}, stddev = {0.2675, 0.2565, 0.2761};
+  else if (base == "cifar10" || base == "stl10") mean = {0.4914, 0.4822, 0.4465}, stddev = {0.2023, 0.1994, 0.2010};
+  else return false;
+  return true;
+}
+
+void pixel_statistics(const Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev) {
+  CP_CHECK(ds.images.defined() && ds.images.dim() == 4, "pixel_statistics", "needs u8 [N, H, W, C] images");
+  Tensor images = ds.images.to(Device::cpu).contiguous();
+  const uint8_t* p = images.data<uint8_t>();
+  const int64_t C = ds.channels(), pixels = C > 0 ? images.numel() / C : 0;
+  std::vector<double> sum(C, 0.0), sq(C, 0.0);
+  for (int64_t i = 0; i < pixels; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      const double v = p[i * C + c] / 255.0;
+      sum[c] += v, sq[c] += v * v;
+    }
+  mean.assign(C, 0.0), stddev.assign(C, 0.0);
+  for (int64_t c = 0; c < C; ++c) {
+    if (pixels == 0) {  // an empty set (files written to test the readers): nothing to measure
+      stddev[c] = 1.0;
+      continue;
+    }
+    mean[c] = sum[c] / (double)pixels;
+    // A constant channel would divide by zero: its std counts as 1 (nothing to scale).
+    const double var = std::max(0.0, sq[c] / (double)pixels - mean[c] * mean[c]);
+    stddev[c] = var > 1e-12 ? std::sqrt(var) : 1.0;
+  }
+}
+
+void recorded_normalization(const Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev) {
+  if (!ds.mean.empty() && ds.mean.size() == ds.std.size()) {
+    mean = ds.mean, stddev = ds.std;
+    return;
+  }
+  if (builtin_normalization(ds.name, mean, stddev)) return;
+  pixel_statistics(ds, mean, stddev);
+}
+
+std::string format_constants(const std::vector<double>& values) {
+  std::string out;
+  for (double v : values) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    if (!out.empty()) out += ',';
+    out += buf;
+  }
+  return out;
+}
+
+std::vector<double> parse_constants(const std::string& text, const std::string& where) {
+  std::vector<double> out;
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t comma = text.find(',', at);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string item = text.substr(at, comma - at);
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    CP_CHECK(!item.empty() && end != item.c_str() && std::string(end).find_first_not_of(" \t") == std::string::npos &&
+                 std::isfinite(v),
+             where, "'", text, "': '", item, "' is not a finite number (expected numbers separated by commas)");
+    out.push_back(v);
+    at = comma + 1;
+  }
+  return out;
 }
 
 const std::vector<std::string>& dataset_names() {
@@ -306,12 +415,19 @@ std::string fingerprint(const Dataset& ds) {
 Dataset take_first(const Dataset& ds, int64_t n) {
   CP_CHECK(n >= 0, "take_first", "n must be >= 0, got ", n);
   n = std::min(n, ds.size());
-  return with_rows(ds, ds.images.slice0(0, n), ds.labels.slice0(0, n));
+  Dataset out = with_rows(ds, ds.images.slice0(0, n), ds.labels.slice0(0, n));
+  out.source_rows = ds.rows();
+  out.source_rows.resize((size_t)n);
+  return out;
 }
 
 Dataset subset(const Dataset& ds, const std::vector<int64_t>& indices) {
   Tensor idx = index_tensor(indices, ds.size(), ds.device(), "subset");
-  return with_rows(ds, index_select0(ds.images, idx), index_select0(ds.labels, idx));
+  Dataset out = with_rows(ds, index_select0(ds.images, idx), index_select0(ds.labels, idx));
+  const std::vector<int64_t> rows = ds.rows();
+  out.source_rows.resize(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) out.source_rows[i] = rows[(size_t)indices[i]];
+  return out;
 }
 
 std::vector<int64_t> balanced_indices(const Tensor& labels, int64_t classes, int64_t n, uint64_t seed) {

@@ -27,12 +27,22 @@ struct Dataset {
   std::string name;                      // "cifar10", "fashion-mnist", an HDF5 file's name attribute
   std::vector<std::string> class_names;  // classes entries when known, else empty
   std::string source;                    // where the images came from (file or directory)
+  // Per-channel normalisation constants kept with the data (an HDF5 dataset file's `mean` and
+  // `std` attributes; subsets, poisoned and defended copies keep them); empty when unknown.
+  // algorithms::dataset_normalization prefers them to the built-in names' constants.
+  std::vector<double> mean, std;
+  // The row of each image in the split it was read from, kept through every selection (subsets,
+  // take_first, shuffles); empty means rows 0..N-1. Exports and poison files record it as
+  // /source_rows so that a subset can be rebuilt without our generator.
+  std::vector<int64_t> source_rows;
 
   int64_t size() const { return images.defined() ? images.size(0) : 0; }
   int64_t height() const { return images.size(1); }
   int64_t width() const { return images.size(2); }
   int64_t channels() const { return images.size(3); }
   Device device() const { return images.device(); }
+  // source_rows, or 0..N-1 when it is empty.
+  std::vector<int64_t> rows() const;
   // The same dataset with images and labels on `device` (the same handles when already there).
   Dataset to(Device device) const;
 };
@@ -58,8 +68,10 @@ Dataset load_dataset(const std::string& name_or_path, Split split, const LoadOpt
 
 // ---- our HDF5 dataset files (readable with h5py)
 // Flat layout: /images u8 [N,H,W,C], /labels i64 [N]; file attributes name (string),
-// classes (int), source (string), class_names (string, one name per line, may be empty) and
-// split (string) naming the split the file holds.
+// classes (int), source (string), class_names (string, one name per line, may be empty),
+// mean and std (strings, comma-separated per-channel constants: recorded_normalization) and
+// split (string) naming the split the file holds; /source_rows i64 [N] when the rows are a
+// selection (Dataset::source_rows).
 // Grouped layout: /train/images, /train/labels, /test/images, /test/labels (and
 // /unlabeled/...), with the same file attributes except split.
 // load_dataset reads the group of the requested split when present, else the flat datasets;
@@ -71,6 +83,20 @@ struct NamedSplit {
   const Dataset* dataset;
 };
 void save_datasets_h5(const std::string& path, const std::vector<NamedSplit>& splits);
+
+// The normalisation constants of a built-in dataset (fashion-mnist, mnist, cifar10, cifar100;
+// stl10 uses CIFAR-10's), read from the name up to its first '+' ("fashion-mnist+cp-c" is
+// fashion-mnist). False, leaving mean and std alone, for any other name.
+bool builtin_normalization(const std::string& name, std::vector<double>& mean, std::vector<double>& std);
+// Per-channel mean and (population) standard deviation of the pixels / 255, over every image.
+void pixel_statistics(const Dataset& ds, std::vector<double>& mean, std::vector<double>& std);
+// What a dataset file records as its normalisation: ds.mean/ds.std when set, else the built-in
+// name's constants, else pixel_statistics of ds itself (documented in data/README.md).
+void recorded_normalization(const Dataset& ds, std::vector<double>& mean, std::vector<double>& std);
+// "0.4914,0.4822,0.4465": the text of the `mean` / `std` attributes. parse_constants reads it
+// back (Error naming `where` unless every entry is a finite number).
+std::string format_constants(const std::vector<double>& values);
+std::vector<double> parse_constants(const std::string& text, const std::string& where);
 
 // FNV-1a 64 over the images' shape (int64 each), pixels (u8 NHWC) and labels (i64), as 16 hex
 // digits: the identity of a training set and its order. Poison files record it (`cpoison

@@ -81,3 +81,43 @@ Tensor tile_images(const Tensor& images, int64_t columns, int64_t pad, double pa
 }
 
 }  // namespace cpoison::io
+
+namespace cpoison::io {
+
+Tensor read_png(const std::string& path, int64_t channels) {
+  CP_CHECK(channels == 1 || channels == 3, "read_png", "'", path, "': channels must be 1 or 3, got ", channels);
+  CP_CHECK(std::filesystem::is_regular_file(path), path, "no such PNG file");
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  CP_CHECK(png_image_begin_read_from_file(&image, path.c_str()) != 0, path, "not a readable PNG (libpng: ", image.message,
+           ")");
+  // Colour files are read as RGB and grey ones as grey (alpha composited on black); converting
+  // between them happens below, exactly, never through libpng's gamma-aware colour-to-grey.
+  const bool colour = (image.format & PNG_FORMAT_FLAG_COLOR) != 0;
+  image.format = colour ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  const int64_t h = image.height, w = image.width, stored = colour ? 3 : 1;
+  std::vector<uint8_t> pixels(PNG_IMAGE_SIZE(image));
+  if (png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr) == 0) {
+    std::string message = image.message;
+    png_image_free(&image);
+    fail(path, "reading the PNG failed (libpng: ", message, ")");
+  }
+  Tensor out = Tensor::empty({h, w, channels}, DType::u8);
+  uint8_t* o = out.data<uint8_t>();
+  for (int64_t p = 0; p < h * w; ++p) {
+    const uint8_t* px = pixels.data() + p * stored;
+    if (channels == stored) {
+      for (int64_t c = 0; c < channels; ++c) o[p * channels + c] = px[c];
+    } else if (channels == 3) {  // grey file, colour data: replicate
+      o[p * 3] = o[p * 3 + 1] = o[p * 3 + 2] = px[0];
+    } else {  // colour file, grey data: only when every pixel is grey already (no information lost)
+      CP_CHECK(px[0] == px[1] && px[1] == px[2], path, "is a colour PNG (pixel row ", p / w, ", column ", p % w, " is RGB ",
+               (int)px[0], ",", (int)px[1], ",", (int)px[2], ") but the data has 1 channel: expected a grey image");
+      o[p] = px[0];
+    }
+  }
+  return out;
+}
+
+}  // namespace cpoison::io

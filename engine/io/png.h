@@ -14,6 +14,11 @@ namespace cpoison::io {
 // for a bad shape or dtype, a missing directory or a libpng failure.
 void write_png(const std::string& path, const Tensor& image);
 
+// Reads an 8-bit PNG as u8 [H, W, channels] (channels 1: grey, 3: RGB; colour is converted to
+// grey with libpng's default weights, grey replicated to RGB, alpha composited on black). Error
+// naming the path when missing or not a PNG.
+Tensor read_png(const std::string& path, int64_t channels);
+
 // Tiles float images [N, C, H, W] (any device) into one host f32 picture [H', W', C], row-major
 // with `columns` tiles per row (fewer when N is smaller), `pad` pixels of `pad_value` between
 // the tiles and around the border: H' = rows * (H + pad) + pad, W' = cols * (W + pad) + pad,

@@ -42,7 +42,7 @@ TrainConfig tiny_config(Algo algo, const std::string& path) {
   cfg.algo_config = AlgoConfig::defaults(algo);
   cfg.algo_config.proj_dim = 8;
   cfg.algo_config.queue_size = 16;
-  cfg.augment = make_augment("simclr", "tiny", 1, 8, 8);
+  cfg.augment = make_augment("simclr", "cifar10", 1, 8, 8);
   cfg.epochs = 3;
   cfg.batch_size = 8;
   cfg.warmup_epochs = 1;

@@ -157,10 +157,11 @@ TEST_CASE("cpoison export writes the poisoned set (HDF5 and CIFAR binary), pictu
   SKIP_WITHOUT_CPOISON();
   TempDir dir;
   std::string data = write_tiny(dir);
-  // --channels 3 makes the noise differ per channel, so the binary's channel-major order shows.
+  // --channels 3 makes the noise differ per channel, so the binary's channel-major order shows;
+  // --pad-to 32 makes CIFAR-10's 32x32x3 records (other sizes are refused: import_cli_test.cpp).
   RunResult made = run_cpoison("poison --attack random --data '" + data +
-                               "' --subset 32 --subset-seed 2 --channels 3 --ratio 0.5 --seed 1 --progress-seconds -1 --out '" +
-                               (dir / "r.h5") + "'");
+                               "' --subset 32 --subset-seed 2 --pad-to 32 --channels 3 --ratio 0.5 --seed 1 "
+                               "--progress-seconds -1 --out '" + (dir / "r.h5") + "'");
   INFO(made.output);
   REQUIRE(made.code == 0);
   RunResult r = run_cpoison("export '" + (dir / "r.h5") + "' --out '" + (dir / "exp") + "'");
@@ -170,19 +171,20 @@ TEST_CASE("cpoison export writes the poisoned set (HDF5 and CIFAR binary), pictu
 
   data::LoadOptions lo;
   lo.channels = 3;
+  lo.pad_to = 32;
   data::Dataset clean = data::balanced_subset(data::load_dataset(data, data::Split::train, lo), 32, 2);
   poison::Poison p = poison::load_poison(dir / "r.h5");
   CHECK(p.indices.numel() == 16);
   data::Dataset expected = poison::apply_poison(clean, p);
   data::Dataset got = data::load_dataset(dir / "exp/poisoned_train.h5", data::Split::train);
-  REQUIRE(got.images.shape() == Shape{32, 8, 8, 3});
+  REQUIRE(got.images.shape() == Shape{32, 32, 32, 3});
   CHECK(got.images.to_vector<int64_t>() == expected.images.to_vector<int64_t>());
   CHECK(got.labels.to_vector<int64_t>() == clean.labels.to_vector<int64_t>());
   CHECK(got.images.to_vector<int64_t>() != clean.images.to_vector<int64_t>());
 
   // CIFAR-10 records: label byte, then channel 0 row by row, channel 1, channel 2.
   std::string bin = read_bytes(dir / "exp/poisoned_train.bin");
-  const int64_t C = 3, H = 8, W = 8;
+  const int64_t C = 3, H = 32, W = 32;
   REQUIRE((int64_t)bin.size() == 32 * (1 + C * H * W));
   std::vector<int64_t> px = expected.images.to_vector<int64_t>(), labels = clean.labels.to_vector<int64_t>();
   CHECK((uint8_t)bin[0] == labels[0]);
@@ -220,7 +222,9 @@ TEST_CASE("cpoison export of a class-wise poison draws one noise picture per cla
   REQUIRE(r.code == 0);
   for (int k = 0; k < 4; ++k) CHECK(fs::exists(dir / ("exp/noise_class_" + std::to_string(k) + ".png")));
   CHECK_FALSE(fs::exists(dir / "exp/noise_class_4.png"));
-  CHECK(fs::file_size(dir / "exp/poisoned_train.bin") == 40 * (1 + 64));
+  // 8x8x1 images make no CIFAR-10 records: the default export leaves the binary out.
+  CHECK_FALSE(fs::exists(dir / "exp/poisoned_train.bin"));
+  CHECK(data::load_dataset(dir / "exp/poisoned_train.h5", data::Split::train).size() == 40);
 }
 
 TEST_CASE("cpoison export refuses data that disagrees with the poison, accepts the same data moved") {
@@ -247,7 +251,7 @@ TEST_CASE("cpoison export refuses data that disagrees with the poison, accepts t
                                 (dir / "y") + "'");
   INFO(moved.output);
   CHECK(moved.code == 0);
-  CHECK(fs::file_size(dir / "y/poisoned_train.bin") == 20 * (1 + 64));
+  CHECK(data::load_dataset(dir / "y/poisoned_train.h5", data::Split::train).size() == 20);
 }
 
 TEST_CASE("cpoison poison and export reject bad input with a message naming the problem") {

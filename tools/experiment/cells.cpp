@@ -141,7 +141,7 @@ nlohmann::json algo_json(const std::string& algo, const Settings& s) {
 // translation being the batch hook's.
 AugmentConfig train_augment(const TrainSettings& t, const data::Dataset& ds) {
   std::string kind = t.augment == "translate-flip" ? "none" : t.augment;
-  AugmentConfig a = algorithms::make_augment(kind, ds.name, ds.channels(), ds.height(), ds.width());
+  AugmentConfig a = algorithms::make_augment(kind, ds);
   if (t.augment == "translate-flip") a.flip = true;
   return a;
 }
@@ -643,7 +643,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     c.kind = job.kind;
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
-    c.augment = algorithms::make_augment("crop-flip", train.name, train.channels(), train.height(), train.width());
+    c.augment = algorithms::make_augment("crop-flip", train);
     c.lr = 0.1;
     c.batch_size = s.supervised.batch_size;
     if (attack == Attack::unlearnable) {
@@ -827,7 +827,7 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
 
   std::shared_ptr<algorithms::Learner> learner;
   nlohmann::json train_info;
-  if (fs::exists(train_done) && (fs::exists(ckpt) || def.kind == defense::DefenseKind::adversarial)) {
+  if (fs::exists(train_done) && (fs::exists(ckpt) || def.is_loss_hook())) {
     train_info = read_json(train_done);
   }
   const auto t_train = Clock::now();
@@ -842,8 +842,7 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
     tc.log_path = (fs::path(d) / "victim.jsonl").string();
     // train_adversarial is algorithms::train with the adversarial loss hook (the contrastive or
     // the supervised one, by the victim's algorithm): it checkpoints and resumes like any victim.
-    tr = def.kind == defense::DefenseKind::adversarial ? defense::train_adversarial(seen, tc, def.adversarial)
-                                                       : algorithms::train(seen, tc);
+    tr = def.is_loss_hook() ? defense::train_with_defense(seen, tc, def) : algorithms::train(seen, tc);
     learner = tr.learner;
     double img_s = 0, secs = 0;
     for (const auto& h : tr.history) secs += h.seconds, img_s += h.images_per_s * h.seconds;
@@ -859,7 +858,7 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   // ---- evaluation
   const auto t_eval = Clock::now();
   std::vector<double> mean, stddev;
-  algorithms::dataset_normalization(clean.name, clean.channels(), mean, stddev);
+  algorithms::dataset_normalization(clean, mean, stddev);
   const EvalSettings& ev = settings_.eval;
   nlohmann::json result{{"id", job.id},           {"job", "victim"},     {"algo", job.algo},
                         {"model", job.model},     {"poison", job.poison}, {"clean_only", job.clean_only},
@@ -894,7 +893,7 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
       so.lr = ev.sgd_lr;
       so.seed = settings_.seed;
       so.device = options_.device;
-      so.augment = algorithms::make_augment("crop-flip", clean.name, clean.channels(), clean.height(), clean.width());
+      so.augment = algorithms::make_augment("crop-flip", clean);
       auto r = algorithms::linear_probe_sgd(enc, seen, test, so);
       probe["poisoned"] = r.final_accuracy;
       probe["poisoned_best"] = r.best_accuracy;
@@ -978,7 +977,7 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
   models::EncoderPtr enc = models::make_encoder(model, mo);
   enc->to(options_.device);
   std::vector<double> mean, stddev;
-  algorithms::dataset_normalization(train.name, train.channels(), mean, stddev);
+  algorithms::dataset_normalization(train, mean, stddev);
   nlohmann::json probe{{"mode", settings_.eval.probe}};
   if (settings_.eval.probe == "features") {
     algorithms::FeatureProbeOptions fo;
@@ -995,7 +994,7 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
     so.lr = settings_.eval.sgd_lr;
     so.seed = settings_.seed;
     so.device = options_.device;
-    so.augment = algorithms::make_augment("crop-flip", train.name, train.channels(), train.height(), train.width());
+    so.augment = algorithms::make_augment("crop-flip", train);
     probe["poisoned"] = probe["clean"] = algorithms::linear_probe_sgd(*enc, train, test, so).final_accuracy;
   }
   nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},
@@ -1056,6 +1055,7 @@ double Runner::estimate(const PoisonJob& job, const Rates& r) {
   shape_only.labels = Tensor::zeros({1}, DType::i64);
   shape_only.classes = 10;
   shape_only.name = job.data.dataset;
+  shape_only.mean = {0.5}, shape_only.std = {0.25};  // any constants: the estimate needs none
   poison::PoisonConfig c = poison_config(job, settings_, shape_only);
   double views = poison_round_views(c, n, is_contrastive(job.attacker)) * (double)c.rounds;
   if (c.attack == poison::Attack::adversarial) views += (double)(c.pretrain_epochs * n);
@@ -1074,6 +1074,7 @@ double Runner::estimate(const VictimJob& job, const Rates& r) {
   double defense_factor = 1.0;
   defense::Defense def = defense::parse_defense(job.defense);
   if (def.kind == defense::DefenseKind::adversarial) defense_factor = 1.0 + (double)def.adversarial.steps;
+  if (def.kind == defense::DefenseKind::ueraser) defense_factor = (double)def.ueraser.k;
   double train = contrastive ? (double)ts.epochs * per_epoch * 2.0 / rate(r, job.algo + "_views_per_s")
                              : (double)ts.epochs * per_epoch / rate(r, "supervised_images_per_s");
   train *= factor * defense_factor;
