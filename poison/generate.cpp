@@ -153,6 +153,9 @@ void PoisonConfig::validate() const {
            attack_name(attack));
   CP_CHECK(separability_space == "noise" || separability_space == "embedding", w,
            "separability_space must be 'noise' or 'embedding', got '", separability_space, "'");
+  CP_CHECK(!(flow || loss) || (algo != Algo::supervised && !supervised_attack(attack) && attack != Attack::random), w,
+           "a gradient flow or a custom loss needs a contrastive attacker (cp-s or cp-c with simclr, moco or byol), not ",
+           attack_name(attack), " with ", algorithms::algo_name(algo));
   algo_config.validate(algo);
   augment.validate();
 }
@@ -311,6 +314,10 @@ private:
     nn::manual_seed(cfg_.seed);
     learner_ = algorithms::make_learner(algo, cfg_.model, mo, cfg_.algo_config);
     learner_->to(cfg_.device);
+    if (auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get())) {
+      cl->set_flow(cfg_.flow);
+      cl->set_loss(cfg_.loss);
+    }
     optim::SGDOptions so;
     so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
     so.momentum = cfg_.momentum;
@@ -548,7 +555,7 @@ private:
   // the images: their fingerprint.
   nlohmann::ordered_json settings_json() const {
     const PoisonConfig& c = cfg_;
-    return {{"attack", attack_name(c.attack)}, {"kind", c.kind},
+    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", c.kind},
             {"algo", algorithms::algo_name(c.algo)}, {"learner", algorithms::algo_settings(c.algo_config)},
             {"model", algorithms::model_settings(c.model, c.model_options)},
             {"augment", algorithms::augment_settings(c.augment)},
@@ -557,6 +564,10 @@ private:
             {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
             {"init", c.init}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs}, {"seed", c.seed},
             {"data_fingerprint", data::fingerprint(train_)}};
+    // Only when set, so that checkpoints written before the hooks existed still resume.
+    if (c.flow) j["flow"] = c.flow->name();
+    if (c.loss) j["loss"] = "custom";
+    return j;
   }
 
   int64_t restore(const std::string& path) {
