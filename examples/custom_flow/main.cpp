@@ -15,6 +15,7 @@ using algorithms::Branch;
 
 // The online branch sees the views detached (its weights still train in the model phase); the
 // momentum branch carries ∂L/∂view, times w. at() is left as the identity: no other edits.
+// (The noise step takes sign(g), so alone in carrying the gradient any w > 0 gives one poison.)
 class MomentumOnly : public algorithms::GradientFlow {
 public:
   explicit MomentumOnly(double w) : w_(w) {}
