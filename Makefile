@@ -5,10 +5,10 @@ PATH := /usr/local/cuda/bin:$(PATH)
 export PATH
 DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev libopenblas-openmp-dev \
   liblapacke-dev libdnnl-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
-  zlib1g-dev libfmt-dev dataset-fashion-mnist
+  zlib1g-dev libfmt-dev dataset-fashion-mnist python3-h5py
 MESON_FLAGS ?=
 
-.PHONY: deps build test demo bench compare clean
+.PHONY: deps build test demo bench compare install clean
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -29,6 +29,13 @@ test: build
 
 demo: build
 	$(BUILD)/cpoison demo
+
+# The library for programs outside the tree (docs/extending.md): headers under
+# $(PREFIX)/include/cpoison, libcpoison.a, cpoison.pc (and the cpoison executable).
+PREFIX ?= /usr/local
+install: build
+	meson configure $(BUILD) --prefix=$(abspath $(PREFIX))
+	meson install -C $(BUILD)
 
 bench: build
 	$(BUILD)/cpoison bench conv

@@ -84,6 +84,52 @@ std::vector<Tensor> Learner::online_parameters() const {
   return out;
 }
 
+// ---------------------------------------------------------------- ContrastiveLearner
+
+Tensor ContrastiveLearner::loss(const Tensor& view1, const Tensor& view2) {
+  LearnerOutputs out = compute_outputs(view1, view2);
+  Tensor l;
+  if (custom_loss_) {
+    l = custom_loss_(out);
+    CP_CHECK(l.defined() && l.numel() == 1, "ContrastiveLearner::loss",
+             "the loss set with set_loss must return one element, got ", l.defined() ? l.shape() : Shape{});
+  } else {
+    l = builtin_loss(out);
+  }
+  after_loss(out);
+  return l;
+}
+
+LearnerOutputs ContrastiveLearner::empty_outputs(const Tensor& view1, const Tensor& view2) const {
+  LearnerOutputs out;
+  out.algo = algo_;
+  out.config = &config_;
+  out.view1 = view1;
+  out.view2 = view2;
+  return out;
+}
+
+Tensor ContrastiveLearner::branch_input(Branch b, int view, const Tensor& v) const {
+  const double w = flow().branch_weight(b);
+  Tensor x = v;
+  // Weight 0 cuts the branch: the online branch sees the view detached (its weights still
+  // train), the momentum branch runs under a NoGradGuard (records() is false), so v stays.
+  if (w == 0.0) {
+    if (b == Branch::online) x = v.detach();
+  } else {
+    x = scale_grad(v, w);  // v itself when w == 1
+  }
+  return tap(b, view, "input", x);
+}
+
+Tensor ContrastiveLearner::run_head(nn::Module& head, Branch b, int view, const std::string& name,
+                                    const Tensor& x) const {
+  Tensor h = x;
+  const auto& layers = head.children();
+  for (size_t i = 0; i < layers.size(); ++i) h = tap(b, view, name + "." + std::to_string(i), layers[i].second->forward(h));
+  return tap(b, view, name, h);
+}
+
 namespace {
 
 void check_views(const char* where, const Tensor& v1, const Tensor& v2) {
@@ -118,13 +164,18 @@ public:
         "projector", models::make_projection_head(encoder_->feature_dim(), config_.proj_dim, config_.proj_hidden));
   }
 
-  Tensor loss(const Tensor& view1, const Tensor& view2) override {
+  LearnerOutputs compute_outputs(const Tensor& view1, const Tensor& view2) override {
     check_views("SimCLR loss", view1, view2);
     const int64_t b = view1.size(0);
+    LearnerOutputs out = empty_outputs(view1, view2);
     // One batched call: BatchNorm statistics cover both views (as the release does).
-    Tensor z = projector_->forward(encoder_->forward(concat({view1, view2}, 0)));
+    Tensor x = concat({branch_input(Branch::online, 1, view1), branch_input(Branch::online, 2, view2)}, 0);
+    Tensor h = tap(Branch::online, 0, "encoder", encoder_->forward(x));
+    Tensor z = run_head(*projector_, Branch::online, 0, "projector", h);
     auto halves = split(z, {b, b}, 0);
-    return mul_scalar(nt_xent_loss(halves[0], halves[1], config_.temperature), config_.loss_scale);
+    out.online1 = halves[0];
+    out.online2 = halves[1];
+    return out;
   }
 
   Tensor embed(const Tensor& x) override { return l2_normalize(projector_->forward(encoder_->forward(x)), 1); }
@@ -150,19 +201,27 @@ public:
     queue_ptr_ = register_buffer("queue_ptr", Tensor::zeros({1}, DType::i64));
   }
 
-  Tensor loss(const Tensor& view1, const Tensor& view2) override {
+  LearnerOutputs compute_outputs(const Tensor& view1, const Tensor& view2) override {
     check_views("MoCo loss", view1, view2);
-    Tensor q = projector_->forward(encoder_->forward(view1));
+    LearnerOutputs out = empty_outputs(view1, view2);
+    Tensor x1 = branch_input(Branch::online, 1, view1);
+    Tensor q = run_head(*projector_, Branch::online, 1, "projector", tap(Branch::online, 1, "encoder", encoder_->forward(x1)));
     Tensor k;
-    if (config_.dual_branch) {
+    if (records(Branch::momentum)) {
       // Recorded: the positive key carries ∂L/∂view2 (the key weights are frozen, so they get none).
-      k = momentum_projector_->forward(momentum_encoder_->forward(view2));
+      k = key(view2);
     } else {
       autograd::NoGradGuard no_grad;
-      k = momentum_projector_->forward(momentum_encoder_->forward(view2));
+      k = key(view2);
     }
-    Tensor queue = queue_.dtype() == q.dtype() ? queue_ : queue_.to(q.dtype());
-    Tensor l = mul_scalar(moco_infonce_loss(q, k, queue, config_.temperature), config_.loss_scale);
+    out.online1 = q;
+    out.momentum2 = k;
+    out.queue = queue_.dtype() == q.dtype() ? queue_ : queue_.to(q.dtype());
+    return out;
+  }
+
+  void after_loss(const LearnerOutputs& out) override {
+    const Tensor& k = out.momentum2;
     if (enqueue_keys && queue_.size(0) > 0) {
       autograd::NoGradGuard no_grad;
       Tensor keys = l2_normalize(k.detach(), 1);
@@ -170,7 +229,6 @@ public:
       int64_t ptr = (int64_t)queue_ptr_.item();
       queue_ptr_.fill_((double)enqueue_ring(queue_, ptr, keys));
     }
-    return l;
   }
 
   void momentum_update() override {
@@ -181,6 +239,11 @@ public:
   Tensor embed(const Tensor& x) override { return l2_normalize(projector_->forward(encoder_->forward(x)), 1); }
 
 private:
+  Tensor key(const Tensor& view2) {
+    Tensor x = branch_input(Branch::momentum, 2, view2);
+    Tensor h = tap(Branch::momentum, 2, "encoder", momentum_encoder_->forward(x));
+    return run_head(*momentum_projector_, Branch::momentum, 2, "projector", h);
+  }
   std::shared_ptr<nn::Sequential> projector_, momentum_projector_;
   models::EncoderPtr momentum_encoder_;
   Tensor queue_, queue_ptr_;
@@ -201,22 +264,22 @@ public:
         "momentum_projector", frozen_copy(*projector_, models::make_byol_projector(d, hidden, config_.proj_dim)));
   }
 
-  Tensor loss(const Tensor& view1, const Tensor& view2) override {
+  LearnerOutputs compute_outputs(const Tensor& view1, const Tensor& view2) override {
     check_views("BYOL loss", view1, view2);
+    LearnerOutputs out = empty_outputs(view1, view2);
     // Each view through the online branch in its own call (separate BN statistics), as the
     // release does.
-    Tensor p1 = predictor_->forward(projector_->forward(encoder_->forward(view1)));
-    Tensor p2 = predictor_->forward(projector_->forward(encoder_->forward(view2)));
-    Tensor z1, z2;
-    if (config_.dual_branch && !config_.byol_detach_target) {
-      z1 = target(view1);
-      z2 = target(view2);
+    out.online1 = online(1, view1);
+    out.online2 = online(2, view2);
+    if (records(Branch::momentum)) {
+      out.momentum1 = target(1, view1);
+      out.momentum2 = target(2, view2);
     } else {
       autograd::NoGradGuard no_grad;
-      z1 = target(view1);
-      z2 = target(view2);
+      out.momentum1 = target(1, view1);
+      out.momentum2 = target(2, view2);
     }
-    return mul_scalar(byol_symmetric_loss(p1, p2, z1, z2), config_.loss_scale);
+    return out;
   }
 
   void momentum_update() override {
@@ -227,7 +290,15 @@ public:
   Tensor embed(const Tensor& x) override { return l2_normalize(projector_->forward(encoder_->forward(x)), 1); }
 
 private:
-  Tensor target(const Tensor& view) { return momentum_projector_->forward(momentum_encoder_->forward(view)); }
+  Tensor online(int view, const Tensor& v) {
+    Tensor h = tap(Branch::online, view, "encoder", encoder_->forward(branch_input(Branch::online, view, v)));
+    Tensor z = run_head(*projector_, Branch::online, view, "projector", h);
+    return run_head(*predictor_, Branch::online, view, "predictor", z);
+  }
+  Tensor target(int view, const Tensor& v) {
+    Tensor h = tap(Branch::momentum, view, "encoder", momentum_encoder_->forward(branch_input(Branch::momentum, view, v)));
+    return run_head(*momentum_projector_, Branch::momentum, view, "projector", h);
+  }
   std::shared_ptr<nn::Sequential> projector_, predictor_, momentum_projector_;
   models::EncoderPtr momentum_encoder_;
 };

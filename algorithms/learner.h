@@ -4,8 +4,10 @@
 //
 // The same call serves victim training (views are plain data) and poisoning (views depend on
 // a δ that requires grad): the loss is built from differentiable ops all the way back to the
-// views. The momentum weights never require grad; `dual_branch` decides whether the momentum
-// branch is recorded so that ∂L/∂view also flows through it (docs/reference-implementation.md §4).
+// views. The momentum weights never require grad; the learner's GradientFlow (algorithms/flow.h)
+// decides which branches carry ∂L/∂view and with what weight, and where stop-gradients sit; its
+// OutputLoss makes the loss from the branches' outputs. The built-in flows are single and dual
+// branch (`dual_branch`, docs/reference-implementation.md §4); docs/extending.md shows new ones.
 //
 // State-dict names (the checkpoint layout, PyTorch style):
 //   encoder.*              the online backbone (what the linear probe loads)
@@ -21,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/flow.h"
 #include "engine/nn/module.h"
 #include "models/encoder.h"
 
@@ -47,7 +50,8 @@ struct AlgoConfig {
   int64_t pred_hidden = 4096;    // BYOL predictor hidden width
   // Keep the gradient path from the loss through the momentum branch back to the input view
   // (the momentum weights still get none). MoCo: through the positive key; BYOL: through the
-  // target projections (unless byol_detach_target).
+  // target projections (unless byol_detach_target). Names the built-in flow (flow_of); a flow
+  // set with ContrastiveLearner::set_flow replaces it.
   bool dual_branch = false;
   // BYOL: detach the target projections inside the loss, as the authors' release does (its
   // dual-branch flag then adds no gradient path). Default false: the paper's behaviour.
@@ -98,13 +102,28 @@ public:
                                                   const models::ModelOptions& options, const AlgoConfig& config);
 
   // The loss on two augmented, normalised views [B, C, H, W] of the same B images (views may
-  // require grad). SimCLR: both views go through the backbone in one batched call. MoCo v2:
-  // query = online(view1), key = momentum(view2); the keys are enqueued afterwards when
+  // require grad): outputs(view1, view2) under the learner's flow, then its loss (set_loss;
+  // default builtin_loss). SimCLR: both views go through the backbone in one batched call.
+  // MoCo v2: query = online(view1), key = momentum(view2); the keys are enqueued afterwards when
   // enqueue_keys is on. BYOL: symmetric, each view through each branch in its own call.
-  // Throws Error naming the learner and the shapes when the views differ in shape.
-  virtual Tensor loss(const Tensor& view1, const Tensor& view2) = 0;
+  // Throws Error naming the learner and the shapes when the views differ in shape, and when a
+  // loss set with set_loss returns anything but one element.
+  Tensor loss(const Tensor& view1, const Tensor& view2);
+  // The forward of both views under the learner's flow, without the loss and without MoCo's
+  // enqueue (what a custom loss receives; see LearnerOutputs for what each algorithm fills in).
+  LearnerOutputs outputs(const Tensor& view1, const Tensor& view2) { return compute_outputs(view1, view2); }
 
-  // Whether the momentum branch is recorded by autograd (see AlgoConfig::dual_branch).
+  // The gradient flow: the one set with set_flow, else the built-in one the config names
+  // (flow_of: single or dual branch). set_flow(nullptr) returns to the built-in one.
+  const GradientFlow& flow() const { return custom_flow_ ? *custom_flow_ : *flow_of(algo_, config_); }
+  void set_flow(FlowPtr flow) { custom_flow_ = std::move(flow); }
+  bool has_custom_flow() const { return custom_flow_ != nullptr; }
+  // The loss over the outputs: the one set with set_loss, else builtin_loss. An empty function
+  // returns to the built-in one.
+  void set_loss(OutputLoss loss) { custom_loss_ = std::move(loss); }
+  bool has_custom_loss() const { return (bool)custom_loss_; }
+
+  // Whether the built-in flow records the momentum branch (see AlgoConfig::dual_branch).
   bool dual_branch() const { return config_.dual_branch; }
   void set_dual_branch(bool on) { config_.dual_branch = on; }
   // MoCo v2: whether loss() writes its keys into the queue (on by default; tests switch it off
@@ -113,6 +132,29 @@ public:
 
 protected:
   using Learner::Learner;
+  // A learner's forward of both views, applying the flow through the helpers below.
+  virtual LearnerOutputs compute_outputs(const Tensor& view1, const Tensor& view2) = 0;
+  // After the loss was computed from `out` (MoCo v2: enqueue the keys).
+  virtual void after_loss(const LearnerOutputs& out) {}
+  // Outputs with algo, config and the views filled in.
+  LearnerOutputs empty_outputs(const Tensor& view1, const Tensor& view2) const;
+  // The view as branch b receives it: the flow's branch weight applied (see
+  // GradientFlow::branch_weight), then the flow's "input" point.
+  Tensor branch_input(Branch b, int view, const Tensor& v) const;
+  // The flow's edit at a named point.
+  Tensor tap(Branch b, int view, const std::string& stage, const Tensor& t) const {
+    return flow().at(FlowPoint{b, view, stage}, t);
+  }
+  // An nn::Sequential head child by child, with the points "<name>.<i>" and "<name>" (the same
+  // arithmetic as head.forward(x)).
+  Tensor run_head(nn::Module& head, Branch b, int view, const std::string& name, const Tensor& x) const;
+  // Whether branch b is recorded by autograd (weight != 0); the momentum branch runs inside a
+  // NoGradGuard otherwise.
+  bool records(Branch b) const { return flow().branch_weight(b) != 0; }
+
+private:
+  FlowPtr custom_flow_;
+  OutputLoss custom_loss_;
 };
 
 // The supervised baseline: backbone + Linear(D, classes), cross-entropy.

@@ -128,6 +128,9 @@ void TrainConfig::validate() const {
   CP_CHECK(!supervised_loss || algo == Algo::supervised, where,
            "supervised_loss replaces the loss of a supervised step; this run is ", algo_name(algo),
            " (use contrastive_loss)");
+  CP_CHECK(!(flow || loss) || algo != Algo::supervised, where,
+           "a gradient flow or a loss over the outputs needs a contrastive learner (simclr, moco, byol); this run is "
+           "supervised");
   algo_config.validate(algo);
   augment.validate();
 }
@@ -286,6 +289,9 @@ std::string training_settings(const TrainConfig& cfg_in, const data::Dataset& tr
   j["hooks"] = {{"batch", (bool)cfg.batch_hook},
                 {"contrastive_loss", (bool)cfg.contrastive_loss},
                 {"supervised_loss", (bool)cfg.supervised_loss}};
+  // Only when set, so that checkpoints written before the flow hooks existed still resume.
+  if (cfg.flow) j["hooks"]["flow"] = cfg.flow->name();
+  if (cfg.loss) j["hooks"]["loss"] = true;
   j["data_fingerprint"] = data::fingerprint(train_set);
   return j.dump();
 }
@@ -336,6 +342,10 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   nn::manual_seed(cfg.seed);
   auto learner = make_learner(cfg.algo, cfg.model, cfg.model_options, cfg.algo_config);
   learner->to(cfg.device);
+  if (auto* cl = dynamic_cast<ContrastiveLearner*>(learner.get())) {
+    cl->set_flow(cfg.flow);
+    cl->set_loss(cfg.loss);
+  }
   const double lr = cfg.resolved_lr();
   optim::SGDOptions so;
   so.lr = lr;

@@ -119,6 +119,13 @@ struct TrainConfig {
   using SupervisedLoss =
       std::function<Tensor(SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator& gen)>;
   SupervisedLoss supervised_loss;
+  // The contrastive learner's gradient flow and its loss over the outputs (algorithms/flow.h,
+  // docs/extending.md), set on the learner before the first step: null / empty keep the
+  // built-in ones. contrastive_loss, when set, still replaces the whole step's loss (it may call
+  // learner.loss, which uses them). Contrastive algorithms only. The checkpoint records the
+  // flow's name and whether a loss was set.
+  FlowPtr flow;
+  OutputLoss loss;
   // Called after every epoch (after its checkpoint); returning false stops training there, as
   // a kill would (tests use it to interrupt a run).
   std::function<bool(int64_t epochs_done)> on_epoch_end;

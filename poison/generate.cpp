@@ -187,6 +187,9 @@ void PoisonConfig::validate() const {
            "attack_loss_weight must be in [0, 1e6], got ", attack_loss_weight);
   CP_CHECK(attack_loss_weight > 0 || separability > 0, w,
            "attack_loss_weight 0 leaves the noise no objective: set separability > 0");
+  CP_CHECK(!(flow || loss) || (algo != Algo::supervised && !supervised_attack(attack) && !synthetic_attack(attack)), w,
+           "a gradient flow or a custom loss needs a contrastive attacker (cp-s or cp-c with simclr, moco or byol), not ",
+           attack_name(attack), " with ", algorithms::algo_name(algo));
   algo_config.validate(algo);
   augment.validate();
 }
@@ -347,6 +350,10 @@ private:
     nn::manual_seed(cfg_.seed);
     learner_ = algorithms::make_learner(algo, cfg_.model, mo, cfg_.algo_config);
     learner_->to(cfg_.device);
+    if (auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get())) {
+      cl->set_flow(cfg_.flow);
+      cl->set_loss(cfg_.loss);
+    }
     optim::SGDOptions so;
     so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
     so.momentum = cfg_.momentum;
@@ -597,7 +604,7 @@ private:
   // the images: their fingerprint.
   nlohmann::ordered_json settings_json() const {
     const PoisonConfig& c = cfg_;
-    return {{"attack", attack_name(c.attack)}, {"kind", c.kind},
+    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", c.kind},
             {"algo", algorithms::algo_name(c.algo)}, {"learner", algorithms::algo_settings(c.algo_config)},
             {"model", algorithms::model_settings(c.model, c.model_options)},
             {"augment", algorithms::augment_settings(c.augment)},
@@ -608,6 +615,10 @@ private:
             {"separability", c.separability}, {"separability_space", c.separability_space},
             {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};
+    // Only when set, so that checkpoints written before the hooks existed still resume.
+    if (c.flow) j["flow"] = c.flow->name();
+    if (c.loss) j["loss"] = "custom";
+    return j;
   }
 
   int64_t restore(const std::string& path) {

@@ -114,6 +114,14 @@ struct PoisonConfig {
   // pattern: the gratings' period in pixels (>= 2).
   double pattern_period = 8;
 
+  // Extension points for contrastive attackers (algorithms/flow.h, docs/extending.md), acting in
+  // the model and the noise phase: the gradient flow (null: the built-in single or dual branch
+  // that algo_config.dual_branch names) and the loss over the learner's outputs (empty: the
+  // algorithm's own). A checkpoint records the flow's name and whether a loss was set; a
+  // resume must set the same.
+  algorithms::FlowPtr flow;
+  algorithms::OutputLoss loss;
+
   uint64_t seed = 0;
   Device device = Device::cpu;
 
