@@ -280,9 +280,9 @@ void setup(CLI::App& app) {
                       : crop_flip_baseline ? "crop-flip"
                       : cpu_small          ? "cpu-small"
                                            : "simclr";
-    // Random noise trains nothing, so it needs no normalisation constants (a hand-written file
+    // Drawn noise (random, pattern) trains nothing, so it needs no normalisation constants (a hand-written file
     // without them is refused only where the constants are used).
-    cfg.augment = attack == Attack::random ? algorithms::make_augment(aug, "cifar10", ds.channels(), ds.height(), ds.width())
+    cfg.augment = synthetic_attack(attack) ? algorithms::make_augment(aug, "cifar10", ds.channels(), ds.height(), ds.width())
                                            : algorithms::make_augment(aug, ds);
     if (crop_flip_baseline) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
     // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).

@@ -208,6 +208,9 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
   return c;
 }
 
+// Attacks whose noise is drawn, not optimised (poison::synthetic_attack by name).
+static bool synthetic(const std::string& attack) { return poison::synthetic_attack(poison::parse_attack(attack)); }
+
 PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
                           bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
                           const Settings& s) {
@@ -254,7 +257,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   }
   // The separability term only exists when it is on (so poisons cached before it keep their
   // configuration) and for the attacks that minimise their loss.
-  if (s.poison.separability == 0 || attack == "random" || attack == "pattern" || attack == "adversarial")
+  if (s.poison.separability == 0 || synthetic(attack) || attack == "adversarial")
     unread.insert(unread.end(), {"separability", "separability_space"});
   for (const auto& k : unread) poison.erase(k);
   DataSettings d = data;
@@ -264,7 +267,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
               {"augment", attacker == "supervised" && attack != "aue" && attack != "aap" ? std::string("crop-flip")
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
-  if (attack == "random" || attack == "pattern") {  // only eps, kind, ratio, seed and the data matter (and the period)
+  if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the period)
     if (attack == "pattern") j.config["poison"] = {{"pattern_period", s.poison.pattern_period}};
     else j.config.erase("poison");
     j.config.erase("augment");
@@ -1048,7 +1051,7 @@ double rate(const Rates& r, const std::string& key) {
 }  // namespace
 
 double Runner::estimate(const PoisonJob& job, const Rates& r) {
-  if (job.attack == "random" || job.attack == "pattern") return 1.0;
+  if (synthetic(job.attack)) return 1.0;
   const int64_t n = train_size(job.data);
   data::Dataset shape_only;  // poison_config needs the image shape and name: a 1-image stand-in suffices
   shape_only.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);
