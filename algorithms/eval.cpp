@@ -402,4 +402,23 @@ double uniformity(const Tensor& z, double t) {
   return m + std::log(s) - std::log(pairs);
 }
 
+double classifier_accuracy(Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
+                           const std::vector<double>& std, int64_t batch_size, Device device) {
+  CP_CHECK(ds.size() > 0, "classifier_accuracy", "empty dataset");
+  models::Encoder& enc = learner.encoder();
+  const bool was_training = learner.is_training();
+  learner.eval();
+  autograd::NoGradGuard no_grad;
+  auto labels = ds.labels.to_vector<int64_t>();
+  int64_t right = 0;
+  for (int64_t i = 0; i < ds.size(); i += batch_size) {
+    int64_t j = std::min(ds.size(), i + batch_size);
+    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, std);
+    auto pred = argmax(enc.logits(x), 1).to(Device::cpu).to_vector<int64_t>();
+    for (int64_t k = 0; k < j - i; ++k) right += pred[k] == labels[i + k];
+  }
+  learner.train(was_training);
+  return 100.0 * (double)right / (double)ds.size();
+}
+
 }  // namespace cpoison::algorithms

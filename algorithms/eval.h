@@ -91,4 +91,9 @@ Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& c
 // uniformity (lower is more uniform). Rows are used as given (pass unit-length embeddings).
 double uniformity(const Tensor& z, double t = 2.0);
 
+// Test accuracy (%) of a supervised learner's classifier on ds (un-augmented, normalised by
+// mean/std, eval mode, no autograd).
+double classifier_accuracy(Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
+                           const std::vector<double>& std, int64_t batch_size, Device device);
+
 }  // namespace cpoison::algorithms

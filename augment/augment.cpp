@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "engine/ops/image.h"
+#include "engine/ops/shape.h"
 
 namespace cpoison {
 
@@ -207,6 +208,26 @@ Tensor apply(const Tensor& x, const AugmentParams& params, const AugmentConfig& 
 Tensor augment(const Tensor& x, const AugmentConfig& cfg, Generator& gen) {
   CP_CHECK(x.defined() && x.dim() == 4, "augment", "expects images [N, C, H, W], got ", x.defined() ? x.describe() : std::string("undefined"));
   return apply(x, sample_params(cfg, x.size(0), x.size(2), x.size(3), gen), cfg);
+}
+
+Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen) {
+  CP_CHECK(x.dim() == 4, "random_translate", "x must be [B,C,H,W], got ", x.shape());
+  CP_CHECK(max_shift >= 0, "random_translate", "max_shift must be >= 0, got ", max_shift);
+  if (max_shift == 0) return x;
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), s = max_shift;
+  Tensor rows = Tensor::zeros({B, C, s, W}, x.dtype(), x.device());
+  Tensor tall = concat({rows, x, rows}, 2);  // [B, C, H + 2s, W]
+  Tensor cols = Tensor::zeros({B, C, H + 2 * s, s}, x.dtype(), x.device());
+  Tensor padded = concat({cols, tall, cols}, 3);  // [B, C, H + 2s, W + 2s]
+  std::vector<double> boxes(4 * B);
+  for (int64_t i = 0; i < B; ++i) {
+    boxes[4 * i] = (double)gen.randint(0, 2 * s + 1);
+    boxes[4 * i + 1] = (double)gen.randint(0, 2 * s + 1);
+    boxes[4 * i + 2] = (double)H;
+    boxes[4 * i + 3] = (double)W;
+  }
+  // A window of the input's own size maps pixel to pixel (align_corners): a pure shift.
+  return resize_window(padded, Tensor::from_vector(boxes, {B, 4}, DType::f64), H, W);
 }
 
 }  // namespace cpoison

@@ -127,4 +127,9 @@ Tensor grayscale_where(const Tensor& x, const std::vector<uint8_t>& flags);
 // (x - mean[c]) / std[c] per channel; mean and std need C entries, std > 0.
 Tensor normalize(const Tensor& x, const std::vector<double>& mean, const std::vector<double>& std);
 
+// x [B,C,H,W] shifted by independent whole-pixel offsets in [-max_shift, max_shift] along H
+// and W (drawn from gen: top then left per image), the uncovered border filled with zeros:
+// torchvision's RandomCrop(size, padding = max_shift). max_shift 0 returns x.
+Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen);
+
 }  // namespace cpoison

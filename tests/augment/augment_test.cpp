@@ -316,3 +316,31 @@ TEST_CASE("with_strength: AUE / AAP's augmentation strength rule") {
   CHECK(small.scale_min == doctest::Approx(0.64));
   CHECK_THROWS_WITH_AS(with_strength(base, 2.5), doctest::Contains("strength must be in [0, 2]"), Error);
 }
+
+TEST_CASE("random_translate shifts whole images by at most max_shift, filling zeros") {
+  // One 1x4x4 image with distinct values; every output must be one of the 25 shifts of it.
+  std::vector<float> v(16);
+  for (int i = 0; i < 16; ++i) v[i] = (float)(i + 1);
+  Tensor x = Tensor::from_vector(v, {1, 1, 4, 4});
+  Generator gen(3, 7);
+  for (int trial = 0; trial < 6; ++trial) {
+    auto y = random_translate(x, 2, gen).to_vector<float>();
+    REQUIRE(y.size() == 16);
+    bool matched = false;
+    for (int dy = -2; dy <= 2 && !matched; ++dy)
+      for (int dx = -2; dx <= 2 && !matched; ++dx) {
+        bool same = true;
+        for (int r = 0; r < 4; ++r)
+          for (int c = 0; c < 4; ++c) {
+            int sr = r + dy, sc = c + dx;
+            float want = (sr >= 0 && sr < 4 && sc >= 0 && sc < 4) ? v[sr * 4 + sc] : 0.f;
+            same = same && std::fabs(y[r * 4 + c] - want) < 1e-6f;
+          }
+        matched = same;
+      }
+    CHECK(matched);
+  }
+  Generator g0(0, 0);
+  CHECK(random_translate(x, 0, g0).to_vector<float>() == v);
+  CHECK_THROWS_WITH_AS(random_translate(Tensor::ones({4, 4}), 1, g0), doctest::Contains("[B,C,H,W]"), Error);
+}

@@ -408,45 +408,6 @@ std::string format_duration(double s) {
 
 // ---------------------------------------------------------------- pieces
 
-Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen) {
-  CP_CHECK(x.dim() == 4, "random_translate", "x must be [B,C,H,W], got ", x.shape());
-  CP_CHECK(max_shift >= 0, "random_translate", "max_shift must be >= 0, got ", max_shift);
-  if (max_shift == 0) return x;
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), s = max_shift;
-  Tensor rows = Tensor::zeros({B, C, s, W}, x.dtype(), x.device());
-  Tensor tall = concat({rows, x, rows}, 2);  // [B, C, H + 2s, W]
-  Tensor cols = Tensor::zeros({B, C, H + 2 * s, s}, x.dtype(), x.device());
-  Tensor padded = concat({cols, tall, cols}, 3);  // [B, C, H + 2s, W + 2s]
-  std::vector<double> boxes(4 * B);
-  for (int64_t i = 0; i < B; ++i) {
-    boxes[4 * i] = (double)gen.randint(0, 2 * s + 1);
-    boxes[4 * i + 1] = (double)gen.randint(0, 2 * s + 1);
-    boxes[4 * i + 2] = (double)H;
-    boxes[4 * i + 3] = (double)W;
-  }
-  // A window of the input's own size maps pixel to pixel (align_corners): a pure shift.
-  return resize_window(padded, Tensor::from_vector(boxes, {B, 4}, DType::f64), H, W);
-}
-
-double classifier_accuracy(algorithms::Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
-                           const std::vector<double>& std, int64_t batch_size, Device device) {
-  CP_CHECK(ds.size() > 0, "classifier_accuracy", "empty dataset");
-  models::Encoder& enc = learner.encoder();
-  const bool was_training = learner.is_training();
-  learner.eval();
-  autograd::NoGradGuard no_grad;
-  auto labels = ds.labels.to_vector<int64_t>();
-  int64_t right = 0;
-  for (int64_t i = 0; i < ds.size(); i += batch_size) {
-    int64_t j = std::min(ds.size(), i + batch_size);
-    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, std);
-    auto pred = argmax(enc.logits(x), 1).to(Device::cpu).to_vector<int64_t>();
-    for (int64_t k = 0; k < j - i; ++k) right += pred[k] == labels[i + k];
-  }
-  learner.train(was_training);
-  return 100.0 * (double)right / (double)ds.size();
-}
-
 double metric_value(const nlohmann::json& r, Metric m) {
   const double nan = std::nan("");
   auto get = [&](const char* a, const char* b) -> double {
@@ -927,8 +888,8 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
       forwarded += 4.0 * (double)a.images;
     }
   } else {
-    double test_acc = classifier_accuracy(*learner, test, mean, stddev, ev.batch_size, options_.device);
-    double train_acc = classifier_accuracy(*learner, seen, mean, stddev, ev.batch_size, options_.device);
+    double test_acc = algorithms::classifier_accuracy(*learner, test, mean, stddev, ev.batch_size, options_.device);
+    double train_acc = algorithms::classifier_accuracy(*learner, seen, mean, stddev, ev.batch_size, options_.device);
     forwarded += (double)(test.size() + seen.size());
     result["supervised"] = {{"test_accuracy", test_acc}, {"train_accuracy", train_acc}};
   }

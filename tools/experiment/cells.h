@@ -153,16 +153,6 @@ private:
 
 // ---------------------------------------------------------------- pieces
 
-// x [B,C,H,W] shifted by independent whole-pixel offsets in [-max_shift, max_shift] along H
-// and W (drawn from gen: top then left per image), the uncovered border filled with zeros:
-// torchvision's RandomCrop(size, padding = max_shift). max_shift 0 returns x.
-Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen);
-
-// Test accuracy (%) of a supervised learner's classifier on ds (un-augmented, normalised by
-// mean/std, eval mode, no autograd).
-double classifier_accuracy(algorithms::Learner& learner, const data::Dataset& ds, const std::vector<double>& mean,
-                           const std::vector<double>& std, int64_t batch_size, Device device);
-
 // The value a table cell shows for a finished victim result (NaN when absent).
 double metric_value(const nlohmann::json& result, Metric m);
 
