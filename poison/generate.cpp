@@ -8,6 +8,7 @@
 
 #include "algorithms/losses.h"
 #include "algorithms/settings.h"
+#include "engine/size.h"
 #include "engine/io/checkpoint.h"
 #include "engine/io/resume.h"
 #include "engine/nn/module.h"
@@ -51,7 +52,8 @@ constexpr uint32_t kPatternStream = 0x9A77;
 
 bool synthetic_attack(Attack a) { return a == Attack::random || a == Attack::pattern; }
 
-Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed) {
+Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed,
+                        int64_t blank) {
   CP_CHECK(classes >= 1 && channels >= 1 && height >= 1 && width >= 1, "grating_patterns", "bad shape [", classes, ", ",
            channels, ", ", height, ", ", width, "]");
   CP_CHECK(std::isfinite(period) && period >= 2, "grating_patterns", "period must be >= 2 pixels, got ", period);
@@ -60,6 +62,7 @@ Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64
   std::vector<double> phase = uniform(Shape{classes}, 0.0, 2.0 * M_PI, g, DType::f64, Device::cpu).to_vector<double>();
   std::vector<float> out((size_t)(classes * channels * height * width));
   for (int64_t c = 0; c < classes; ++c) {
+    if (c == blank) continue;  // stays 0
     const double theta = M_PI * (double)c / (double)classes, cs = std::cos(theta), sn = std::sin(theta);
     for (int64_t ch = 0; ch < channels; ++ch)
       for (int64_t y = 0; y < height; ++y)
@@ -178,6 +181,8 @@ void PoisonConfig::validate() const {
   CP_CHECK(attack != Attack::pattern || kind == "class", w, "pattern noise is class-wise (one grating per class), not ", kind);
   CP_CHECK(std::isfinite(pattern_period) && pattern_period >= 2 && pattern_period <= 1e6, w,
            "pattern_period must be in [2, 1e6] pixels, got ", pattern_period);
+  CP_CHECK(pattern_blank >= -1 && pattern_blank <= kMaxAxis, w, "pattern_blank must be a class index or -1 (none), got ",
+           pattern_blank);
   CP_CHECK(separability == 0 || (!synthetic_attack(attack) && attack != Attack::adversarial), w,
            "separability applies to attacks that minimise their loss (cp-s, cp-c, unlearnable, aue, aap), not ",
            attack_name(attack));
@@ -307,7 +312,9 @@ private:
     CP_CHECK(!class_wise() || train_.classes >= 1, "poison", "class-wise noise needs labelled data (classes = ", train_.classes, ")");
     Shape shape{rows, C, H, W};
     if (cfg_.attack == Attack::pattern) {
-      delta_ = grating_patterns(rows, C, H, W, cfg_.pattern_period, cfg_.seed).to(cfg_.device);
+      CP_CHECK(cfg_.pattern_blank < rows, "poison", "pattern_blank ", cfg_.pattern_blank, " is not a class of the data (",
+               rows, " classes)");
+      delta_ = grating_patterns(rows, C, H, W, cfg_.pattern_period, cfg_.seed, cfg_.pattern_blank).to(cfg_.device);
     } else if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
       delta_ = Tensor::zeros(shape, DType::f32, cfg_.device);
     } else if (cfg_.init == "uniform") {

@@ -45,8 +45,11 @@ bool synthetic_attack(Attack a);
 // The class-wise grating of `--attack pattern` (docs/attacks.md): class c of K gets a square-wave
 // grating of orientation theta_c = pi c / K and the given period in pixels, at full amplitude,
 // delta(y, x) = +1 where sin(2 pi (x cos theta_c + y sin theta_c) / period + phase_c) >= 0, else -1,
-// the same on every channel; phase_c ~ U[0, 2 pi) from the seed. Returns f32 [K, C, H, W].
-Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed);
+// the same on every channel; phase_c ~ U[0, 2 pi) from the seed. Class `blank` (when in [0, K))
+// gets no grating (delta = 0): clean test images then look like that class's training images, so
+// a probe that learnt the gratings pulls them towards it (docs/attacks.md). Returns f32 [K, C, H, W].
+Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed,
+                        int64_t blank = -1);
 
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
@@ -113,6 +116,10 @@ struct PoisonConfig {
   double attack_loss_weight = 1;
   // pattern: the gratings' period in pixels (>= 2).
   double pattern_period = 8;
+  // pattern: the class left without a grating (-1: every class gets one). Class 0 by default: a
+  // class whose released images look like clean ones makes "no grating" a class cue that every
+  // clean test image carries (docs/experiments.md, "The blank class").
+  int64_t pattern_blank = 0;
 
   // Extension points for contrastive attackers (algorithms/flow.h, docs/extending.md), acting in
   // the model and the noise phase: the gradient flow (null: the built-in single or dual branch

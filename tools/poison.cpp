@@ -42,7 +42,7 @@ struct Options {
   tools::DataOptions data;
   // AUE / AAP / TUE settings (docs/attacks.md); the recipe's unless given.
   double augment_strength = 0, separability = 0, attack_loss_weight = 1, pattern_period = 8;
-  int64_t pretrain_warmup_epochs = 0, target_shift = 1;
+  int64_t pretrain_warmup_epochs = 0, target_shift = 1, pattern_blank = 0;
   std::string separability_space = "noise";
   bool separability_detach_spread = false;
 };
@@ -166,6 +166,10 @@ void setup(CLI::App& app) {
   overriding(app.add_option("--pattern-period", o->pattern_period, "pattern: the gratings' period in pixels (8)")
                  ->check(CLI::Range(2.0, 1e6)),
              [o](PoisonConfig& c) { c.pattern_period = o->pattern_period; });
+  overriding(app.add_option("--pattern-blank", o->pattern_blank,
+                            "pattern: the class left without a grating (0; -1: every class gets one)")
+                 ->check(CLI::Range(int64_t(-1), kMaxAxis)),
+             [o](PoisonConfig& c) { c.pattern_blank = o->pattern_blank; });
   overriding(app.add_flag("--separability-detach-spread", o->separability_detach_spread,
                           "Separability gradient as TUE's release has it (within-class spreads held constant)"),
              [o](PoisonConfig& c) { c.separability_detach_spread = o->separability_detach_spread; });
@@ -355,6 +359,7 @@ void setup(CLI::App& app) {
                             {"separability_detach_spread", cfg.separability_detach_spread},
                             {"attack_loss_weight", cfg.attack_loss_weight},
                             {"pattern_period", cfg.pattern_period},
+                            {"pattern_blank", cfg.pattern_blank},
                             {"model", cfg.model},
                             {"width", cfg.model_options.width},
                             {"augment", aug},
@@ -385,8 +390,12 @@ void setup(CLI::App& app) {
       std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
                    tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
     else if (attack == Attack::pattern)
-      std::fprintf(stderr, "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, ratio %g, seed %llu\n",
-                   tools::format_pixels(cfg.eps).c_str(), cfg.pattern_period, cfg.ratio, (unsigned long long)cfg.seed);
+      std::fprintf(stderr,
+                   "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, %s, ratio %g, seed %llu\n",
+                   tools::format_pixels(cfg.eps).c_str(), cfg.pattern_period,
+                   cfg.pattern_blank < 0 ? "every class a grating"
+                                         : ("class " + std::to_string(cfg.pattern_blank) + " without").c_str(),
+                   cfg.ratio, (unsigned long long)cfg.seed);
     else
       std::fprintf(stderr,
                    "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "

@@ -410,6 +410,10 @@ TEST_CASE("pattern: one full-amplitude square-wave grating per class, orientatio
   CHECK(max_abs(sub(g, grating_patterns(K, 2, H, W, period, 11))) == 0.0);
   CHECK(max_abs(sub(g, grating_patterns(K, 2, H, W, period, 12))) > 0.0);
   CHECK_THROWS_WITH_AS(grating_patterns(K, 1, H, W, 1.5, 0), doctest::Contains("period must be >= 2"), Error);
+  // A blank class gets no grating; every other class keeps exactly its own.
+  std::vector<float> b = grating_patterns(K, 2, H, W, period, 11, 2).to_vector<float>();
+  const size_t per_class = (size_t)(2 * H * W);
+  for (size_t i = 0; i < b.size(); ++i) CHECK(b[i] == (i / per_class == 2 ? 0.0f : v[i]));
 }
 
 TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data stays in the eps ball") {
@@ -428,12 +432,23 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
   CHECK(r.poison.rounds_total == 0);
   CHECK(r.poison.attack == "pattern");
   CHECK(r.poison.delta.shape() == Shape{4, 1, 8, 8});
-  CHECK(max_abs(sub(r.poison.delta, grating_patterns(4, 1, 8, 8, 4, 3))) == 0.0);
+  // Class 0 is blank by default: no grating, the images of class 0 stay as they are.
+  CHECK(max_abs(sub(r.poison.delta, grating_patterns(4, 1, 8, 8, 4, 3, 0))) == 0.0);
+  CHECK(max_abs(r.poison.delta.slice0(0, 1)) == 0.0);
+  CHECK(max_abs(r.poison.delta.slice0(1, 4)) == 1.0);
   Tensor victim = apply_poison(ds, r.poison).images;  // u8, quantised as the victim sees it
   std::vector<int64_t> a = ds.images.to(DType::i64).to_vector<int64_t>(), b = victim.to(DType::i64).to_vector<int64_t>();
   int64_t worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max<int64_t>(worst, std::llabs(a[i] - b[i]));
   CHECK(worst == 8);  // eps = 8/255: full amplitude reaches the bound and never passes it
+  // pattern_blank -1: every class a grating; a class the data does not have is refused.
+  c.pattern_blank = -1;
+  CHECK(max_abs(sub(generate_poison(ds, c, "quadrants", 32).poison.delta, grating_patterns(4, 1, 8, 8, 4, 3))) == 0.0);
+  c.pattern_blank = 4;
+  CHECK_THROWS_WITH_AS(generate_poison(ds, c, "quadrants", 32), doctest::Contains("not a class of the data"), Error);
+  c.pattern_blank = -2;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_blank"), Error);
+  c.pattern_blank = 0;
   c.kind = "sample";
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern noise is class-wise"), Error);
   c.kind = "class";

@@ -687,6 +687,15 @@ TEST_CASE("experiment: pattern cells are class-wise with no attacker; only the p
   CHECK_FALSE(make_poison_job("cp-c", "simclr", "class", true, s.poison.eps, 1.0, s.model, s.data, s)
                   .config["poison"]
                   .contains("pattern_period"));
+  Settings nb = s;
+  nb.poison.pattern_blank = -1;  // the blank class is part of the poison's identity
+  CHECK(job(s).config != job(nb).config);
+  CHECK(job(nb).config["poison"]["pattern_blank"].get<int64_t>() == -1);
+  CHECK_FALSE(make_poison_job("cp-c", "simclr", "class", true, s.poison.eps, 1.0, s.model, s.data, s)
+                  .config["poison"]
+                  .contains("pattern_blank"));
+  nb.poison.pattern_blank = -3;
+  CHECK_THROWS_WITH_AS(nb.validate("test"), doctest::Contains("pattern_blank"), Error);
   b.poison.pattern_period = 1;
   CHECK_THROWS_WITH_AS(b.validate("test"), doctest::Contains("pattern_period"), Error);
   CHECK(demo_attack("pattern").attack == "pattern");

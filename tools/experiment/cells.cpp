@@ -252,7 +252,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
     if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
         (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
         (k.rfind("adversarial_", 0) == 0 && attack != "adversarial") || (k.rfind("aue_", 0) == 0 && attack != "aue") ||
-        (k.rfind("aap_", 0) == 0 && attack != "aap") || (k == "pattern_period" && attack != "pattern"))
+        (k.rfind("aap_", 0) == 0 && attack != "aap") || ((k == "pattern_period" || k == "pattern_blank") && attack != "pattern"))
       unread.push_back(k);
   }
   // The separability term only exists when it is on (so poisons cached before it keep their
@@ -268,7 +268,8 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
   if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the period)
-    if (attack == "pattern") j.config["poison"] = {{"pattern_period", s.poison.pattern_period}};
+    if (attack == "pattern")
+      j.config["poison"] = {{"pattern_period", s.poison.pattern_period}, {"pattern_blank", s.poison.pattern_blank}};
     else j.config.erase("poison");
     j.config.erase("augment");
     j.config.erase("algo");
@@ -622,6 +623,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
       c.pgd_steps = ps.adversarial_pgd_steps;
     } else {  // random, pattern
       c.pattern_period = ps.pattern_period;
+      c.pattern_blank = ps.pattern_blank;
       c.algo = Algo::simclr;
       c.algo_config = algorithms::AlgoConfig::defaults(Algo::simclr);
       c.rounds = 1;

@@ -125,6 +125,8 @@ void Settings::validate(const std::string& where) const {
            where, "poison.separability_space '", poison.separability_space, "' is not noise, embedding or features");
   CP_CHECK(std::isfinite(poison.pattern_period) && poison.pattern_period >= 2 && poison.pattern_period <= 1e6, where,
            "poison.pattern_period must be in [2, 1e6] pixels, got ", poison.pattern_period);
+  CP_CHECK(poison.pattern_blank >= -1 && poison.pattern_blank <= kMaxAxis, where,
+           "poison.pattern_blank must be a class index or -1 (none), got ", poison.pattern_blank);
   CP_CHECK(poison.checkpoint_every >= 0, where, "poison.checkpoint_every must be >= 0");
   CP_CHECK(eval.probe == "features" || eval.probe == "sgd", where, "eval.probe '", eval.probe,
            "' is not features or sgd");

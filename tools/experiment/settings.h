@@ -141,6 +141,7 @@ struct PoisonSettings {
   double separability = 0;
   std::string separability_space = "noise";
   double pattern_period = 8;  // the pattern attack's grating period in pixels
+  int64_t pattern_blank = 0;  // the pattern attack's class without a grating (-1: none)
   int64_t checkpoint_every = 1;                       // rounds between resumable checkpoints
 
   template <class V>
@@ -170,6 +171,7 @@ struct PoisonSettings {
     v("separability", separability, "weight of TUE's class-separability term (0: off)");
     v("separability_space", separability_space, "noise | embedding | features: where the separability term is measured");
     v("pattern_period", pattern_period, "pattern attack: the class-wise gratings' period in pixels (>= 2)");
+    v("pattern_blank", pattern_blank, "pattern attack: the class left without a grating (-1: every class gets one)");
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
   }
 };
