@@ -4,9 +4,7 @@
 #include <cmath>
 
 #include "augment/augment.h"
-#include "engine/autograd.h"
-#include "engine/backend/dispatch.h"
-#include "engine/backend/image.h"
+#include "engine/ops/image.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 
@@ -42,12 +40,7 @@ Tensor rgb_to_grayscale(const Tensor& x) {
   const char* op = "rgb_to_grayscale";
   check_images(x, op);
   if (x.size(1) == 1) return x;
-  Tensor out = CP_BACKEND(x.device(), rgb_to_gray)(x.detach().contiguous());
-  if (autograd::needs_record({&x}))
-    autograd::record(op, {x}, out, [](const Tensor& g, const std::vector<bool>&) {
-      return std::vector<Tensor>{CP_BACKEND(g.device(), rgb_to_gray_backward)(g.contiguous())};
-    });
-  return out;
+  return rgb_to_gray(x);
 }
 
 Tensor adjust_brightness(const Tensor& x, const std::vector<double>& factors) {
@@ -76,14 +69,7 @@ Tensor adjust_hue(const Tensor& x, const std::vector<double>& shifts) {
   check_images(x, op);
   Tensor s = per_image(x, shifts, op, "hue shift", -0.5, 0.5).reshape({x.size(0)});
   if (x.size(1) == 1) return x;
-  Tensor out = CP_BACKEND(x.device(), hue_shift)(x.detach().contiguous(), s);
-  if (autograd::needs_record({&x})) {
-    Tensor saved = x.detach().contiguous();
-    autograd::record(op, {x}, out, [saved, s](const Tensor& g, const std::vector<bool>&) {
-      return std::vector<Tensor>{CP_BACKEND(g.device(), hue_shift_backward)(g.contiguous(), saved, s)};
-    });
-  }
-  return out;
+  return hue_shift(x, s);
 }
 
 Tensor grayscale_where(const Tensor& x, const std::vector<uint8_t>& flags) {

@@ -1,13 +1,12 @@
 // Matrix completion by USVT: option checks, the image <-> matrix layouts, mask drawing, and the
-// dispatch to the batched kernel (engine/backend/linalg.h). Layout: x [N, C, H, W].
+// the batched singular-value thresholding (engine/ops/linalg.h). Layout: x [N, C, H, W].
 #include "defense/usvt.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "engine/autograd.h"
-#include "engine/backend/dispatch.h"
-#include "engine/backend/linalg.h"
+#include "engine/ops/linalg.h"
 #include "engine/ops/shape.h"
 
 namespace cpoison::defense {
@@ -41,25 +40,7 @@ double usvt_threshold(const UsvtOptions& opt, int64_t rows, int64_t cols) {
 }
 
 Tensor usvt_complete(const Tensor& matrices, const Tensor& mask, int64_t max_rank, double threshold, double q) {
-  const char* where = "usvt_complete";
-  CP_CHECK(matrices.defined() && mask.defined(), where, "undefined input");
-  CP_CHECK(matrices.dim() == 3, where, "matrices must be [M, R, C], got ", matrices.describe());
-  CP_CHECK(mask.shape() == matrices.shape(), where, "mask ", mask.describe(), " must have the shape of matrices ",
-           matrices.describe());
-  CP_CHECK(is_floating(matrices.dtype()) && mask.dtype() == matrices.dtype(), where,
-           "matrices and mask must share one float dtype, got ", matrices.describe(), " and ", mask.describe());
-  CP_CHECK(mask.device() == matrices.device(), where, "matrices ", matrices.describe(), " and mask ", mask.describe(),
-           " are on different devices");
-  const int64_t k = std::min(matrices.size(1), matrices.size(2));
-  CP_CHECK(max_rank >= 1 && (k == 0 || max_rank <= k), where, "max_rank = ", max_rank, " must be in [1, ", k,
-           "] for ", matrices.describe());
-  CP_CHECK(std::isfinite(threshold) && threshold >= 0, where, "threshold = ", threshold, " must be >= 0");
-  CP_CHECK(std::isfinite(q) && q > 0 && q <= 1, where, "q = ", q, ": the observed fraction must be in (0, 1]");
-  CP_CHECK(supports("usvt_batched", matrices.device()), where, "no USVT kernel for ", matrices.describe(),
-           " (the CUDA backend is not built or no GPU is usable)");
-  autograd::NoGradGuard no_grad;
-  return CP_BACKEND(matrices.device(), usvt_batched)(matrices.detach().contiguous(), mask.detach().contiguous(),
-                                                    max_rank, threshold, q);
+  return singular_value_threshold(matrices, mask, max_rank, threshold, q);
 }
 
 Tensor usvt_images(const Tensor& x, const Tensor& observed, const UsvtOptions& opt) {

@@ -45,7 +45,7 @@ struct UsvtOptions {
 int64_t usvt_max_rank(const UsvtOptions& opt, int64_t rows, int64_t cols);
 double usvt_threshold(const UsvtOptions& opt, int64_t rows, int64_t cols);
 
-// The kernel (engine/backend/linalg.h) behind the checks: matrices and mask [M, R, Cm] of one
+// singular_value_threshold (engine/ops/linalg.h), USVT's one step: matrices and mask [M, R, Cm] of one
 // float dtype and device, mask entries 0/1, 1 <= max_rank, threshold >= 0, q in (0, 1].
 // Error naming the argument otherwise, or naming the device when its backend lacks the kernel.
 Tensor usvt_complete(const Tensor& matrices, const Tensor& mask, int64_t max_rank, double threshold, double q);

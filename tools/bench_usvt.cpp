@@ -8,7 +8,7 @@
 #include <string>
 
 #include "defense/usvt.h"
-#include "engine/backend/dispatch.h"
+#include "engine/ops/linalg.h"
 #include "tools/bench.h"
 #include "tools/common.h"
 
@@ -32,8 +32,8 @@ void run_usvt(const UsvtBenchOptions& o) {
   CP_CHECK(o.image_size >= 1, where, "--size must be >= 1, got ", o.image_size);
   CP_CHECK(o.warmup >= 0, where, "--warmup must be >= 0, got ", o.warmup);
   const Device dev = parse_device(o.device);
-  CP_CHECK(supports("usvt_batched", dev), where, "no USVT kernel on ", device_name(dev),
-           dev == Device::cuda ? " (the CUDA kernel cuda::usvt_batched needs a CUDA build and a usable GPU)" : "");
+  CP_CHECK(has_singular_value_threshold(dev), where, "no USVT kernel on ", device_name(dev),
+           dev == Device::cuda ? " (the CUDA kernel cuda::singular_value_threshold needs a CUDA build and a usable GPU)" : "");
   defense::UsvtOptions opt;
   opt.p = o.p;
   opt.keep = o.keep;

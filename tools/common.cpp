@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <set>
 
-#include "engine/backend/dispatch.h"
+#include "engine/runtime.h"
 #include "engine/size.h"
 #include "engine/io/png.h"
 

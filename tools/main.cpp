@@ -7,9 +7,8 @@
 #include <cstdlib>
 #include <exception>
 
-#include "engine/backend/settings.h"
-#include "engine/error.h"
 #include "engine/runtime.h"
+#include "engine/error.h"
 #include "tools/command.h"
 
 namespace cpoison::tools {

@@ -16,7 +16,7 @@
 
 #include "algorithms/eval.h"
 #include "algorithms/train.h"
-#include "engine/backend/dispatch.h"
+#include "engine/runtime.h"
 #include "engine/io/hdf5.h"
 #include "engine/nn/module.h"
 #include "models/registry.h"

@@ -4,12 +4,11 @@
 #pragma once
 #include <string>
 
+#include "engine/runtime.h"
 #include "engine/tensor.h"
 
 namespace cpoison {
 
-// True when the CUDA backend was compiled in and a GPU is usable at run time.
-bool cuda_available();
 // Whether `op` runs on `device` (tests skip cleanly where a backend lacks an op).
 bool supports(const std::string& op, Device device);
 [[noreturn]] void no_cuda(const char* what);

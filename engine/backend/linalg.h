@@ -19,7 +19,7 @@ namespace cpoison {
   /* q in (0, 1] is the observed fraction the caller divides by. Returns [M, R, C] of x's dtype.   */ \
   /* The sum runs over i in increasing order for each entry. Singular values within a few ulps of  */ \
   /* the threshold may be kept on one backend and dropped on the other; the CPU is the judge.     */ \
-  Tensor usvt_batched(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q);
+  Tensor singular_value_threshold(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q);
 
 namespace cpu { CP_LINALG_KERNELS }
 namespace cuda { CP_LINALG_KERNELS }

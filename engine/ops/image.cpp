@@ -66,4 +66,39 @@ Tensor flip_horizontal(const Tensor& x, const Tensor& flags) {
   return out;
 }
 
+namespace {
+void check_rgb(const Tensor& x, const char* op) {
+  check_images(x, op);
+  CP_CHECK(x.size(1) == 3, op, "expects RGB images [N, 3, H, W], got ", x.describe());
+}
+}  // namespace
+
+Tensor rgb_to_gray(const Tensor& x) {
+  const char* op = "rgb_to_gray";
+  check_rgb(x, op);
+  Tensor out = CP_BACKEND(x.device(), rgb_to_gray)(x.detach().contiguous());
+  if (autograd::needs_record({&x}))
+    autograd::record(op, {x}, out, [](const Tensor& g, const std::vector<bool>&) {
+      return std::vector<Tensor>{CP_BACKEND(g.device(), rgb_to_gray_backward)(g.contiguous())};
+    });
+  return out;
+}
+
+Tensor hue_shift(const Tensor& x, const Tensor& shifts) {
+  const char* op = "hue_shift";
+  check_rgb(x, op);
+  CP_CHECK(shifts.defined() && shifts.dim() == 1 && shifts.size(0) == x.size(0) && shifts.dtype() == x.dtype() &&
+               shifts.device() == x.device(),
+           op, "shifts must be [N] = [", x.size(0), "] of the images' dtype and device, got ", shifts.describe());
+  Tensor s = shifts.detach().contiguous();
+  Tensor out = CP_BACKEND(x.device(), hue_shift)(x.detach().contiguous(), s);
+  if (autograd::needs_record({&x})) {
+    Tensor saved = x.detach().contiguous();
+    autograd::record(op, {x}, out, [saved, s](const Tensor& g, const std::vector<bool>&) {
+      return std::vector<Tensor>{CP_BACKEND(g.device(), hue_shift_backward)(g.contiguous(), saved, s)};
+    });
+  }
+  return out;
+}
+
 }  // namespace cpoison

@@ -3,6 +3,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/image.h"
+#include "engine/ops/linalg.h"
 #include "engine/ops/index.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/nn.h"

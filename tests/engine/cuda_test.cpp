@@ -487,8 +487,8 @@ TEST_CASE("cuda: batched USVT matches the LAPACK reference") {
       Generator mask_gen(seed++);
       Tensor mask = bernoulli({M, R, C}, 0.8, mask_gen, dt);
       for (double threshold : {0.0, 1.0}) {
-        Tensor ref = cpu::usvt_batched(x, mask, 4, threshold, 0.8);
-        Tensor got = cuda::usvt_batched(x.to(Device::cuda), mask.to(Device::cuda), 4, threshold, 0.8);
+        Tensor ref = cpu::singular_value_threshold(x, mask, 4, threshold, 0.8);
+        Tensor got = cuda::singular_value_threshold(x.to(Device::cuda), mask.to(Device::cuda), 4, threshold, 0.8);
         check_close(got, ref, dt == DType::f32 ? 1e-5 : 1e-9, 1e-6, "usvt " + std::to_string(R) + "x" + std::to_string(C));
       }
     }
@@ -497,6 +497,6 @@ TEST_CASE("cuda: batched USVT matches the LAPACK reference") {
 
 TEST_CASE("cuda: supports() reports the CUDA backend truthfully") {
   CHECK(supports("conv2d", Device::cpu));
-  CHECK(supports("usvt_batched", Device::cuda) == cuda_available());
+  CHECK(supports("singular_value_threshold", Device::cuda) == cuda_available());
   if (!cuda_available()) CHECK_THROWS_AS(Tensor::zeros({2}, DType::f32, Device::cuda), Error);
 }

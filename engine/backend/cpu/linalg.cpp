@@ -44,7 +44,7 @@ struct SvdWorkspace {
 
 }  // namespace
 
-Tensor usvt_batched(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q) {
+Tensor singular_value_threshold(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q) {
   const int64_t M = x.size(0), R = x.size(1), C = x.size(2);
   Tensor out = Tensor::empty({M, R, C}, x.dtype(), Device::cpu);
   if (out.numel() == 0) return out;
@@ -53,7 +53,7 @@ Tensor usvt_batched(const Tensor& x, const Tensor& mask, int64_t max_rank, doubl
   const double inv_q = 1.0 / q;
   int64_t failed_matrix = -1;
   lapack_int failed_info = 0;
-  float_dispatch(x.dtype(), "usvt_batched", [&](auto tag) {
+  float_dispatch(x.dtype(), "singular_value_threshold", [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t* px = x.data<scalar_t>();
     const scalar_t* pm = mask.data<scalar_t>();
@@ -93,7 +93,7 @@ Tensor usvt_batched(const Tensor& x, const Tensor& mask, int64_t max_rank, doubl
     return 0;
   });
   if (failed_matrix >= 0)
-    fail("usvt_batched", "LAPACK dgesdd failed on matrix ", failed_matrix, " of ", M, " (", R, "x", C, ", info ",
+    fail("singular_value_threshold", "LAPACK dgesdd failed on matrix ", failed_matrix, " of ", M, " (", R, "x", C, ", info ",
          failed_info, failed_info > 0 ? ": the SVD did not converge; is the input finite?" : ": bad argument", ")");
   return out;
 }

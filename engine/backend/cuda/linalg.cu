@@ -97,7 +97,7 @@ void usvt_chunk(const T* x, const T* mask, T* out, int64_t count, int64_t R, int
 
   std::vector<int32_t> host_info = info.to_vector<int32_t>();
   for (int64_t i = 0; i < count; ++i)
-    CP_CHECK(host_info[i] == 0, "usvt_batched", "cuSOLVER gesvdj failed on matrix ", first_matrix + i, " of ", total_matrices, " (", R,
+    CP_CHECK(host_info[i] == 0, "singular_value_threshold", "cuSOLVER gesvdj failed on matrix ", first_matrix + i, " of ", total_matrices, " (", R,
              "x", C, ", info ", host_info[i],
              host_info[i] > 0 ? ": the SVD did not converge; is the input finite?" : ": bad argument", ")");
 }
@@ -107,7 +107,7 @@ Tensor usvt_typed(const Tensor& x, const Tensor& mask, int64_t max_rank, double 
   const int64_t M = x.size(0), R = x.size(1), C = x.size(2);
   Tensor out = Tensor::empty({M, R, C}, x.dtype(), Device::cuda);
   if (out.numel() == 0) return out;
-  CP_CHECK(R <= INT_MAX && C <= INT_MAX, "usvt_batched", "matrices of ", R, "x", C, " exceed cuSOLVER's int range");
+  CP_CHECK(R <= INT_MAX && C <= INT_MAX, "singular_value_threshold", "matrices of ", R, "x", C, " exceed cuSOLVER's int range");
   const int64_t rank = std::clamp<int64_t>(max_rank, 0, std::min(R, C));
   // Chunks of the batch bound the scratch memory (A, U, V in double) to about 256 MiB.
   const int64_t per_matrix = 8 * (R * C + R * R + C * C + std::min(R, C));
@@ -124,10 +124,10 @@ Tensor usvt_typed(const Tensor& x, const Tensor& mask, int64_t max_rank, double 
 
 }  // namespace
 
-Tensor usvt_batched(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q) {
-  CP_CHECK(x.dim() == 3 && mask.shape() == x.shape() && mask.dtype() == x.dtype(), "usvt_batched", "needs x and mask [M, R, C] of one dtype, got ",
+Tensor singular_value_threshold(const Tensor& x, const Tensor& mask, int64_t max_rank, double threshold, double q) {
+  CP_CHECK(x.dim() == 3 && mask.shape() == x.shape() && mask.dtype() == x.dtype(), "singular_value_threshold", "needs x and mask [M, R, C] of one dtype, got ",
            x.describe(), " and ", mask.describe());
-  return float_dispatch(x.dtype(), "usvt_batched", [&](auto tag) { return usvt_typed<decltype(tag)>(x, mask, max_rank, threshold, q); });
+  return float_dispatch(x.dtype(), "singular_value_threshold", [&](auto tag) { return usvt_typed<decltype(tag)>(x, mask, max_rank, threshold, q); });
 }
 
 }  // namespace cpoison::cuda
