@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "algorithms/settings.h"
+#include "engine/progress.h"
 #include "engine/autograd.h"
 #include "engine/io/resume.h"
 #include "engine/size.h"
@@ -216,19 +217,6 @@ std::map<std::string, Tensor> module_entries(const io::Checkpoint& ck, const std
   for (auto& [key, t] : ck.tensors)
     if (key.find('/') == std::string::npos && key.rfind(prefix, 0) == 0) out.emplace(key.substr(prefix.size()), t);
   return out;
-}
-
-std::string format_seconds(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  char buf[32];
-  long t = (long)std::llround(s);
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60)
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lds", t);
-  return buf;
 }
 
 void save(const TrainConfig& cfg, const std::string& settings, const Learner& learner, const optim::SGD& opt,
@@ -489,7 +477,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
         std::fprintf(stderr, "[%s] epoch %lld/%lld step %lld/%lld loss %.4f lr %.5f %.0f img/s ETA %s\n",
                      algo_name(cfg.algo), (long long)epoch + 1, (long long)cfg.epochs, (long long)s + 1,
                      (long long)steps_per_epoch, loss_sum / (s + 1), current_lr, (s + 1) * cfg.batch_size / secs,
-                     format_seconds(eta(remaining_steps_total - steps_this_run)).c_str());
+                     format_duration(eta(remaining_steps_total - steps_this_run)).c_str());
       }
     }
     EpochStats st;
@@ -505,7 +493,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       last_print = clock::now();
       std::fprintf(stderr, "[%s] epoch %lld/%lld loss %.4f lr %.5f %.0f img/s %.1fs ETA %s\n", algo_name(cfg.algo),
                    (long long)st.epoch, (long long)cfg.epochs, st.loss, st.lr, st.images_per_s, st.seconds,
-                   format_seconds(eta(remaining_steps_total - steps_this_run)).c_str());
+                   format_duration(eta(remaining_steps_total - steps_this_run)).c_str());
     }
     if (log.is_open()) {
       nlohmann::json j{{"epoch", st.epoch},       {"epochs", cfg.epochs},      {"steps", st.steps},

@@ -8,6 +8,7 @@
 
 #include "algorithms/losses.h"
 #include "algorithms/settings.h"
+#include "engine/progress.h"
 #include "engine/size.h"
 #include "engine/io/checkpoint.h"
 #include "engine/io/resume.h"
@@ -210,14 +211,6 @@ constexpr uint32_t kModelSamplerStream = 0x5A3F;
 constexpr uint32_t kNoiseSamplerStream = 0x5A40;
 constexpr uint32_t kDiagnoseStream = 0xD1A6;
 
-std::string fmt_time(double s) {
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), (int)std::fmod(s / 60, 60));
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", (int)(s / 60), (int)std::fmod(s, 60));
-  else std::snprintf(buf, sizeof buf, "%.1fs", s);
-  return buf;
-}
-
 // Everything a round needs, and what a checkpoint saves.
 class Poisoner {
 public:
@@ -296,7 +289,7 @@ public:
                         st.probe_loss_clean, st.probe_loss_clean - st.probe_loss_poisoned);
         std::fprintf(stderr, "[poison] %s round %lld/%lld  model loss %.4f  noise loss %.4f%s  %.1f s/round  %.0f views/s  ETA %s\n",
                      attack_name(cfg_.attack), (long long)rounds_done_, (long long)total, st.model_loss, st.noise_loss, probe,
-                     per_round, st.views_per_s, fmt_time(per_round * (double)(total - rounds_done_)).c_str());
+                     per_round, st.views_per_s, format_duration(per_round * (double)(total - rounds_done_)).c_str());
         last_print = Clock::now();
       }
       if (cfg_.on_round_end && !cfg_.on_round_end(rounds_done_)) return finish(res, dataset_name, subset, false);

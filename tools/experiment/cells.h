@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "algorithms/learner.h"
+#include "engine/progress.h"
 #include "engine/data/dataset.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
@@ -159,8 +160,5 @@ double metric_value(const nlohmann::json& result, Metric m);
 // Writes `j` to path atomically (tmp + rename), pretty-printed.
 void write_json(const std::string& path, const nlohmann::json& j);
 nlohmann::json read_json(const std::string& path);
-
-// "1h02m", "3m05s", "12.3s".
-std::string format_duration(double seconds);
 
 }  // namespace cpoison::tools::experiment
