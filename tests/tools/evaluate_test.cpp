@@ -200,11 +200,16 @@ TEST_CASE("fit_speed_score: separable labels are fitted completely, random label
   o.epochs = 30;
   o.batch_size = 8;
   o.hidden = 16;
-  FitSpeedScore s = fit_speed_score(ds, o, 0);
-  CHECK(s.linear == 100.0);
-  CHECK(s.mlp == 100.0);
-  CHECK(s.score == 100.0);
-  CHECK(s.images == n);
+  for (const char* input : {"pixels", "highpass"}) {
+    INFO(input);
+    o.input = input;
+    FitSpeedScore s = fit_speed_score(ds, o, 0);
+    CHECK(s.linear == 100.0);
+    CHECK(s.mlp == 100.0);
+    CHECK(s.score == 100.0);
+    CHECK(s.images == n);
+  }
+  o.input = "pixels";
   data::Dataset noise = ds;
   noise.labels = Tensor::from_vector(shuffled, {n});
   o.epochs = 1;
@@ -215,6 +220,25 @@ TEST_CASE("fit_speed_score: separable labels are fitted completely, random label
   CHECK(again.mlp == r.mlp);
   o.max_images = 10;
   CHECK(fit_speed_score(ds, o, 3).images == 10);
+  // Flat images, one brightness per class: the pixels tell the class, their high-pass (each
+  // pixel minus its neighbourhood's mean) is zero everywhere, so every image gets the same
+  // prediction and exactly one class in four is right.
+  data::Dataset flat = ds;
+  std::vector<uint8_t> flat_px(n * 16);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < 16; ++j) flat_px[i * 16 + j] = (uint8_t)(40 + 50 * labels[i]);
+  flat.images = Tensor::from_vector(flat_px, {n, 4, 4, 1});
+  o.epochs = 30;
+  o.max_images = 0;
+  o.input = "pixels";
+  CHECK(fit_speed_score(flat, o, 0).linear == 100.0);
+  o.input = "highpass";
+  FitSpeedScore blind = fit_speed_score(flat, o, 0);
+  CHECK(blind.linear == 25.0);
+  CHECK(blind.mlp == 25.0);
+  o.input = "edges";
+  CHECK_THROWS_WITH(fit_speed_score(flat, o, 0), doctest::Contains("highpass"));
+  o.input = "pixels";
   data::Dataset unlabelled = ds;
   unlabelled.labels = Tensor::from_vector(std::vector<int64_t>(n, -1), {n});
   CHECK_THROWS_WITH(fit_speed_score(unlabelled, o, 0), doctest::Contains("quadrants"));
@@ -280,6 +304,8 @@ TEST_CASE("evaluate: the battery on a poison file beside the clean reference, ca
   CHECK(md.find("Poison classwise (random, class-wise, eps 8/255)") != std::string::npos);
   CHECK(md.find("Drop (clean − poison)") != std::string::npos);
   CHECK(md.find(" (2) |") != std::string::npos);
+  CHECK(md.find("Settings: " + data + "; resnet18 width 2; contrastive victims 1 epochs (batch 16), supervised 1 epochs") !=
+        std::string::npos);
   CHECK(md.find("fitted on the poisoned training images, test accuracy at the probe's final epoch") != std::string::npos);
 
   // A rerun trains nothing; another protocol reads other values of the same cells.
@@ -403,4 +429,53 @@ TEST_CASE("cpoison evaluate on the command line: a bad file exits 1 naming it; -
   REQUIRE(dry.code == 0);
   CHECK(dry.output.find("seed-2/victim-byol-clean") != std::string::npos);
   CHECK(dry.output.find("15 cells, 15 to run") != std::string::npos);  // 3 seeds x (1 poison + 2 x 2 victims)
+}
+
+TEST_CASE("detect --alignment: the gap of short SimCLR runs on the poison, calibrated on uniform noise, as cells") {
+  TempDir d("detect-align");
+  const std::string data = tiny_dataset(d);
+  write_scales(d);
+  DetectOptions o;
+  o.file = tiny_poison(d, data);
+  o.fit.epochs = 1;
+  o.fit.hidden = 4;
+  o.calibration_seeds = 2;
+  o.alignment = true;
+  o.scale = "tiny";
+  o.presets = d.path.string();
+  o.cache = d / "cells";
+  o.simclr_epochs = 1;
+  o.alignment_seeds = {0, 1};
+  o.out = d / "out";
+  DetectReport r = run_detect(o);
+  const nlohmann::json& a = r.json["alignment_gap"];
+  REQUIRE(a.is_object());
+  // The gap is the mean over the seeds of each poisoned victim's alignment on clean minus
+  // poisoned views, as its cell recorded them.
+  const std::string root = a["cells_root"];
+  double sum = 0;
+  std::vector<double> noise;
+  for (int seed : {0, 1}) {
+    const fs::path dir = fs::path(root) / ("seed-" + std::to_string(seed));
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("victim-simclr-", 0) != 0) continue;
+      const nlohmann::json res = nlohmann::json::parse(read_text((entry.path() / "result.json").string()));
+      const double gap = res["alignment"]["clean"].get<double>() - res["alignment"]["poisoned"].get<double>();
+      if (name.find("file") != std::string::npos) sum += gap;
+      else noise.push_back(gap);
+    }
+  }
+  REQUIRE(noise.size() == 2);
+  CHECK(a["gap"].get<double>() == doctest::Approx(sum / 2));
+  const Calibration cal = calibrate_threshold(noise, 3.0, 0.01);
+  CHECK(a["threshold"].get<double>() == doctest::Approx(cal.threshold));
+  CHECK(a["verdict"] == (sum / 2 > cal.threshold ? "poisoned" : "clean"));
+  CHECK(r.markdown.find("alignment gap of SimCLR (1 epochs") != std::string::npos);
+  CHECK(fs::exists(d / "out/result.json"));
+  // A dataset file has no clean views to compare with.
+  DetectOptions ds = o;
+  ds.file = data;
+  ds.reference = data;
+  CHECK_THROWS_WITH(run_detect(ds), doctest::Contains("--alignment"));
 }

@@ -3,7 +3,7 @@
 // (a) Fit speed, after Zhu et al., "Detection and defense of unlearnable examples" (hala64/udp):
 //     availability poisons work by being easier to fit than the real features (a shortcut), so
 //     simple models fit poisoned labels faster. We train a linear model and a two-layer network
-//     (ReLU hidden layer) on the flattened, normalised training images and their labels for a
+//     (ReLU hidden layer) on the flattened, high-passed training images and their labels for a
 //     fixed small budget (epochs of SGD), and score the training accuracy (%) they reach; the
 //     score is the larger of the two (either model may be the one the shortcut suits: a
 //     class-wise pattern is linear, other noise may not be). The threshold is not fixed: it is
@@ -36,9 +36,13 @@ struct FitSpeedOptions {
   double momentum = 0.9;
   int64_t hidden = 128;        // the two-layer network's hidden units
   int64_t max_images = 5000;   // larger sets are scored on a seeded random subset of this size
-  // What the models see: "pixels" (standardised by the data's constants) or "highpass" (each
-  // pixel minus its 3x3 neighbourhood's mean, scaled to unit mean square).
-  std::string input = "pixels";
+  // What the models see: "highpass" (each pixel minus the mean of its 3x3 neighbourhood, scaled
+  // to unit mean square) or "pixels" (standardised by the data's constants). High-pass is the
+  // default: it keeps pixel-level noise and removes most of the smooth image content that a
+  // linear model also fits quickly, so that clean data fit slower and the poison stands out
+  // (on Fashion-MNIST, 500 images, 2 epochs: pattern 87.6 / random class-wise 89.4 against clean
+  // 79.2 ± 1.8 high-passed; 81.6 / – against 75.9 ± 2.0 on pixels, docs/evaluate.md).
+  std::string input = "highpass";
 };
 
 struct FitSpeedScore {

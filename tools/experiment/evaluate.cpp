@@ -119,6 +119,19 @@ std::string folder_name(const std::string& s) {
   return out.empty() ? "data" : out;
 }
 
+// The settings a battery's cells depend on, in one line (describe_settings also names the
+// poison recipes, which an evaluation does not use).
+std::string battery_settings(const Settings& s, const DataSettings& data) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s; %s width %lld; contrastive victims %lld epochs (batch %lld), supervised %lld epochs (batch %lld); "
+                "probe %s",
+                options_of(data, "").describe().c_str(), s.model.c_str(), (long long)s.width, (long long)s.victim.epochs,
+                (long long)s.victim.batch_size, (long long)s.supervised.epochs, (long long)s.supervised.batch_size,
+                s.eval.probe == "features" ? "L-BFGS on standardised features" : "SGD (the spec's)");
+  return buf;
+}
+
 // A table row or column of that label (its cells are planned by run_evaluate, not by keys).
 Axis axis(const std::string& label) {
   Axis a;
@@ -312,7 +325,7 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
         protocol + " Lowest: the lowest victim per seed (the worst case for whoever trains on the data), then " +
         "averaged; mean over victims likewise. Seeds: " + seeds_text +
         (S == 1 ? " (one seed: differences of a few points are not established effects)" : "") +
-        ". Settings: " + describe_settings(s) + " (the data are the file's: " + options_of(data, "").describe() + ").";
+        ". Settings: " + battery_settings(s, data) + ".";
   bool pending = false;
   for (const auto& row : values)
     for (const auto& col : row)
