@@ -220,22 +220,27 @@ TEST_CASE("fit_speed_score: separable labels are fitted completely, random label
   CHECK(again.mlp == r.mlp);
   o.max_images = 10;
   CHECK(fit_speed_score(ds, o, 3).images == 10);
-  // Flat images, one brightness per class: the pixels tell the class, their high-pass (each
-  // pixel minus its neighbourhood's mean) is zero everywhere, so every image gets the same
-  // prediction and exactly one class in four is right.
+  // Flat images, dark or bright by class (2 classes): the pixels tell the class, their
+  // high-pass (each pixel minus its neighbourhood's mean) is zero everywhere, so every image
+  // gets the same prediction and exactly half are right.
   data::Dataset flat = ds;
   std::vector<uint8_t> flat_px(n * 16);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < 16; ++j) flat_px[i * 16 + j] = (uint8_t)(40 + 50 * labels[i]);
+  std::vector<int64_t> halves(n);
+  for (int64_t i = 0; i < n; ++i) {
+    halves[i] = i % 2;
+    for (int64_t j = 0; j < 16; ++j) flat_px[i * 16 + j] = (uint8_t)(halves[i] ? 200 : 40);
+  }
   flat.images = Tensor::from_vector(flat_px, {n, 4, 4, 1});
+  flat.labels = Tensor::from_vector(halves, {n});
+  flat.classes = 2;
   o.epochs = 30;
   o.max_images = 0;
   o.input = "pixels";
   CHECK(fit_speed_score(flat, o, 0).linear == 100.0);
   o.input = "highpass";
   FitSpeedScore blind = fit_speed_score(flat, o, 0);
-  CHECK(blind.linear == 25.0);
-  CHECK(blind.mlp == 25.0);
+  CHECK(blind.linear == 50.0);
+  CHECK(blind.mlp == 50.0);
   o.input = "edges";
   CHECK_THROWS_WITH(fit_speed_score(flat, o, 0), doctest::Contains("highpass"));
   o.input = "pixels";
