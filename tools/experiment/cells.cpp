@@ -279,6 +279,27 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   return j;
 }
 
+PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data, const Settings& s) {
+  const poison::Poison p = poison::load_poison(path);
+  const std::string digest = poison::poison_digest(p);
+  PoisonJob j;
+  j.attack = "file";
+  j.attacker = "none";
+  j.kind = p.kind;
+  j.eps = p.eps;
+  j.ratio = p.ratio;
+  j.model = s.model;
+  j.data = data;
+  j.file = path;
+  j.id = "poison-file-" + digest.substr(0, 12);
+  DataSettings d = data;
+  j.config = {{"job", "poison"},       {"attack", "file"},   {"digest", digest},
+              {"kind", p.kind},        {"eps", p.eps},       {"ratio", p.ratio},
+              {"made_by", p.attack},   {"data_fingerprint", p.data_fingerprint},
+              {"data", to_json_fields(d)}};
+  return j;
+}
+
 VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
                           const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense_spec,
                           const Settings& s, const std::string& init) {
@@ -381,6 +402,19 @@ void write_json(const std::string& path, const nlohmann::json& j) {
     std::ofstream out(tmp);
     CP_CHECK(out.good(), tmp, "cannot open for writing");
     out << j.dump(2) << "\n";
+    CP_CHECK(out.good(), tmp, "write failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  CP_CHECK(!ec, path, "cannot rename ", tmp, " into place: ", ec.message());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    CP_CHECK(out.good(), tmp, "cannot open for writing");
+    out << text;
     CP_CHECK(out.good(), tmp, "write failed");
   }
   std::error_code ec;
@@ -641,6 +675,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
 nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
   nlohmann::json done = cached(job.id, job.config);
   if (!done.is_null()) return done;
+  if (job.attack == "file") return run_file_poison(job);
   const data::Dataset& train = train_set(job.data);
   poison::PoisonConfig cfg = poison_config(job, settings_, train);
   if (!job.init_from.empty()) {
@@ -700,6 +735,42 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
   if (views > 0 && round_seconds > 0.5)
     result["measured"]["poison_views_per_s"] = views / round_seconds * settings_.cost.model_factor.of(job.model);
   fs::remove(cfg.checkpoint_path);
+  write_json((fs::path(d) / "result.json").string(), result);
+  return result;
+}
+
+// A poison given as a file: checked against the training images, then copied into the cell
+// (a temporary name, renamed), so that the victims read it from the cell as any other poison.
+nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
+  CP_CHECK(!job.file.empty(), job.id, "a file poison job without its file");
+  const auto t0 = Clock::now();
+  const data::Dataset& train = train_set(job.data);
+  poison::Poison p = poison::load_poison(job.file);
+  CP_CHECK(poison::poison_digest(p) == job.config.value("digest", std::string()), job.file,
+           "changed since the evaluation was planned (its noise digest differs)");
+  poison::check_fingerprint(p, train, job.file, false);
+  // apply_poison checks the image count, classes and shape: a poison of another size stops here.
+  (void)poison::apply_poison(train, p);
+  std::string d = prepare(job.id, job.config);
+  const std::string tmp = poison_path(job.id) + ".tmp";
+  std::error_code ec;
+  fs::copy_file(job.file, tmp, fs::copy_options::overwrite_existing, ec);
+  CP_CHECK(!ec, tmp, "cannot copy ", job.file, " here: ", ec.message());
+  fs::rename(tmp, poison_path(job.id), ec);
+  CP_CHECK(!ec, poison_path(job.id), "cannot rename ", tmp, " into place: ", ec.message());
+  write_poison_overview((fs::path(d) / "noise.png").string(), p, train);
+  nlohmann::json result{{"id", job.id},
+                        {"job", "poison"},
+                        {"attack", "file"},
+                        {"made_by", p.attack},
+                        {"attacker", p.algorithm},
+                        {"kind", p.kind},
+                        {"eps", p.eps},
+                        {"ratio", p.ratio},
+                        {"source", fs::absolute(job.file).string()},
+                        {"seconds", seconds_since(t0)},
+                        {"poison_file", poison_path(job.id)},
+                        {"measured", nlohmann::json::object()}};
   write_json((fs::path(d) / "result.json").string(), result);
   return result;
 }
@@ -1005,7 +1076,7 @@ double rate(const Rates& r, const std::string& key) {
 }  // namespace
 
 double Runner::estimate(const PoisonJob& job, const Rates& r) {
-  if (synthetic(job.attack)) return 1.0;
+  if (job.attack == "file" || synthetic(job.attack)) return 1.0;
   const int64_t n = train_size(job.data);
   data::Dataset shape_only;  // poison_config needs the image shape and name: a 1-image stand-in suffices
   shape_only.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);

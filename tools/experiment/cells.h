@@ -41,6 +41,7 @@ struct PoisonJob {
   std::string model;     // the attacker's backbone
   DataSettings data;
   std::string init_from;  // id of the poison job whose noise initialises this one ("" = none)
+  std::string file;       // attack "file": the poison file given (`cpoison evaluate`)
   nlohmann::json config;  // everything that decides the result (set by make_poison_job)
 };
 
@@ -85,8 +86,16 @@ Plan make_plan(const Preset& p);
 PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
                           bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
                           const Settings& s);
+// A poison given as a file instead of generated (`cpoison evaluate`): attack "file", id
+// "poison-file-<digest>" (poison::poison_digest, the first 12 digits), so the same noise is the
+// same cell wherever the file lies. Its config records the digest, eps, kind, the data
+// fingerprint and the data settings, not the path. Running the cell checks the file against
+// the training images (fingerprint; an Error naming the file) and copies it into the cell's
+// folder, where victims find it as they find a generated poison. Error naming the file when
+// it is not a readable poison file.
+PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data, const Settings& s);
 VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
-                          const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense,
+                                                  const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense,
                           const Settings& s, const std::string& init = "");
 
 // ---------------------------------------------------------------- running
@@ -146,6 +155,7 @@ public:
   int64_t train_size(const DataSettings& d);
 
 private:
+  nlohmann::json run_file_poison(const PoisonJob& job);
   std::string prepare(const std::string& id, const nlohmann::json& config);
   Settings settings_;
   Options options_;
@@ -159,6 +169,8 @@ double metric_value(const nlohmann::json& result, Metric m);
 
 // Writes `j` to path atomically (tmp + rename), pretty-printed.
 void write_json(const std::string& path, const nlohmann::json& j);
+// Writes `text` to path atomically (path.tmp, then renamed); Error naming the path on failure.
+void write_text(const std::string& path, const std::string& text);
 nlohmann::json read_json(const std::string& path);
 
 }  // namespace cpoison::tools::experiment

@@ -353,7 +353,7 @@ ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& o
     PerSeed& ps = seeds[k];
     ps.preset = preset;
     ps.preset.settings.seed = seed_list[k];
-    ps.plan = make_plan(ps.preset);
+    ps.plan = opt.plan ? opt.plan(ps.preset) : make_plan(ps.preset);
     Runner::Options ro;
     ro.root = per_seed_dirs ? (fs::path(rep.root) / ("seed-" + std::to_string(seed_list[k]))).string() : rep.root;
     ro.device = opt.device;
@@ -426,7 +426,8 @@ ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& o
       const Plan& pl = seeds[it.seed].plan;
       if (it.is_poison) {
         const auto& j = pl.poisons[it.index];
-        what = j.attack + " by " + j.attacker + (j.init_from.empty() ? "" : ", from " + j.init_from);
+        what = j.attack == "file" ? "the poison file " + j.file
+                                  : j.attack + " by " + j.attacker + (j.init_from.empty() ? "" : ", from " + j.init_from);
       } else {
         const auto& j = pl.victims[it.index];
         what = j.algo + " " + j.model + " on " + (j.poison.empty() ? (j.clean_only ? "the clean rows" : "clean data") : j.poison) +
@@ -453,6 +454,7 @@ ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& o
   fs::create_directories(rep.root);
   auto save_tables = [&] {
     write_tables();
+    if (!opt.save_tables) return;
     {
       std::ofstream out((fs::path(rep.root) / "table.md.tmp").string());
       CP_CHECK(out.good(), rep.root, "cannot write table.md");

@@ -5,6 +5,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,12 @@ struct ExperimentOptions {
   // cells directly in RESULTS/PRESET/SCALE/. Tables then give mean ± sd over the seeds.
   std::vector<uint64_t> seeds;
   bool quiet = false;     // no per-cell lines on stderr
+  // The plan of the preset at one seed's settings; unset: make_plan. `cpoison evaluate` plans
+  // cells that no preset row can name (a poison given as a file).
+  std::function<Plan(const Preset&)> plan;
+  // Write table.md and results.json into the cells' folder (off when the caller renders and
+  // writes its own table elsewhere, as `cpoison evaluate` does).
+  bool save_tables = true;
 };
 
 struct ExperimentReport {
