@@ -1,4 +1,5 @@
 #include "tools/experiment/cells.h"
+#include "tools/experiment/inputs.h"
 
 #include <algorithm>
 #include <chrono>
@@ -70,17 +71,6 @@ std::string defense_tag(const std::string& written, const std::string& canonical
 std::string dataset_slug(const DataSettings& d) {
   std::string name = fs::path(d.dataset).stem().string();
   return slug(name);
-}
-
-DataOptions data_options(const DataSettings& d, const std::string& root) {
-  DataOptions o;
-  o.data = d.dataset;
-  o.data_root = root;
-  o.subset = d.subset;
-  o.subset_seed = (uint64_t)d.subset_seed;
-  o.pad_to = d.pad_to;
-  o.channels = d.channels;
-  return o;
 }
 
 std::string data_key(const DataSettings& d) {

@@ -13,6 +13,7 @@
 #include "poison/apply.h"
 #include "tools/common.h"
 #include "tools/experiment/cells.h"
+#include "tools/experiment/inputs.h"
 #include "tools/experiment/runner.h"
 
 namespace cpoison::tools::experiment {
@@ -190,21 +191,6 @@ double fit_accuracy(const Design& D, int64_t hidden, const FitSpeedOptions& o, u
   int64_t right = 0;
   for (int64_t i = 0; i < n; ++i) right += forward(i) == D.y[i];
   return 100.0 * (double)right / (double)n;
-}
-
-std::string attr_text(const io::Attrs& a, const std::string& key) {
-  auto it = a.find(key);
-  if (it == a.end()) return "";
-  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
-  return "";
-}
-
-int64_t attr_number(const io::Attrs& a, const std::string& key, int64_t fallback) {
-  auto it = a.find(key);
-  if (it == a.end()) return fallback;
-  if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
-  if (auto* d = std::get_if<double>(&it->second)) return (int64_t)std::llround(*d);
-  return fallback;
 }
 
 std::string fixed(double v, int digits) {

@@ -11,6 +11,7 @@
 #include "engine/io/hdf5.h"
 #include "poison/apply.h"
 #include "tools/common.h"
+#include "tools/experiment/inputs.h"
 #include "tools/experiment/runner.h"
 
 namespace cpoison::tools::experiment {
@@ -81,32 +82,6 @@ Input classify_input(const std::string& file) {
   fail(file, "is neither a poison file (no /delta) nor a dataset file (no /images or /train/images)");
 }
 
-std::string attr_text(const io::Attrs& a, const std::string& key) {
-  auto it = a.find(key);
-  if (it == a.end()) return "";
-  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
-  return "";
-}
-
-int64_t attr_number(const io::Attrs& a, const std::string& key, int64_t fallback) {
-  auto it = a.find(key);
-  if (it == a.end()) return fallback;
-  if (auto* i = std::get_if<int64_t>(&it->second)) return *i;
-  if (auto* d = std::get_if<double>(&it->second)) return (int64_t)std::llround(*d);
-  return fallback;
-}
-
-DataOptions options_of(const DataSettings& d, const std::string& root) {
-  DataOptions o;
-  o.data = d.dataset;
-  o.data_root = root;
-  o.subset = d.subset;
-  o.subset_seed = (uint64_t)d.subset_seed;
-  o.pad_to = d.pad_to;
-  o.channels = d.channels;
-  return o;
-}
-
 // Lower-case letters, digits and '-' (a folder name).
 std::string folder_name(const std::string& s) {
   std::string out;
@@ -126,7 +101,7 @@ std::string battery_settings(const Settings& s, const DataSettings& data) {
   std::snprintf(buf, sizeof buf,
                 "%s; %s width %lld; contrastive victims %lld epochs (batch %lld), supervised %lld epochs (batch %lld); "
                 "probe %s",
-                options_of(data, "").describe().c_str(), s.model.c_str(), (long long)s.width, (long long)s.victim.epochs,
+                data_options(data, "").describe().c_str(), s.model.c_str(), (long long)s.width, (long long)s.victim.epochs,
                 (long long)s.victim.batch_size, (long long)s.supervised.epochs, (long long)s.supervised.batch_size,
                 s.eval.probe == "features" ? "L-BFGS on standardised features" : "SGD (the spec's)");
   return buf;
@@ -180,7 +155,7 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
     data.pad_to = 0;
     data.channels = 0;
   }
-  const data::Dataset clean = load_train(options_of(data, o.data_root));
+  const data::Dataset clean = load_train(data_options(data, o.data_root));
   if (input == Input::poison) {
     poison::check_fingerprint(made, clean, o.file, false);  // Error naming the file and the data
     (void)poison::apply_poison(clean, made);                // image count, classes and shape
