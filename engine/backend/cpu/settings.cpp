@@ -1,4 +1,4 @@
-// Which ops each backend provides, and the process-wide backend settings (engine/backend/settings.h).
+// Process-wide backend settings (engine/backend/settings.h) and which ops each backend provides.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
