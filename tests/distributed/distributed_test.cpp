@@ -1,0 +1,133 @@
+// Data-parallel training over MPI (issue #15): the one-process fallback, and 2 ranks under
+// mpirun against one process at the same global batch (tests/distributed/steps.h).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "algorithms/data_parallel.h"
+#include "algorithms/losses.h"
+#include "engine/distributed/ops.h"
+#include "engine/ops/ops.h"
+#include "engine/rng.h"
+#include "tests/distributed/steps.h"
+#include "tests/support/skip.h"
+
+namespace fs = std::filesystem;
+using namespace cpoison;
+
+namespace {
+
+std::string find_on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path ? path : "");
+  for (std::string dir; std::getline(ss, dir, ':');)
+    if (!dir.empty() && fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
+  return "";
+}
+
+struct Comparison {
+  double max_rel = 0, max_abs = 0, loss_rel = 0;
+  size_t differing = 0;  // elements not bit-identical (loss included)
+};
+
+// Relative difference |a - b| / max(|a|, |b|), 0 for two zeros.
+double rel(double a, double b) {
+  const double m = std::max(std::fabs(a), std::fabs(b));
+  return m == 0 ? 0 : std::fabs(a - b) / m;
+}
+
+void compare_with_two_ranks(const std::string& which, int64_t global_batch) {
+  SKIP_UNLESS(distributed::mpi_compiled(), "built without MPI (libopenmpi-dev): no data-parallel test");
+  const std::string mpirun = find_on_path("mpirun");
+  SKIP_UNLESS(!mpirun.empty(), "mpirun not found (Debian openmpi-bin): no data-parallel test");
+  const fs::path helper = fs::read_symlink("/proc/self/exe").parent_path() / "tests" / "distributed" / "cpoison-mpi-steps";
+  SKIP_UNLESS(fs::exists(helper), "cpoison-mpi-steps is not beside cpoison-tests (tests/distributed/)");
+
+  const fs::path dir = fs::temp_directory_path() / ("cpoison-mpi-" + which + "-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path out = dir / "rank0.bin", log = dir / "log.txt";
+  // Root in CI, 2 cores, no network: shared memory between the ranks, no CMA (containers).
+  const std::string cmd = "OMP_NUM_THREADS=1 '" + mpirun +
+                          "' -np 2 --oversubscribe --allow-run-as-root --bind-to none --mca btl self,vader "
+                          "--mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS '" +
+                          helper.string() + "' " + which + " " + std::to_string(global_batch) + " '" + out.string() +
+                          "' > '" + log.string() + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream lf(log);
+  const std::string log_text((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+  INFO("mpirun output:\n", log_text);
+  REQUIRE(rc == 0);
+  REQUIRE(fs::exists(out));
+  testing::StepResult two = testing::read_result(out.string());
+  testing::StepResult one = testing::run_step(which, global_batch);  // this process: one rank
+  fs::remove_all(dir);
+
+  REQUIRE(two.state.size() == one.state.size());
+  REQUIRE(!one.state.empty());
+  // Relative difference of each tensor: max |2 ranks - 1 rank| over its elements divided by its
+  // largest magnitude (an element near zero has no meaningful relative difference of its own).
+  Comparison c;
+  c.loss_rel = rel(two.loss, one.loss);
+  c.differing = two.loss != one.loss;
+  std::string worst;
+  size_t at = 0;
+  for (auto& [name, count] : one.tensors) {
+    double diff = 0, scale = 0;
+    for (size_t i = at; i < at + count; ++i) {
+      diff = std::max(diff, std::fabs(two.state[i] - one.state[i]));
+      scale = std::max(scale, std::fabs(one.state[i]));
+      c.differing += two.state[i] != one.state[i];
+    }
+    const double r = scale > 0 ? diff / scale : diff;
+    if (r > c.max_rel || worst.empty()) c.max_rel = std::max(c.max_rel, r), worst = name;
+    c.max_abs = std::max(c.max_abs, diff);
+    at += count;
+  }
+  REQUIRE(at == one.state.size());
+  char line[768];
+  std::snprintf(line, sizeof line,
+                "%s step, global batch %lld, 2 ranks vs 1: loss %.9g vs %.9g (rel %.3g); %zu values in %zu tensors, "
+                "max rel %.3g (%s), max abs %.3g; %s",
+                which.c_str(), (long long)global_batch, two.loss, one.loss, c.loss_rel, one.state.size(),
+                one.tensors.size(), c.max_rel, worst.c_str(), c.max_abs,
+                c.differing == 0 ? "bit-identical" : (std::to_string(c.differing) + " values not bit-identical").c_str());
+  MESSAGE(line);
+  std::printf("%s\n", line);
+  CHECK(c.loss_rel <= 1e-5);
+  CHECK(c.max_rel <= 1e-5);
+}
+
+}  // namespace
+
+TEST_CASE("distributed: without mpirun one process, and every collective is the identity") {
+  CHECK(distributed::rank() == 0);
+  CHECK(distributed::size() == 1);
+  CHECK(distributed::is_root());
+  distributed::DataParallelScope scope;
+  CHECK_FALSE(distributed::data_parallel());  // one rank: the ops compute as before
+  Generator g(3, 1);
+  Tensor x = uniform({4, 5}, -1, 1, g);
+  CHECK(distributed::all_gather_rows(x).storage() == x.storage());
+  CHECK(distributed::local_rows(x).storage() == x.storage());
+  CHECK(distributed::all_reduce_sum(2.5) == 2.5);
+  CHECK(distributed::local_slice(6, "test").end == 6);
+  // NT-Xent inside a scope is the one-process loss, bit for bit.
+  Tensor z1 = uniform({4, 8}, -1, 1, g), z2 = uniform({4, 8}, -1, 1, g);
+  Tensor a = algorithms::nt_xent_loss(z1, z2, 0.5), b = algorithms::nt_xent_loss_global(z1, z2, 0.5);
+  CHECK(std::fabs(a.item() - b.item()) <= 1e-6 * std::fabs(a.item()));
+}
+
+TEST_CASE("distributed: a SimCLR step on 2 ranks (global negatives, SyncBN) equals the 1-rank step") {
+  compare_with_two_ranks("simclr", 8);
+}
+
+TEST_CASE("distributed: a supervised step on 2 ranks with SyncBN equals the 1-rank step") {
+  compare_with_two_ranks("supervised", 8);
+}
