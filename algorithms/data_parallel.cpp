@@ -33,4 +33,21 @@ Tensor nt_xent_loss_global(const Tensor& z1, const Tensor& z2, double temperatur
   return cross_entropy(logits, Tensor::from_vector(positive, {a}, DType::i64, z1.device()));
 }
 
+bool data_parallel_training(Algo algo, int64_t batch_size) {
+  if (distributed::size() == 1) return false;
+  CP_CHECK(algo != Algo::moco, "train", "MoCo v2 is not data-parallel yet (its queue of keys would differ between the ",
+           distributed::size(), " ranks); run it without mpirun (docs/distributed.md)");
+  distributed::local_slice(batch_size, "train");  // an Error unless the batch splits evenly
+  return true;
+}
+
+double global_mean(const Tensor& loss) { return distributed::all_reduce_sum(loss.item()) / distributed::size(); }
+
+std::vector<Tensor> parameter_list(const std::vector<std::pair<std::string, Tensor>>& named) {
+  std::vector<Tensor> out;
+  out.reserve(named.size());
+  for (const auto& np : named) out.push_back(np.second);
+  return out;
+}
+
 }  // namespace cpoison::algorithms

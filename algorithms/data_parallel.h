@@ -5,6 +5,11 @@
 // couple rows of different ranks are made global explicitly: NT-Xent's negatives here, batch
 // norm statistics in the engine (SyncBN), both only inside a distributed::DataParallelScope.
 #pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "algorithms/learner.h"
 #include "engine/distributed/comm.h"
 #include "engine/distributed/ops.h"
 #include "engine/tensor.h"
@@ -18,5 +23,14 @@ namespace cpoison::algorithms {
 // to it through all_gather_rows' backward. With one rank it is nt_xent_loss.
 // nt_xent_loss calls it inside a DataParallelScope when there is more than one rank.
 Tensor nt_xent_loss_global(const Tensor& z1, const Tensor& z2, double temperature);
+
+// The training loop's pieces (algorithms/train.cpp). data_parallel_training: whether train()
+// runs data-parallel (more than one rank); an Error when it cannot yet (MoCo v2: its queue is not
+// shared between the ranks) or when batch_size does not split evenly over the ranks.
+bool data_parallel_training(Algo algo, int64_t batch_size);
+// The mean over the ranks of a one-element loss (every rank gets it): the global batch's loss
+// when each rank's loss is the mean over its rows.
+double global_mean(const Tensor& loss);
+std::vector<Tensor> parameter_list(const std::vector<std::pair<std::string, Tensor>>& named);
 
 }  // namespace cpoison::algorithms

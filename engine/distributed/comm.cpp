@@ -3,9 +3,14 @@
 #include "engine/distributed/comm.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
 #include <mutex>
 
 #include "engine/error.h"
@@ -74,6 +79,7 @@ World& world() {
 }
 
 thread_local bool t_data_parallel = false;
+int g_error_fd = 2;  // where report_error writes (the original stderr of a quietened rank)
 
 }  // namespace
 
@@ -141,8 +147,38 @@ void barrier() {
 
 void abort_all(int code) {
 #ifdef CPOISON_MPI
-  if (world().mpi && world().size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  int initialized = 0, finalized = 0, k = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Comm_size(MPI_COMM_WORLD, &k);
+  if (k > 1) MPI_Abort(MPI_COMM_WORLD, code);
 #endif
+}
+
+void quiet_other_ranks() {
+  if (size() == 1 || rank() == 0) return;
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int null_fd = ::open("/dev/null", O_WRONLY);
+  if (saved < 0 || null_fd < 0) return;  // keep printing rather than lose errors
+  g_error_fd = saved;
+  ::dup2(null_fd, 1);
+  ::dup2(null_fd, 2);
+  ::close(null_fd);
+}
+
+int report_error(const char* what) {
+  int r = 0, k = 1;
+  try {  // the error may be MPI's own (this binary has no MPI, or MPI_Init failed)
+    r = rank(), k = size();
+  } catch (const std::exception&) {
+  }
+  std::string line = (k > 1 && r != 0 ? "rank " + std::to_string(r) + ": " : std::string()) + "error: " + what + "\n";
+  std::fflush(stderr);
+  if (::write(g_error_fd, line.data(), line.size()) < 0) { /* nothing left to report to */ }
+  abort_all(1);
+  return 1;
 }
 
 Slice local_slice(int64_t n, const char* where) {

@@ -31,6 +31,13 @@ void barrier();
 // in a collective forever; does nothing when size() == 1.
 void abort_all(int code);
 
+// For the executable's main (tools/main.cpp). quiet_other_ranks: with more than one rank, every
+// rank but 0 sends its stdout and stderr to /dev/null (rank 0 alone prints). report_error prints
+// "error: <what>" on the original stderr (prefixed "rank r: " on other ranks than 0) and, with
+// more than one rank, ends them all (MPI_Abort); it returns 1 otherwise (the exit status).
+void quiet_other_ranks();
+int report_error(const char* what);
+
 // Rows [begin, end) of a global batch of n rows that this rank takes: equal slices in rank
 // order; n must be a multiple of size() (an Error naming where otherwise).
 struct Slice {
