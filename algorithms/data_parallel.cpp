@@ -35,8 +35,6 @@ Tensor nt_xent_loss_global(const Tensor& z1, const Tensor& z2, double temperatur
 
 bool data_parallel_training(Algo algo, int64_t batch_size) {
   if (distributed::size() == 1) return false;
-  CP_CHECK(algo != Algo::moco, "train", "MoCo v2 is not data-parallel yet (its queue of keys would differ between the ",
-           distributed::size(), " ranks); run it without mpirun (docs/distributed.md)");
   distributed::local_slice(batch_size, "train");  // an Error unless the batch splits evenly
   return true;
 }

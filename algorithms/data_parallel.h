@@ -25,8 +25,8 @@ namespace cpoison::algorithms {
 Tensor nt_xent_loss_global(const Tensor& z1, const Tensor& z2, double temperature);
 
 // The training loop's pieces (algorithms/train.cpp). data_parallel_training: whether train()
-// runs data-parallel (more than one rank); an Error when it cannot yet (MoCo v2: its queue is not
-// shared between the ranks) or when batch_size does not split evenly over the ranks.
+// runs data-parallel (more than one rank); an Error when batch_size does not split evenly over
+// the ranks. (MoCo's queue: enqueue_ring gathers the keys of every rank, algorithms/momentum.cpp.)
 bool data_parallel_training(Algo algo, int64_t batch_size);
 // The mean over the ranks of a one-element loss (every rank gets it): the global batch's loss
 // when each rank's loss is the mean over its rows.

@@ -230,3 +230,11 @@ TEST_CASE("distributed: mpirun -np 2 cpoison train (SimCLR) ends with the weight
 TEST_CASE("distributed: mpirun -np 2 cpoison train (supervised, SyncBN) ends with the weights of one process") {
   compare_train("supervised");
 }
+
+TEST_CASE("distributed: mpirun -np 2 cpoison train (MoCo v2: the queue gets every rank's keys) ends with the weights of one process") {
+  compare_train("moco");
+}
+
+TEST_CASE("distributed: mpirun -np 2 cpoison train (BYOL) ends with the weights of one process") {
+  compare_train("byol");
+}
