@@ -70,6 +70,11 @@ World& world() {
     w.mpi = true;
     MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+    // A launcher that announced K ranks while MPI sees another number (srun without its MPI
+    // plugin starts K singletons): K copies of a one-process run would overwrite each other.
+    const bool announced = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_SIZE");
+    CP_CHECK(!announced || launcher_size() == w.size, "MPI", "the launcher started ", launcher_size(),
+             " processes but MPI sees ", w.size, " (with Slurm: srun --mpi=pmix, or mpirun inside the allocation)");
 #else
     fail("MPI", "this cpoison was built without MPI (meson found no MPI library; `make deps` installs "
                 "libopenmpi-dev, then rebuild) but was started by mpirun with ", launcher_size(), " ranks");
