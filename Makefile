@@ -5,7 +5,7 @@ PATH := /usr/local/cuda/bin:$(PATH)
 export PATH
 DEBIAN_PACKAGES := meson ninja-build pkg-config g++ cmake doctest-dev libhdf5-dev libopenblas-dev libopenblas-openmp-dev \
   liblapacke-dev libdnnl-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libpng-dev libjpeg-dev \
-  zlib1g-dev libfmt-dev dataset-fashion-mnist python3-h5py
+  zlib1g-dev libfmt-dev dataset-fashion-mnist python3-h5py openmpi-bin libopenmpi-dev
 MESON_FLAGS ?=
 
 .PHONY: deps build test demo bench compare install clean

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "algorithms/data_parallel.h"  // issue #15: global negatives under mpirun
 #include "engine/ops/ops.h"
 
 namespace cpoison::algorithms {
@@ -25,6 +26,7 @@ Tensor nt_xent_loss(const Tensor& z1, const Tensor& z2, double temperature) {
   const char* where = "nt_xent_loss";
   check_embeddings(where, z1, "z1", z2, "z2");
   CP_CHECK(temperature > 0, where, "temperature must be > 0, got ", temperature);
+  if (distributed::data_parallel()) return nt_xent_loss_global(z1, z2, temperature);  // issue #15
   const int64_t b = z1.size(0), n = 2 * b;
   Tensor z = l2_normalize(concat({z1, z2}, 0), 1);
   Tensor sim = mul_scalar(matmul(z, transpose(z, 0, 1)), 1.0 / temperature);  // [2B, 2B]

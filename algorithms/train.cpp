@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "algorithms/data_parallel.h"  // issue #15: mpirun -np K
 #include "algorithms/settings.h"
 #include "engine/progress.h"
 #include "engine/autograd.h"
@@ -325,6 +326,8 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     cfg.model_options.num_classes = train_set.classes;
   }
   cfg.algo_config.seed = cfg.seed;
+  const bool dp = data_parallel_training(cfg.algo, cfg.batch_size);  // issue #15: rank 0 alone prints and writes
+  if (dp && !distributed::is_root()) cfg.progress_seconds = -1, cfg.log_path.clear();
 
   // Build (seeded) and move to the device.
   nn::manual_seed(cfg.seed);
@@ -341,6 +344,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   so.weight_decay = cfg.weight_decay;
   so.nesterov = cfg.nesterov;
   optim::SGD opt(learner->named_online_parameters(), so);
+  const std::vector<Tensor> dp_params = dp ? parameter_list(learner->named_online_parameters()) : std::vector<Tensor>{};
 
   data::Dataset ds = train_set.to(cfg.device);
   data::BatchSampler sampler(ds.size(), cfg.batch_size, cfg.seed, /*shuffle=*/true, cfg.drop_last);
@@ -440,18 +444,22 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
       const int64_t b = x.size(0);
       Tensor loss;
+      distributed::DataParallelScope dp_scope;  // issue #15: SyncBN, global negatives (inert with one rank)
       if (supervised) {
         Tensor view = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+        Tensor labels = batch.labels;
+        if (dp) view = distributed::local_rows(view), labels = distributed::local_rows(labels);  // issue #15
         if (cfg.supervised_loss) {
-          loss = cfg.supervised_loss(*supervised, view, batch.labels, aug_gen);
+          loss = cfg.supervised_loss(*supervised, view, labels, aug_gen);
           CP_CHECK(loss.defined() && loss.numel() == 1, where, "the supervised_loss hook must return a scalar, got ",
                    loss.defined() ? loss.describe() : std::string("an undefined tensor"));
         } else {
-          loss = supervised->loss(view, batch.labels);
+          loss = supervised->loss(view, labels);
         }
       } else {
         Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
         Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+        if (dp) v1 = distributed::local_rows(v1), v2 = distributed::local_rows(v2);  // issue #15
         if (cfg.contrastive_loss) {
           loss = cfg.contrastive_loss(*contrastive, v1, v2, aug_gen);
           CP_CHECK(loss.defined() && loss.numel() == 1, where, "the contrastive_loss hook must return a scalar, got ",
@@ -460,11 +468,12 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
           loss = contrastive->loss(v1, v2);
         }
       }
-      const double loss_value = loss.item();
+      const double loss_value = dp ? global_mean(loss) : loss.item();  // issue #15
       CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",
                s + 1, " (lr ", current_lr, ")");
       opt.zero_grad();
       autograd::backward(loss);
+      if (dp) distributed::all_reduce_gradients(dp_params);  // issue #15: the global batch's gradient
       opt.step();
       learner->momentum_update();
       loss_sum += loss_value;
@@ -503,7 +512,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       log.flush();
     }
     const bool last = epoch + 1 == cfg.epochs;
-    if (!cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
+    if (distributed::is_root() && !cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
       save(cfg, settings, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
     if (cfg.on_epoch_end && !cfg.on_epoch_end(epoch + 1)) break;
   }

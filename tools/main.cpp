@@ -6,7 +6,9 @@
 
 #include <cstdlib>
 #include <exception>
+#include <string>
 
+#include "engine/distributed/comm.h"  // issue #15: mpirun -np K
 #include "engine/runtime.h"
 #include "engine/error.h"
 #include "tools/command.h"
@@ -20,6 +22,19 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   cpoison::ensure_passive_openmp_wait(argv);
+  // issue #15: under mpirun, rank 0 alone prints; only train is data-parallel so far.
+  try {
+    cpoison::distributed::quiet_other_ranks();
+    if (cpoison::distributed::size() > 1) {
+      const char* sub = "";
+      for (int i = 1; i < argc && !*sub; ++i)
+        if (argv[i][0] != '-') sub = argv[i];
+      CP_CHECK(std::string(sub) == "train", "mpirun", "`cpoison ", sub, "` is not data-parallel yet (only train is, "
+               "docs/distributed.md); run it without mpirun");
+    }
+  } catch (const std::exception& e) {
+    return cpoison::distributed::report_error(e.what());
+  }
   CLI::App app{"cpoison: indiscriminate poisoning of contrastive learning, and its defences"};
   app.require_subcommand(1);
   // Global switches, accepted before or after the subcommand (fallthrough: a subcommand passes
@@ -44,11 +59,9 @@ int main(int argc, char** argv) {
     // unknown flag) exits 1, as every other error does.
     return app.exit(e) == 0 ? 0 : 1;
   } catch (const cpoison::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return cpoison::distributed::report_error(e.what());  // "error: ..."; ends every rank under mpirun
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return cpoison::distributed::report_error(e.what());
   }
   return 0;
 }

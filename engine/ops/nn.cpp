@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "engine/backend/dispatch.h"
 #include "engine/backend/nn.h"
+#include "engine/distributed/ops.h"  // issue #15: SyncBN
 #include "engine/ops/reduce.h"
 
 namespace cpoison {
@@ -181,6 +182,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   CP_CHECK(running_mean.defined() == running_var.defined(), op, "running_mean and running_var must be both defined or both undefined");
   CP_CHECK(eps > 0, op, "eps must be positive, got ", eps);
   const int64_t per_channel = x.numel() / std::max<int64_t>(C, 1);
+  if (training && distributed::data_parallel())  // issue #15: statistics of the ranks' global batch
+    return distributed::sync_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps);
   Tensor xc = plain(x), wc = plain(weight), bc = plain(bias);
 
   if (training) {
