@@ -124,11 +124,6 @@ void TrainConfig::validate() const {
   CP_CHECK(checkpoint_every >= 0, where, "checkpoint_every must be >= 0, got ", checkpoint_every);
   CP_CHECK(!resume || !checkpoint_path.empty() || !resume_from.empty(), where,
            "resume needs a checkpoint path (--out or --resume-from)");
-  CP_CHECK(!contrastive_loss || algo != Algo::supervised, where,
-           "contrastive_loss replaces the loss of a contrastive step (simclr, moco, byol); this run is supervised");
-  CP_CHECK(!supervised_loss || algo == Algo::supervised, where,
-           "supervised_loss replaces the loss of a supervised step; this run is ", algo_name(algo),
-           " (use contrastive_loss)");
   CP_CHECK(!(flow || loss) || algo != Algo::supervised, where,
            "a gradient flow or a loss over the outputs needs a contrastive learner (simclr, moco, byol); this run is "
            "supervised");
@@ -274,9 +269,12 @@ std::string training_settings(const TrainConfig& cfg_in, const data::Dataset& tr
   j["warmup_start_lr"] = cfg.warmup_start_lr;
   j["final_lr_fraction"] = cfg.final_lr_fraction;
   j["seed"] = cfg.seed;
+  // The step-loss hook keeps the two names it had when contrastive and supervised steps had
+  // a hook each, so that earlier checkpoints still resume.
+  const bool supervised = cfg.algo == Algo::supervised;
   j["hooks"] = {{"batch", (bool)cfg.batch_hook},
-                {"contrastive_loss", (bool)cfg.contrastive_loss},
-                {"supervised_loss", (bool)cfg.supervised_loss}};
+                {"contrastive_loss", cfg.step_loss && !supervised},
+                {"supervised_loss", cfg.step_loss && supervised}};
   // Only when set, so that checkpoints written before the flow hooks existed still resume.
   if (cfg.flow) j["hooks"]["flow"] = cfg.flow->name();
   if (cfg.loss) j["hooks"]["loss"] = true;
@@ -330,10 +328,8 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   nn::manual_seed(cfg.seed);
   auto learner = make_learner(cfg.algo, cfg.model, cfg.model_options, cfg.algo_config);
   learner->to(cfg.device);
-  if (auto* cl = dynamic_cast<ContrastiveLearner*>(learner.get())) {
-    cl->set_flow(cfg.flow);
-    cl->set_loss(cfg.loss);
-  }
+  learner->set_flow(cfg.flow);
+  learner->set_loss(cfg.loss);
   const double lr = cfg.resolved_lr();
   optim::SGDOptions so;
   so.lr = lr;
@@ -423,8 +419,6 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
     return steps_this_run > 0 ? elapsed / steps_this_run * steps_left : NAN;
   };
-  auto* contrastive = dynamic_cast<ContrastiveLearner*>(learner.get());
-  auto* supervised = dynamic_cast<SupervisedLearner*>(learner.get());
   const int64_t h = ds.height(), w = ds.width();
 
   for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
@@ -439,26 +433,18 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       Tensor x = data::to_float_nchw(batch.images, cfg.device);
       if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
       const int64_t b = x.size(0);
+      // The learner's views of the batch (a draw of augmentation parameters each) and its labels.
+      Batch views;
+      views.view1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      if (learner->views_per_batch() == 2) views.view2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      else views.labels = batch.labels;
       Tensor loss;
-      if (supervised) {
-        Tensor view = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        if (cfg.supervised_loss) {
-          loss = cfg.supervised_loss(*supervised, view, batch.labels, aug_gen);
-          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the supervised_loss hook must return a scalar, got ",
-                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
-        } else {
-          loss = supervised->loss(view, batch.labels);
-        }
+      if (cfg.step_loss) {
+        loss = cfg.step_loss(*learner, views, aug_gen);
+        CP_CHECK(loss.defined() && loss.numel() == 1, where, "the step_loss hook must return a scalar, got ",
+                 loss.defined() ? loss.describe() : std::string("an undefined tensor"));
       } else {
-        Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        if (cfg.contrastive_loss) {
-          loss = cfg.contrastive_loss(*contrastive, v1, v2, aug_gen);
-          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the contrastive_loss hook must return a scalar, got ",
-                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
-        } else {
-          loss = contrastive->loss(v1, v2);
-        }
+        loss = learner->loss(views);
       }
       const double loss_value = loss.item();
       CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",

@@ -350,10 +350,8 @@ private:
     nn::manual_seed(cfg_.seed);
     learner_ = algorithms::make_learner(algo, cfg_.model, mo, cfg_.algo_config);
     learner_->to(cfg_.device);
-    if (auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get())) {
-      cl->set_flow(cfg_.flow);
-      cl->set_loss(cfg_.loss);
-    }
+    learner_->set_flow(cfg_.flow);
+    learner_->set_loss(cfg_.loss);
     optim::SGDOptions so;
     so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
     so.momentum = cfg_.momentum;
@@ -380,17 +378,12 @@ private:
   // The attacker's loss on augmented views of x: cross-entropy against `labels` (supervised) or
   // the contrastive loss of two views. first_view, when given, receives the (first) view.
   Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr) {
-    if (learner_->algo() == Algo::supervised) {
-      auto& sup = static_cast<algorithms::SupervisedLearner&>(*learner_);
-      Tensor v = apply_augment(x);
-      if (first_view) *first_view = v;
-      return sup.loss(v, labels);
-    }
-    auto& cl = static_cast<algorithms::ContrastiveLearner&>(*learner_);
-    Tensor v1 = apply_augment(x);
-    Tensor v2 = apply_augment(x);
-    if (first_view) *first_view = v1;
-    return cl.loss(v1, v2);
+    algorithms::Batch views;
+    views.view1 = apply_augment(x);
+    if (learner_->views_per_batch() == 2) views.view2 = apply_augment(x);
+    else views.labels = labels;
+    if (first_view) *first_view = views.view1;
+    return learner_->loss(views);
   }
 
   Tensor apply_augment(const Tensor& x) {
@@ -427,7 +420,7 @@ private:
   Tensor index_tensor(const std::vector<int64_t>& idx) const { return Tensor::from_vector(idx, {(int64_t)idx.size()}, DType::i64, cfg_.device); }
 
   // Augmented views per image in one loss: two for contrastive learners, one for supervised.
-  double views_per_image() const { return learner_ && learner_->algo() != Algo::supervised ? 2.0 : 1.0; }
+  double views_per_image() const { return learner_ ? (double)learner_->views_per_batch() : 1.0; }
 
   // The attacker's loss on the first diagnose_images poisoned rows, with and without their
   // noise, under one fixed set of augmentation draws (its own generator, reset each time, so
@@ -440,9 +433,8 @@ private:
     if (bs < 2) return {nan, nan};
     autograd::NoGradGuard ng;
     learner_->eval();
-    auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get());
-    const bool enqueue = cl ? cl->enqueue_keys : false;
-    if (cl) cl->enqueue_keys = false;
+    const bool enqueue = learner_->enqueue_keys;
+    learner_->enqueue_keys = false;
     Generator g(cfg_.seed, kDiagnoseStream);
     double sum_p = 0, sum_c = 0;
     int64_t chunks = 0;
@@ -455,13 +447,16 @@ private:
       const int64_t H = clean.size(2), W = clean.size(3);
       AugmentParams p1 = sample_params(cfg_.augment, bs, H, W, g), p2 = sample_params(cfg_.augment, bs, H, W, g);
       auto loss_of = [&](const Tensor& x) {
-        if (!cl) return static_cast<algorithms::SupervisedLearner&>(*learner_).loss(apply(x, p1, cfg_.augment), labels).item();
-        return cl->loss(apply(x, p1, cfg_.augment), apply(x, p2, cfg_.augment)).item();
+        algorithms::Batch views;
+        views.view1 = apply(x, p1, cfg_.augment);
+        if (learner_->views_per_batch() == 2) views.view2 = apply(x, p2, cfg_.augment);
+        else views.labels = labels;
+        return learner_->loss(views).item();
       };
       sum_p += loss_of(poisoned);
       sum_c += loss_of(clean);
     }
-    if (cl) cl->enqueue_keys = enqueue;
+    learner_->enqueue_keys = enqueue;
     learner_->train();
     return {sum_p / (double)chunks, sum_c / (double)chunks};
   }

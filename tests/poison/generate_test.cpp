@@ -107,7 +107,7 @@ TEST_CASE("a class-wise delta receives the summed gradient of its class's images
   AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
   auto loss_of = [&](const Tensor& rows) {
     Tensor xp = perturb(x, rows, 8.0 / 255.0);
-    return learner->loss(apply(xp, p1, aug), apply(xp, p2, aug));
+    return learner->loss({apply(xp, p1, aug), apply(xp, p2, aug)});
   };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
@@ -139,7 +139,7 @@ TEST_CASE("dual branch: the delta gradient is the online-branch plus the momentu
       Tensor leaf = delta.detach().set_requires_grad(true);
       Tensor xp = perturb(x, leaf, 8.0 / 255.0);
       Tensor v1 = apply(xp, p1, aug), v2 = apply(xp, p2, aug);
-      return autograd::grad(learner->loss(keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()), {leaf})[0];
+      return autograd::grad(learner->loss({keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()}), {leaf})[0];
     };
     Tensor both = grad_with(true, true);
     Tensor online_only = grad_with(true, false);
@@ -168,7 +168,7 @@ TEST_CASE("PGD sign steps lower the contrastive loss on a fixed batch") {
   Generator ga(11);
   AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
   Tensor delta = Tensor::zeros({8, 1, 8, 8});
-  auto loss_at = [&](const Tensor& d) { return learner->loss(apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)); };
+  auto loss_at = [&](const Tensor& d) { return learner->loss({apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
   double before;
   {
     autograd::NoGradGuard ng;
