@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
@@ -209,6 +211,19 @@ TEST_CASE("a killed cp-s run resumes to the same delta as an uninterrupted one")
   CHECK(resumed.finished);
   CHECK(resumed.history.size() == 1);
   CHECK(resumed.poison.delta.to_vector<float>() == whole.poison.delta.to_vector<float>());
+  // The JSONL log beside the checkpoint (engine/progress_log.h's schema) holds each round once.
+  std::ifstream log(dir / "run.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 3);
+  for (int64_t r = 0; r < 3; ++r) {
+    CHECK(lines[r]["run"] == "poison");
+    CHECK(lines[r]["unit"] == "round");
+    CHECK(lines[r]["round"] == r + 1);
+    CHECK(lines[r]["rounds"] == 3);
+    CHECK(lines[r]["attack"] == "cp-s");
+  }
+  CHECK(lines[2]["noise_loss"] == resumed.history[0].noise_loss);
   std::filesystem::remove_all(dir);
 }
 
