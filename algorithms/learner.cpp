@@ -84,10 +84,20 @@ std::vector<Tensor> Learner::online_parameters() const {
   return out;
 }
 
+void Learner::set_flow(FlowPtr flow) {
+  CP_CHECK(!flow, "Learner::set_flow", "the ", algo_name(algo_),
+           " learner has one branch and no gradient flow (a flow needs simclr, moco or byol)");
+}
+
+void Learner::set_loss(OutputLoss loss) {
+  CP_CHECK(!loss, "Learner::set_loss", "the ", algo_name(algo_),
+           " learner has no outputs for a loss over them (a loss needs simclr, moco or byol)");
+}
+
 // ---------------------------------------------------------------- ContrastiveLearner
 
-Tensor ContrastiveLearner::loss(const Tensor& view1, const Tensor& view2) {
-  LearnerOutputs out = compute_outputs(view1, view2);
+Tensor ContrastiveLearner::loss(const Batch& batch) {
+  LearnerOutputs out = compute_outputs(batch.view1, batch.view2);
   Tensor l;
   if (custom_loss_) {
     l = custom_loss_(out);
@@ -333,9 +343,12 @@ std::shared_ptr<SupervisedLearner> SupervisedLearner::make(const std::string& en
   return std::shared_ptr<SupervisedLearner>(new SupervisedLearner(Algo::supervised, config, encoder));
 }
 
-Tensor SupervisedLearner::loss(const Tensor& view, const Tensor& labels) {
+Tensor SupervisedLearner::loss(const Batch& batch) {
+  const Tensor &view = batch.view1, &labels = batch.labels;
   CP_CHECK(view.defined() && view.dim() == 4, "supervised loss", "view must be [B, C, H, W], got ",
            view.defined() ? view.shape() : Shape{});
+  CP_CHECK(!batch.view2.defined(), "supervised loss", "one view per batch (view1), got a second view ",
+           batch.view2.shape());
   CP_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == view.size(0), "supervised loss",
            "labels must be [", view.size(0), "], got ", labels.defined() ? labels.shape() : Shape{});
   return mul_scalar(cross_entropy(encoder_->logits(view), labels.to(view.device())), config_.loss_scale);

@@ -1,5 +1,6 @@
 // The learners: an online encoder with its heads (and, for MoCo v2 and BYOL, momentum copies),
-// behind one loss call on two already-augmented, normalised views. Images are NCHW
+// behind one loss call, Learner::loss(batch), on a Batch of already-augmented, normalised views
+// (two for the contrastive learners) and labels (the supervised learner). Images are NCHW
 // (N batch, C channels, H rows, W columns); embeddings are [N, D].
 //
 // The same call serves victim training (views are plain data) and poisoning (views depend on
@@ -69,7 +70,17 @@ struct AlgoConfig {
 
 inline constexpr uint32_t kQueueStream = 0x40C0;
 
-// What every learner offers the training loop and the poisoner.
+// What one loss call is made of: the augmented, normalised views of B images and their labels.
+// The contrastive learners take view1 and view2 (two views of the same images, one shape) and
+// ignore labels; the supervised learner takes view1 and labels and refuses a view2. Build one as
+// Batch{v1, v2} or Batch{.view1 = v, .labels = y}. (Not data::Batch, the u8 rows of a dataset.)
+struct Batch {
+  Tensor view1;   // [B, C, H, W]
+  Tensor view2;   // [B, C, H, W] (contrastive), undefined (supervised)
+  Tensor labels;  // i64 [B] (supervised; a contrastive learner ignores it)
+};
+
+// What every learner offers the training loop, the poisoner and the defences.
 class Learner : public nn::Module {
 public:
   Algo algo() const { return algo_; }
@@ -85,6 +96,22 @@ public:
   // Unit-length head output of the online branch for x (the space alignment and uniformity are
   // measured in). Supervised: the normalised backbone features.
   virtual Tensor embed(const Tensor& x) = 0;
+  // The learner's loss on one batch of views, recorded for backward: the contrastive loss of
+  // (view1, view2) under the learner's flow (ContrastiveLearner), or the mean cross-entropy of
+  // view1 against labels (SupervisedLearner). Error naming the learner and the shapes when the
+  // batch lacks what the learner needs.
+  virtual Tensor loss(const Batch& batch) = 0;
+  // Augmented views per image in one loss call: 2 (contrastive), 1 (supervised).
+  int64_t views_per_batch() const { return algo_ == Algo::supervised ? 1 : 2; }
+  // The gradient flow and the loss over the outputs (algorithms/flow.h) of a contrastive
+  // learner; null / empty: the built-in ones. The supervised learner has one branch and no
+  // outputs to hand a loss: it refuses a flow or a loss (Error) and accepts null / empty.
+  virtual void set_flow(FlowPtr flow);
+  virtual void set_loss(OutputLoss loss);
+  // MoCo v2: whether loss() writes its keys into the queue (on by default; the attacks, the
+  // diagnostics and tests switch it off to evaluate the same loss several times). Other
+  // learners have no queue and ignore it.
+  bool enqueue_keys = true;
 
 protected:
   Learner(Algo algo, const AlgoConfig& config, models::EncoderPtr encoder);
@@ -101,14 +128,15 @@ public:
   static std::shared_ptr<ContrastiveLearner> make(Algo algo, const std::string& encoder_name,
                                                   const models::ModelOptions& options, const AlgoConfig& config);
 
-  // The loss on two augmented, normalised views [B, C, H, W] of the same B images (views may
-  // require grad): outputs(view1, view2) under the learner's flow, then its loss (set_loss;
-  // default builtin_loss). SimCLR: both views go through the backbone in one batched call.
-  // MoCo v2: query = online(view1), key = momentum(view2); the keys are enqueued afterwards when
-  // enqueue_keys is on. BYOL: symmetric, each view through each branch in its own call.
-  // Throws Error naming the learner and the shapes when the views differ in shape, and when a
-  // loss set with set_loss returns anything but one element.
-  Tensor loss(const Tensor& view1, const Tensor& view2);
+  // The loss on two augmented, normalised views batch.view1, batch.view2 [B, C, H, W] of the same
+  // B images (views may require grad; labels are ignored): outputs(view1, view2) under the
+  // learner's flow, then its loss (set_loss; default builtin_loss). SimCLR: both views go through
+  // the backbone in one batched call. MoCo v2: query = online(view1), key = momentum(view2); the
+  // keys are enqueued afterwards when enqueue_keys is on. BYOL: symmetric, each view through each
+  // branch in its own call. Throws Error naming the learner and the shapes when a view is missing
+  // or the views differ in shape, and when a loss set with set_loss returns anything but one
+  // element.
+  Tensor loss(const Batch& batch) override;
   // The forward of both views under the learner's flow, without the loss and without MoCo's
   // enqueue (what a custom loss receives; see LearnerOutputs for what each algorithm fills in).
   LearnerOutputs outputs(const Tensor& view1, const Tensor& view2) { return compute_outputs(view1, view2); }
@@ -116,19 +144,16 @@ public:
   // The gradient flow: the one set with set_flow, else the built-in one the config names
   // (flow_of: single or dual branch). set_flow(nullptr) returns to the built-in one.
   const GradientFlow& flow() const { return custom_flow_ ? *custom_flow_ : *flow_of(algo_, config_); }
-  void set_flow(FlowPtr flow) { custom_flow_ = std::move(flow); }
+  void set_flow(FlowPtr flow) override { custom_flow_ = std::move(flow); }
   bool has_custom_flow() const { return custom_flow_ != nullptr; }
   // The loss over the outputs: the one set with set_loss, else builtin_loss. An empty function
   // returns to the built-in one.
-  void set_loss(OutputLoss loss) { custom_loss_ = std::move(loss); }
+  void set_loss(OutputLoss loss) override { custom_loss_ = std::move(loss); }
   bool has_custom_loss() const { return (bool)custom_loss_; }
 
   // Whether the built-in flow records the momentum branch (see AlgoConfig::dual_branch).
   bool dual_branch() const { return config_.dual_branch; }
   void set_dual_branch(bool on) { config_.dual_branch = on; }
-  // MoCo v2: whether loss() writes its keys into the queue (on by default; tests switch it off
-  // to evaluate the same loss several times).
-  bool enqueue_keys = true;
 
 protected:
   using Learner::Learner;
@@ -163,8 +188,9 @@ public:
   // options.num_classes must be >= 1.
   static std::shared_ptr<SupervisedLearner> make(const std::string& encoder_name, const models::ModelOptions& options,
                                                  const AlgoConfig& config = AlgoConfig::defaults(Algo::supervised));
-  // Mean cross-entropy of the logits of `view` [B, C, H, W] against labels i64 [B].
-  Tensor loss(const Tensor& view, const Tensor& labels);
+  // Mean cross-entropy (times loss_scale) of the logits of batch.view1 [B, C, H, W] against
+  // batch.labels i64 [B]. Error when either is missing or of the wrong shape, or view2 is set.
+  Tensor loss(const Batch& batch) override;
   Tensor embed(const Tensor& x) override;
 
 private:

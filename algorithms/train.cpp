@@ -10,7 +10,7 @@
 
 #include "algorithms/data_parallel.h"  // issue #15: mpirun -np K
 #include "algorithms/settings.h"
-#include "engine/progress.h"
+#include "engine/progress_log.h"
 #include "engine/autograd.h"
 #include "engine/io/resume.h"
 #include "engine/size.h"
@@ -125,11 +125,6 @@ void TrainConfig::validate() const {
   CP_CHECK(checkpoint_every >= 0, where, "checkpoint_every must be >= 0, got ", checkpoint_every);
   CP_CHECK(!resume || !checkpoint_path.empty() || !resume_from.empty(), where,
            "resume needs a checkpoint path (--out or --resume-from)");
-  CP_CHECK(!contrastive_loss || algo != Algo::supervised, where,
-           "contrastive_loss replaces the loss of a contrastive step (simclr, moco, byol); this run is supervised");
-  CP_CHECK(!supervised_loss || algo == Algo::supervised, where,
-           "supervised_loss replaces the loss of a supervised step; this run is ", algo_name(algo),
-           " (use contrastive_loss)");
   CP_CHECK(!(flow || loss) || algo != Algo::supervised, where,
            "a gradient flow or a loss over the outputs needs a contrastive learner (simclr, moco, byol); this run is "
            "supervised");
@@ -275,9 +270,12 @@ std::string training_settings(const TrainConfig& cfg_in, const data::Dataset& tr
   j["warmup_start_lr"] = cfg.warmup_start_lr;
   j["final_lr_fraction"] = cfg.final_lr_fraction;
   j["seed"] = cfg.seed;
+  // The step-loss hook keeps the two names it had when contrastive and supervised steps had
+  // a hook each, so that earlier checkpoints still resume.
+  const bool supervised = cfg.algo == Algo::supervised;
   j["hooks"] = {{"batch", (bool)cfg.batch_hook},
-                {"contrastive_loss", (bool)cfg.contrastive_loss},
-                {"supervised_loss", (bool)cfg.supervised_loss}};
+                {"contrastive_loss", cfg.step_loss && !supervised},
+                {"supervised_loss", cfg.step_loss && supervised}};
   // Only when set, so that checkpoints written before the flow hooks existed still resume.
   if (cfg.flow) j["hooks"]["flow"] = cfg.flow->name();
   if (cfg.loss) j["hooks"]["loss"] = true;
@@ -313,6 +311,15 @@ models::EncoderPtr load_encoder(const std::string& path) {
 
 // ---------------------------------------------------------------- training
 
+namespace {
+// The progress line's metrics of a training step or epoch.
+std::string metrics(double loss, double lr) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "loss %.4f  lr %.5f", loss, lr);
+  return buf;
+}
+}  // namespace
+
 TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   TrainConfig cfg = cfg_in;
   cfg.validate();
@@ -333,10 +340,8 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   nn::manual_seed(cfg.seed);
   auto learner = make_learner(cfg.algo, cfg.model, cfg.model_options, cfg.algo_config);
   learner->to(cfg.device);
-  if (auto* cl = dynamic_cast<ContrastiveLearner*>(learner.get())) {
-    cl->set_flow(cfg.flow);
-    cl->set_loss(cfg.loss);
-  }
+  learner->set_flow(cfg.flow);
+  learner->set_loss(cfg.loss);
   const double lr = cfg.resolved_lr();
   optim::SGDOptions so;
   so.lr = lr;
@@ -391,49 +396,29 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     sampler.restore({io::attr_int(ck.attrs, "sampler_epoch", resume_path),
                      io::attr_int(ck.attrs, "sampler_batch", resume_path)});
     aug_gen.set_offset((uint64_t)io::attr_int(ck.attrs, "augment_offset", resume_path));
-    if (cfg.progress_seconds >= 0)
-      std::fprintf(stderr, "resuming %s after epoch %lld of %lld\n", resume_path.c_str(), (long long)start_epoch,
-                   (long long)cfg.epochs);
   }
   result.start_epoch = start_epoch;
   result.epochs_done = start_epoch;
 
-  std::ofstream log;
-  if (!cfg.log_path.empty()) {
-    // On resume keep the lines of the epochs the checkpoint holds; later ones (written after
-    // the last checkpoint by the killed run) are run again and logged again.
-    std::vector<std::string> kept;
-    if (start_epoch > 0) {
-      std::ifstream old(cfg.log_path);
-      for (std::string line; std::getline(old, line);) {
-        auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.contains("epoch") && j["epoch"].is_number_integer() &&
-            j["epoch"].get<int64_t>() <= start_epoch)
-          kept.push_back(line);
-      }
-    }
-    log.open(cfg.log_path, std::ios::trunc);
-    CP_CHECK(log.good(), cfg.log_path, "cannot open the training log for writing");
-    for (auto& line : kept) log << line << "\n";
-    log.flush();
-  }
+  // The progress line and the JSONL log (engine/progress_log.h), one line per epoch.
+  Progress::Options po;
+  po.run = "train";
+  po.tag = algo_name(cfg.algo);
+  po.unit = "epoch";
+  po.rate_unit = "img/s";
+  po.total = cfg.epochs;
+  po.start = start_epoch;
+  po.seconds = cfg.progress_seconds;
+  po.log_path = cfg.log_path;
+  Progress progress(po);
+  if (start_epoch > 0) progress.note("resuming " + resume_path + " after epoch " + std::to_string(start_epoch) + " of " +
+                                     std::to_string(cfg.epochs));
 
-  using clock = std::chrono::steady_clock;
-  const auto run_start = clock::now();
-  auto last_print = run_start;
-  int64_t steps_this_run = 0;
-  const int64_t remaining_steps_total = (cfg.epochs - start_epoch) * steps_per_epoch;
-  auto eta = [&](int64_t steps_left) {
-    double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
-    return steps_this_run > 0 ? elapsed / steps_this_run * steps_left : NAN;
-  };
-  auto* contrastive = dynamic_cast<ContrastiveLearner*>(learner.get());
-  auto* supervised = dynamic_cast<SupervisedLearner*>(learner.get());
   const int64_t h = ds.height(), w = ds.width();
 
   for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
     learner->train();
-    const auto epoch_start = clock::now();
+    progress.begin_unit(epoch);
     double loss_sum = 0, current_lr = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const int64_t step = epoch * steps_per_epoch + s;
@@ -443,30 +428,24 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       Tensor x = data::to_float_nchw(batch.images, cfg.device);
       if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
       const int64_t b = x.size(0);
+      // The learner's views of the batch (a draw of augmentation parameters each) and its labels.
+      Batch views;
+      views.view1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      if (learner->views_per_batch() == 2) views.view2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      else views.labels = batch.labels;
       Tensor loss;
       distributed::DataParallelScope dp_scope;  // issue #15: SyncBN, global negatives (inert with one rank)
-      if (supervised) {
-        Tensor view = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        Tensor labels = batch.labels;
-        if (dp) view = distributed::local_rows(view), labels = distributed::local_rows(labels);  // issue #15
-        if (cfg.supervised_loss) {
-          loss = cfg.supervised_loss(*supervised, view, labels, aug_gen);
-          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the supervised_loss hook must return a scalar, got ",
-                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
-        } else {
-          loss = supervised->loss(view, labels);
-        }
+      if (dp) {  // issue #15: this rank's rows of the global batch
+        views.view1 = distributed::local_rows(views.view1);
+        if (views.view2.defined()) views.view2 = distributed::local_rows(views.view2);
+        if (views.labels.defined()) views.labels = distributed::local_rows(views.labels);
+      }
+      if (cfg.step_loss) {
+        loss = cfg.step_loss(*learner, views, aug_gen);
+        CP_CHECK(loss.defined() && loss.numel() == 1, where, "the step_loss hook must return a scalar, got ",
+                 loss.defined() ? loss.describe() : std::string("an undefined tensor"));
       } else {
-        Tensor v1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        Tensor v2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-        if (dp) v1 = distributed::local_rows(v1), v2 = distributed::local_rows(v2);  // issue #15
-        if (cfg.contrastive_loss) {
-          loss = cfg.contrastive_loss(*contrastive, v1, v2, aug_gen);
-          CP_CHECK(loss.defined() && loss.numel() == 1, where, "the contrastive_loss hook must return a scalar, got ",
-                   loss.defined() ? loss.describe() : std::string("an undefined tensor"));
-        } else {
-          loss = contrastive->loss(v1, v2);
-        }
+        loss = learner->loss(views);
       }
       const double loss_value = dp ? global_mean(loss) : loss.item();  // issue #15
       CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",
@@ -477,40 +456,24 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       opt.step();
       learner->momentum_update();
       loss_sum += loss_value;
-      ++steps_this_run;
-      const auto now = clock::now();
-      if (cfg.progress_seconds >= 0 && s + 1 < steps_per_epoch &&
-          std::chrono::duration<double>(now - last_print).count() >= cfg.progress_seconds) {
-        last_print = now;
-        double secs = std::chrono::duration<double>(now - epoch_start).count();
-        std::fprintf(stderr, "[%s] epoch %lld/%lld step %lld/%lld loss %.4f lr %.5f %.0f img/s ETA %s\n",
-                     algo_name(cfg.algo), (long long)epoch + 1, (long long)cfg.epochs, (long long)s + 1,
-                     (long long)steps_per_epoch, loss_sum / (s + 1), current_lr, (s + 1) * cfg.batch_size / secs,
-                     format_duration(eta(remaining_steps_total - steps_this_run)).c_str());
-      }
+      progress.step(s + 1, steps_per_epoch, double((s + 1) * cfg.batch_size), metrics(loss_sum / (s + 1), current_lr));
     }
     EpochStats st;
     st.epoch = epoch + 1;
     st.steps = steps_per_epoch;
     st.loss = loss_sum / steps_per_epoch;
     st.lr = current_lr;
-    st.seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
+    st.seconds = progress.unit_seconds();
     st.images_per_s = steps_per_epoch * cfg.batch_size / std::max(st.seconds, 1e-9);
     result.history.push_back(st);
     result.epochs_done = epoch + 1;
-    if (cfg.progress_seconds >= 0) {
-      last_print = clock::now();
-      std::fprintf(stderr, "[%s] epoch %lld/%lld loss %.4f lr %.5f %.0f img/s %.1fs ETA %s\n", algo_name(cfg.algo),
-                   (long long)st.epoch, (long long)cfg.epochs, st.loss, st.lr, st.images_per_s, st.seconds,
-                   format_duration(eta(remaining_steps_total - steps_this_run)).c_str());
-    }
-    if (log.is_open()) {
-      nlohmann::json j{{"epoch", st.epoch},       {"epochs", cfg.epochs},      {"steps", st.steps},
-                       {"loss", st.loss},         {"lr", st.lr},               {"seconds", st.seconds},
-                       {"images_per_s", st.images_per_s}, {"algo", algo_name(cfg.algo)}, {"model", cfg.model}};
-      log << j.dump() << "\n";
-      log.flush();
-    }
+    progress.unit_done(st.seconds, double(steps_per_epoch * cfg.batch_size), metrics(st.loss, st.lr),
+                       {{"steps", st.steps},
+                        {"loss", st.loss},
+                        {"lr", st.lr},
+                        {"images_per_s", st.images_per_s},
+                        {"algo", algo_name(cfg.algo)},
+                        {"model", cfg.model}});
     const bool last = epoch + 1 == cfg.epochs;
     if (distributed::is_root() && !cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
       save(cfg, settings, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);

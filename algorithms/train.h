@@ -5,8 +5,8 @@
 //
 // A poisoned victim is trained by handing train() the poisoned dataset (the poisoner's
 // "apply poison to dataset" step); batch_hook covers transforms that must run per batch
-// (defences used as augmentations); contrastive_loss and supervised_loss replace the loss of a
-// contrastive or a supervised step (adversarial training).
+// (defences used as augmentations); step_loss replaces the loss of a step (adversarial
+// training, UEraser).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -99,29 +99,19 @@ struct TrainConfig {
   // Optional per-batch transform of the float batch x [B,C,H,W] before augmentation
   // (a defence used as augmentation). It may draw from gen (the augmentation generator).
   std::function<Tensor(const Tensor& x, const data::Batch& batch, Generator& gen)> batch_hook;
-  // Optional loss of a contrastive training step, called in place of learner.loss(view1, view2)
-  // with the learner (in training mode), the two augmented, normalised views [B,C,H,W] and the
-  // augmentation generator (so a resumed run draws the same numbers); it returns the scalar
-  // loss, recorded for backward, that the step minimises. Empty: learner.loss. Adversarial
-  // training sets it (defense::adversarial_contrastive_step). Contrastive algorithms only:
-  // validate() refuses it for supervised. The checkpoint does not record it; a caller that
-  // resumes must give the same hook.
-  using ContrastiveLoss =
-      std::function<Tensor(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen)>;
-  ContrastiveLoss contrastive_loss;
-  // Optional loss of a supervised training step, called in place of learner.loss(x, labels)
-  // with the learner (in training mode), the augmented, normalised batch x [B,C,H,W], its labels
-  // i64 [B] and the augmentation generator (so a resumed run draws the same numbers); it returns
-  // the scalar loss, recorded for backward, that the step minimises. Empty: learner.loss (the
-  // mean cross-entropy). Adversarial training sets it (defense::adversarial_supervised_step).
-  // Supervised only: validate() refuses it for simclr, moco and byol. The checkpoint does not
-  // record it; a caller that resumes must give the same hook.
-  using SupervisedLoss =
-      std::function<Tensor(SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator& gen)>;
-  SupervisedLoss supervised_loss;
+  // Optional loss of a training step, called in place of learner.loss(views) with the learner
+  // (in training mode), the step's views (contrastive: the two augmented, normalised views
+  // [B,C,H,W]; supervised: view1, the one augmented batch, and its labels i64 [B]) and the
+  // augmentation generator (so a resumed run draws the same numbers); it returns the scalar loss,
+  // recorded for backward, that the step minimises. Empty: learner.loss(views). Adversarial
+  // training (defense::adversarial_loss_hook) and UEraser (defense::ueraser_loss_hook) set it.
+  // The checkpoint records that it is set, not what it does; a caller that resumes must give
+  // the same hook.
+  using StepLoss = std::function<Tensor(Learner& learner, const Batch& views, Generator& gen)>;
+  StepLoss step_loss;
   // The contrastive learner's gradient flow and its loss over the outputs (algorithms/flow.h,
   // docs/extending.md), set on the learner before the first step: null / empty keep the
-  // built-in ones. contrastive_loss, when set, still replaces the whole step's loss (it may call
+  // built-in ones. step_loss, when set, still replaces the whole step's loss (it may call
   // learner.loss, which uses them). Contrastive algorithms only. The checkpoint records the
   // flow's name and whether a loss was set.
   FlowPtr flow;

@@ -1,6 +1,6 @@
-// PGD adversarial views inside the contrastive loss or the supervised cross-entropy, and
-// adversarial training as algorithms::train with that loss as its contrastive_loss or
-// supervised_loss hook. Layout: views and batches [B, C, H, W].
+// PGD adversarial views inside the learner's loss (contrastive loss or supervised
+// cross-entropy), and adversarial training as algorithms::train with that loss as its step_loss
+// hook. Layout: views [B, C, H, W].
 #include "defense/adversarial.h"
 
 #include <cmath>
@@ -12,8 +12,8 @@
 
 namespace cpoison::defense {
 
-using algorithms::ContrastiveLearner;
-using algorithms::SupervisedLearner;
+using algorithms::Batch;
+using algorithms::Learner;
 
 void AdversarialOptions::validate() const {
   const char* where = "adv";
@@ -50,16 +50,12 @@ struct Normalization {
 };
 
 // Freezes the learner's state for the attack and restores it on scope exit: training flag,
-// MoCo's enqueue switch (contrastive learners) and (bn = batch, in training mode) every
-// buffer's value.
+// MoCo's enqueue switch and (bn = batch, in training mode) every buffer's value.
 class FrozenForAttack {
 public:
-  FrozenForAttack(algorithms::Learner& learner, AdversarialOptions::BnMode bn)
-      : learner_(learner),
-        contrastive_(dynamic_cast<ContrastiveLearner*>(&learner)),
-        was_training_(learner.is_training()),
-        enqueue_(contrastive_ && contrastive_->enqueue_keys) {
-    if (contrastive_) contrastive_->enqueue_keys = false;
+  FrozenForAttack(Learner& learner, AdversarialOptions::BnMode bn)
+      : learner_(learner), was_training_(learner.is_training()), enqueue_(learner.enqueue_keys) {
+    learner_.enqueue_keys = false;
     if (bn == AdversarialOptions::BnMode::eval) {
       learner_.eval();
     } else if (was_training_) {
@@ -71,14 +67,13 @@ public:
     autograd::NoGradGuard no_grad;
     for (auto& [live, copy] : saved_) live.copy_(copy);
     learner_.train(was_training_);
-    if (contrastive_) contrastive_->enqueue_keys = enqueue_;
+    learner_.enqueue_keys = enqueue_;
   }
   FrozenForAttack(const FrozenForAttack&) = delete;
   FrozenForAttack& operator=(const FrozenForAttack&) = delete;
 
 private:
-  algorithms::Learner& learner_;
-  ContrastiveLearner* contrastive_;
+  Learner& learner_;
   bool was_training_, enqueue_;
   std::vector<std::pair<Tensor, Tensor>> saved_;
 };
@@ -133,15 +128,26 @@ std::vector<Tensor> pgd(const std::vector<Tensor>& xs, const Normalization& norm
   return deltas;
 }
 
-AdversarialViews run_pgd(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
-                         const AdversarialOptions& opt, Generator& gen, bool measure_final) {
+AdversarialBatch run_pgd(Learner& learner, const Batch& in, const AdversarialOptions& opt, Generator& gen,
+                         bool measure_final) {
   opt.validate();
   const char* where = "adv";
-  check_view(view1, "views");
-  CP_CHECK(view2.defined() && view1.shape() == view2.shape() && view1.dtype() == view2.dtype() &&
-               view1.device() == view2.device(),
-           where, "the two views differ: ", view1.describe(), " and ",
-           view2.defined() ? view2.describe() : std::string("an undefined tensor"));
+  const Tensor &view1 = in.view1, &view2 = in.view2;
+  const bool supervised = learner.views_per_batch() == 1;
+  if (supervised) {
+    CP_CHECK(!opt.both_views, where,
+             "both = 1 perturbs the two views of a contrastive step; a supervised step has one view (leave both = 0)");
+    check_view(view1, "the batch");
+    CP_CHECK(in.labels.defined() && in.labels.dim() == 1 && in.labels.size(0) == view1.size(0), where,
+             "labels must be [", view1.size(0), "] for the batch ", view1.describe(), ", got ",
+             in.labels.defined() ? in.labels.describe() : std::string("an undefined tensor"));
+  } else {
+    check_view(view1, "views");
+    CP_CHECK(view2.defined() && view1.shape() == view2.shape() && view1.dtype() == view2.dtype() &&
+                 view1.device() == view2.device(),
+             where, "the two views differ: ", view1.describe(), " and ",
+             view2.defined() ? view2.describe() : std::string("an undefined tensor"));
+  }
   const Normalization norm(opt, view1);
   std::vector<Tensor> xs;
   {
@@ -149,45 +155,25 @@ AdversarialViews run_pgd(ContrastiveLearner& learner, const Tensor& view1, const
     xs.push_back(norm.to_pixels(view1.detach()));
     if (opt.both_views) xs.push_back(norm.to_pixels(view2.detach()));
   }
-  const Tensor fixed_view2 = view2.detach();
-  auto loss_of = [&](const std::vector<Tensor>& views) {
-    return learner.loss(views[0], opt.both_views ? views[1] : fixed_view2);
+  // The batch at the adversarial views: view 1 (and with both_views view 2) replaced.
+  Batch fixed = in;
+  if (view2.defined()) fixed.view2 = view2.detach();
+  auto with_views = [&](const std::vector<Tensor>& views) {
+    Batch b = fixed;
+    b.view1 = views[0];
+    if (opt.both_views) b.view2 = views[1];
+    return b;
   };
-
-  AdversarialViews out;
-  FrozenForAttack frozen(learner, opt.bn);
-  std::vector<Tensor> deltas = pgd(xs, norm, opt, gen, loss_of, out.losses);
-  autograd::NoGradGuard no_grad;
-  out.view1 = adversarial_view(norm, xs[0], deltas[0]);
-  out.view2 = opt.both_views ? adversarial_view(norm, xs[1], deltas[1]) : fixed_view2;
-  if (measure_final) out.final_loss = learner.loss(out.view1, out.view2).item();
-  return out;
-}
-
-AdversarialBatch run_supervised_pgd(SupervisedLearner& learner, const Tensor& view, const Tensor& labels,
-                                    const AdversarialOptions& opt, Generator& gen, bool measure_final) {
-  opt.validate();
-  const char* where = "adv";
-  CP_CHECK(!opt.both_views, where,
-           "both = 1 perturbs the two views of a contrastive step; a supervised step has one view (leave both = 0)");
-  check_view(view, "the batch");
-  CP_CHECK(labels.defined() && labels.dim() == 1 && labels.size(0) == view.size(0), where, "labels must be [",
-           view.size(0), "] for the batch ", view.describe(), ", got ",
-           labels.defined() ? labels.describe() : std::string("an undefined tensor"));
-  const Normalization norm(opt, view);
-  Tensor x;
-  {
-    autograd::NoGradGuard no_grad;
-    x = norm.to_pixels(view.detach());
-  }
-  auto loss_of = [&](const std::vector<Tensor>& views) { return learner.loss(views[0], labels); };
+  auto loss_of = [&](const std::vector<Tensor>& views) { return learner.loss(with_views(views)); };
 
   AdversarialBatch out;
   FrozenForAttack frozen(learner, opt.bn);
-  std::vector<Tensor> deltas = pgd({x}, norm, opt, gen, loss_of, out.losses);
+  std::vector<Tensor> deltas = pgd(xs, norm, opt, gen, loss_of, out.losses);
   autograd::NoGradGuard no_grad;
-  out.view = adversarial_view(norm, x, deltas[0]);
-  if (measure_final) out.final_loss = learner.loss(out.view, labels).item();
+  std::vector<Tensor> adv;
+  for (size_t i = 0; i < xs.size(); ++i) adv.push_back(adversarial_view(norm, xs[i], deltas[i]));
+  out.views = with_views(adv);
+  if (measure_final) out.final_loss = learner.loss(out.views).item();
   return out;
 }
 
@@ -205,72 +191,38 @@ AdversarialOptions resolve_options(const algorithms::TrainConfig& cfg, const Adv
 
 }  // namespace
 
-AdversarialViews adversarial_views(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
-                                   const AdversarialOptions& opt, Generator& gen) {
-  return run_pgd(learner, view1, view2, opt, gen, /*measure_final=*/true);
+AdversarialBatch adversarial_batch(Learner& learner, const Batch& views, const AdversarialOptions& opt, Generator& gen) {
+  return run_pgd(learner, views, opt, gen, /*measure_final=*/true);
 }
 
-Tensor adversarial_contrastive_step(ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
-                                    const AdversarialOptions& opt, Generator& gen) {
-  AdversarialViews adv = run_pgd(learner, view1, view2, opt, gen, /*measure_final=*/false);
-  Tensor loss = learner.loss(adv.view1, adv.view2);
+Tensor adversarial_step(Learner& learner, const Batch& views, const AdversarialOptions& opt, Generator& gen) {
+  AdversarialBatch adv = run_pgd(learner, views, opt, gen, /*measure_final=*/false);
+  Tensor loss = learner.loss(adv.views);
   if (opt.clean_weight > 0) {
     // The clean pair must not enqueue MoCo keys a second time in one step.
     const bool enqueue = learner.enqueue_keys;
     learner.enqueue_keys = false;
-    Tensor clean = learner.loss(view1, view2);
+    Tensor clean = learner.loss(views);
     learner.enqueue_keys = enqueue;
     loss = add(loss, mul_scalar(clean, opt.clean_weight));
   }
   return loss;
 }
 
-algorithms::TrainConfig::ContrastiveLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
-                                                             const AdversarialOptions& opt_in) {
-  CP_CHECK(cfg.algo != algorithms::Algo::supervised, "adv",
-           "adversarial contrastive training needs simclr, moco or byol, not ", algorithms::algo_name(cfg.algo),
-           " (supervised_adversarial_loss_hook trains the supervised baseline)");
-  const AdversarialOptions opt = resolve_options(cfg, opt_in);
-  return [opt](ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen) {
-    return adversarial_contrastive_step(learner, view1, view2, opt, gen);
-  };
-}
-
-AdversarialBatch adversarial_batch(SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
-                                   const AdversarialOptions& opt, Generator& gen) {
-  return run_supervised_pgd(learner, x, labels, opt, gen, /*measure_final=*/true);
-}
-
-Tensor adversarial_supervised_step(SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
-                                   const AdversarialOptions& opt, Generator& gen) {
-  AdversarialBatch adv = run_supervised_pgd(learner, x, labels, opt, gen, /*measure_final=*/false);
-  Tensor loss = learner.loss(adv.view, labels);
-  if (opt.clean_weight > 0) loss = add(loss, mul_scalar(learner.loss(x, labels), opt.clean_weight));
-  return loss;
-}
-
-algorithms::TrainConfig::SupervisedLoss supervised_adversarial_loss_hook(const algorithms::TrainConfig& cfg,
-                                                                         const AdversarialOptions& opt_in) {
-  CP_CHECK(cfg.algo == algorithms::Algo::supervised, "adv", "supervised adversarial training needs a supervised learner, not ",
-           algorithms::algo_name(cfg.algo), " (adversarial_loss_hook trains contrastive learners)");
-  CP_CHECK(!opt_in.both_views, "adv",
+algorithms::TrainConfig::StepLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
+                                                        const AdversarialOptions& opt_in) {
+  CP_CHECK(cfg.algo != algorithms::Algo::supervised || !opt_in.both_views, "adv",
            "both = 1 perturbs the two views of a contrastive step; a supervised step has one view (leave both = 0)");
   const AdversarialOptions opt = resolve_options(cfg, opt_in);
-  return [opt](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator& gen) {
-    return adversarial_supervised_step(learner, x, labels, opt, gen);
-  };
+  return [opt](Learner& learner, const Batch& views, Generator& gen) { return adversarial_step(learner, views, opt, gen); };
 }
 
 algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg_in,
                                           const AdversarialOptions& opt) {
   const char* where = "train_adversarial";
-  CP_CHECK(!cfg_in.contrastive_loss && !cfg_in.supervised_loss, where,
-           "sets cfg.contrastive_loss / cfg.supervised_loss itself; leave them empty");
+  CP_CHECK(!cfg_in.step_loss, where, "sets cfg.step_loss itself; leave it empty");
   algorithms::TrainConfig cfg = cfg_in;
-  if (cfg.algo == algorithms::Algo::supervised)
-    cfg.supervised_loss = supervised_adversarial_loss_hook(cfg, opt);
-  else
-    cfg.contrastive_loss = adversarial_loss_hook(cfg, opt);
+  cfg.step_loss = adversarial_loss_hook(cfg, opt);
   if (!cfg.extra_attrs.count("defense")) {
     Defense d;
     d.kind = DefenseKind::adversarial;

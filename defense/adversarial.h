@@ -1,5 +1,6 @@
 // Adversarial training for contrastive learning (RoCL / ACL style; the paper used AdvCL) and
-// for the supervised baseline (PGD training, below):
+// for the supervised baseline (PGD training, below), one set of functions over the learner's
+// algorithms::Batch of views:
 // before each training step, PGD finds a perturbation of the first augmented view, inside the
 // L∞ ball of radius eps in pixel space, that MAXIMISES the contrastive loss against the second
 // view; the model then trains on (adversarial view 1, view 2). Views are [B, C, H, W] (B images,
@@ -46,62 +47,39 @@ struct AdversarialOptions {
   void validate() const;
 };
 
-struct AdversarialViews {
-  Tensor view1, view2;          // normalised adversarial views (view2 is the input one unless both_views)
+struct AdversarialBatch {
+  // The normalised adversarial views, not recorded by autograd: view1 attacked; view2 the given
+  // one (detached) unless both_views; labels as given.
+  algorithms::Batch views;
   std::vector<double> losses;   // the loss at each PGD iterate before its step (steps entries)
   double final_loss = 0;        // the loss at the returned views (measured under the attack's BN mode)
 };
 
-// Runs PGD as described above and returns the adversarial views (not recorded by autograd).
-// Error when the views differ in shape, do not match mean/std, or the options are bad.
-AdversarialViews adversarial_views(algorithms::ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
+// Runs PGD as described above on the learner's batch of views (contrastive: view1 against view2,
+// both attacked with both_views; supervised: view1 against its labels) and returns the
+// adversarial batch. Error("adv", ...) when the views are not float [B, C, H, W] of one shape,
+// do not match mean/std, a supervised batch's labels are not [B], both_views is set for the
+// supervised learner, or the options are bad.
+AdversarialBatch adversarial_batch(algorithms::Learner& learner, const algorithms::Batch& views,
                                    const AdversarialOptions& opt, Generator& gen);
 
-// One adversarial training loss: adversarial_views, then learner.loss(adv view 1, view 2)
-// (+ clean_weight * learner.loss(view1, view2)), recorded for backward like a plain loss.
-Tensor adversarial_contrastive_step(algorithms::ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2,
-                                    const AdversarialOptions& opt, Generator& gen);
+// One adversarial training loss: adversarial_batch, then learner.loss(adversarial views)
+// (+ clean_weight * learner.loss(views), which enqueues no MoCo keys), recorded for backward like
+// a plain loss.
+Tensor adversarial_step(algorithms::Learner& learner, const algorithms::Batch& views, const AdversarialOptions& opt,
+                        Generator& gen);
 
-// The algorithms::TrainConfig::contrastive_loss of adversarial training under cfg:
-// adversarial_contrastive_step with opt, whose mean/std default (when empty) to cfg.augment's
-// normalisation, so PGD works in pixels. Error("adv", ...) for a supervised cfg.algo (use
-// supervised_adversarial_loss_hook), bad options, or a normalisation whose channels differ from cfg.model_options.in_channels.
-algorithms::TrainConfig::ContrastiveLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg,
-                                                             const AdversarialOptions& opt);
+// The algorithms::TrainConfig::step_loss of adversarial training under cfg: adversarial_step with
+// opt, whose mean/std default (when empty) to cfg.augment's normalisation, so PGD works in
+// pixels. Error("adv", ...) for both_views with a supervised cfg.algo, bad options, or a
+// normalisation whose channels differ from cfg.model_options.in_channels.
+algorithms::TrainConfig::StepLoss adversarial_loss_hook(const algorithms::TrainConfig& cfg, const AdversarialOptions& opt);
 
-struct AdversarialBatch {
-  Tensor view;                  // the normalised adversarial batch
-  std::vector<double> losses;   // the cross-entropy at each PGD iterate before its step (steps entries)
-  double final_loss = 0;        // the cross-entropy at the returned batch (under the attack's BN mode)
-};
-
-// Supervised PGD: perturbs the normalised batch x [B, C, H, W] (labels i64 [B]) as described
-// above to maximise learner.loss (the mean cross-entropy), with the model frozen the same way,
-// and returns the adversarial batch (not recorded by autograd). Error("adv", ...) when x is not
-// float 4-d, labels are not [B], x does not match mean/std, opt.both_views is set, or the
-// options are bad.
-AdversarialBatch adversarial_batch(algorithms::SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
-                                   const AdversarialOptions& opt, Generator& gen);
-
-// One supervised adversarial training loss: adversarial_batch, then learner.loss(adv batch,
-// labels) (+ clean_weight * learner.loss(x, labels)), recorded for backward like a plain loss.
-Tensor adversarial_supervised_step(algorithms::SupervisedLearner& learner, const Tensor& x, const Tensor& labels,
-                                   const AdversarialOptions& opt, Generator& gen);
-
-// The algorithms::TrainConfig::supervised_loss of adversarial training under cfg:
-// adversarial_supervised_step with opt, mean/std defaulting to cfg.augment's normalisation.
-// Error("adv", ...) for a contrastive cfg.algo, opt.both_views, bad options, or a normalisation
-// whose channels differ from cfg.model_options.in_channels.
-algorithms::TrainConfig::SupervisedLoss supervised_adversarial_loss_hook(const algorithms::TrainConfig& cfg,
-                                                                         const AdversarialOptions& opt);
-
-// Adversarial training: algorithms::train with cfg.contrastive_loss = adversarial_loss_hook(cfg,
-// opt) (simclr, moco, byol) or cfg.supervised_loss = supervised_adversarial_loss_hook(cfg, opt)
-// (supervised), so it checkpoints (cfg.checkpoint_path) and resumes (cfg.resume) exactly like
-// any run, with the same progress line and JSONL log. Unless cfg.extra_attrs has one, the
-// checkpoint gets the attribute defense = the canonical "adv:..." specification. Error for a
-// cfg that already has a contrastive_loss or supervised_loss ("leave them empty"), and
-// whatever the hooks or algorithms::train refuse.
+// Adversarial training: algorithms::train with cfg.step_loss = adversarial_loss_hook(cfg, opt),
+// so it checkpoints (cfg.checkpoint_path) and resumes (cfg.resume) exactly like any run, with
+// the same progress line and JSONL log. Unless cfg.extra_attrs has one, the checkpoint gets the
+// attribute defense = the canonical "adv:..." specification. Error for a cfg that already has a
+// step_loss ("leave it empty"), and whatever the hook or algorithms::train refuse.
 algorithms::TrainResult train_adversarial(const data::Dataset& train_set, const algorithms::TrainConfig& cfg,
                                           const AdversarialOptions& opt);
 

@@ -17,8 +17,8 @@
 
 namespace cpoison::defense {
 
-using algorithms::ContrastiveLearner;
-using algorithms::SupervisedLearner;
+using algorithms::Batch;
+using algorithms::Learner;
 
 namespace {
 
@@ -201,21 +201,18 @@ struct UEraserRun {
   }
 };
 
-// Per-image cross-entropy [B] (the loss before the batch mean).
-Tensor per_image_cross_entropy(SupervisedLearner& learner, const Tensor& view, const Tensor& labels) {
+// Per-image cross-entropy [B] (the loss before the batch mean) of the classifier's logits.
+Tensor per_image_cross_entropy(Learner& learner, const Tensor& view, const Tensor& labels) {
   Tensor logits = learner.encoder().logits(view);
   return neg(gather1(log_softmax(logits, 1), labels.to(view.device())));
 }
 
-}  // namespace
-
-algorithms::TrainConfig::SupervisedLoss ueraser_supervised_hook(const algorithms::TrainConfig& cfg,
-                                                                const UEraserOptions& opt) {
-  CP_CHECK(cfg.algo == algorithms::Algo::supervised, "ueraser", "the supervised hook needs --algo supervised, not ",
-           algorithms::algo_name(cfg.algo));
+// UEraser-Max (supervised): per image, the largest of the k draws' cross-entropies.
+algorithms::TrainConfig::StepLoss ueraser_supervised(const algorithms::TrainConfig& cfg, const UEraserOptions& opt) {
   auto run = std::make_shared<UEraserRun>(cfg, opt);
   const double scale = cfg.algo_config.loss_scale;
-  return [run, scale](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator& gen) {
+  return [run, scale](Learner& learner, const Batch& views, Generator& gen) {
+    const Tensor &x = views.view1, &labels = views.labels;
     std::vector<Tensor> losses;
     for (int64_t i = 0; i < run->opt.k; ++i) losses.push_back(per_image_cross_entropy(learner, run->draw(x, gen), labels));
     // UEraser-Max: per image, the draw with the largest loss. The choice is a constant mask,
@@ -240,22 +237,34 @@ algorithms::TrainConfig::SupervisedLoss ueraser_supervised_hook(const algorithms
   };
 }
 
-algorithms::TrainConfig::ContrastiveLoss ueraser_contrastive_hook(const algorithms::TrainConfig& cfg,
-                                                                  const UEraserOptions& opt) {
-  CP_CHECK(cfg.algo == algorithms::Algo::simclr || cfg.algo == algorithms::Algo::byol, "ueraser",
-           "UEraser-style training takes simclr, byol or supervised, not ", algorithms::algo_name(cfg.algo),
-           " (MoCo would enqueue the keys of every one of the k draws)");
+// Contrastive (SimCLR, BYOL): the largest of the k draws' batch losses.
+algorithms::TrainConfig::StepLoss ueraser_contrastive(const algorithms::TrainConfig& cfg, const UEraserOptions& opt) {
   auto run = std::make_shared<UEraserRun>(cfg, opt);
-  return [run](ContrastiveLearner& learner, const Tensor& view1, const Tensor& view2, Generator& gen) {
+  return [run](Learner& learner, const Batch& views, Generator& gen) {
     Tensor best;
     double best_value = -INFINITY;
     for (int64_t i = 0; i < run->opt.k; ++i) {
-      Tensor l = learner.loss(run->draw(view1, gen), run->draw(view2, gen));
+      // View 2's draw first: the order in which GCC evaluated the arguments of the former
+      // learner.loss(draw(view1), draw(view2)) (right to left), so runs keep their bits.
+      Batch drawn = views;
+      drawn.view2 = run->draw(views.view2, gen);
+      drawn.view1 = run->draw(views.view1, gen);
+      Tensor l = learner.loss(drawn);
       const double v = l.item();
       if (!best.defined() || v > best_value) best = l, best_value = v;
     }
     return best;
   };
+}
+
+}  // namespace
+
+algorithms::TrainConfig::StepLoss ueraser_loss_hook(const algorithms::TrainConfig& cfg, const UEraserOptions& opt) {
+  if (cfg.algo == algorithms::Algo::supervised) return ueraser_supervised(cfg, opt);
+  CP_CHECK(cfg.algo == algorithms::Algo::simclr || cfg.algo == algorithms::Algo::byol, "ueraser",
+           "UEraser-style training takes simclr, byol or supervised, not ", algorithms::algo_name(cfg.algo),
+           " (MoCo would enqueue the keys of every one of the k draws)");
+  return ueraser_contrastive(cfg, opt);
 }
 
 }  // namespace cpoison::defense

@@ -49,9 +49,9 @@ struct UEraserOptions {
   double noise = 8.0 / 255.0;   // uniform noise amplitude, in [0, 1]
   void validate() const;        // Error("ueraser", ...)
 };
-// The hooks (algorithms::TrainConfig::supervised_loss / contrastive_loss) for a run under cfg;
-// the views' normalisation is cfg.augment's. Error for MoCo (each loss enqueues keys).
-algorithms::TrainConfig::SupervisedLoss ueraser_supervised_hook(const algorithms::TrainConfig& cfg, const UEraserOptions& opt);
-algorithms::TrainConfig::ContrastiveLoss ueraser_contrastive_hook(const algorithms::TrainConfig& cfg, const UEraserOptions& opt);
+// The hook (algorithms::TrainConfig::step_loss) for a run under cfg (supervised or contrastive,
+// by cfg.algo); the views' normalisation is cfg.augment's. Error for MoCo (each loss enqueues
+// keys).
+algorithms::TrainConfig::StepLoss ueraser_loss_hook(const algorithms::TrainConfig& cfg, const UEraserOptions& opt);
 
 }  // namespace cpoison::defense

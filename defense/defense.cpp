@@ -294,10 +294,8 @@ algorithms::TrainResult train_with_defense(const data::Dataset& train_set, const
   algorithms::TrainConfig cfg = cfg_in;
   if (!cfg.extra_attrs.count("defense")) cfg.extra_attrs["defense"] = d.spec();
   if (d.kind == DefenseKind::ueraser) {
-    CP_CHECK(!cfg.contrastive_loss && !cfg.supervised_loss, "defense '" + d.spec() + "'",
-             "sets the loss hook itself; leave cfg.contrastive_loss / cfg.supervised_loss empty");
-    if (cfg.algo == algorithms::Algo::supervised) cfg.supervised_loss = ueraser_supervised_hook(cfg, d.ueraser);
-    else cfg.contrastive_loss = ueraser_contrastive_hook(cfg, d.ueraser);
+    CP_CHECK(!cfg.step_loss, "defense '" + d.spec() + "'", "sets the loss hook itself; leave cfg.step_loss empty");
+    cfg.step_loss = ueraser_loss_hook(cfg, d.ueraser);
   } else if (auto defend = defense_batch_hook(d)) {
     auto before = cfg.batch_hook;
     cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {

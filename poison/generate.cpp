@@ -8,7 +8,7 @@
 
 #include "algorithms/losses.h"
 #include "algorithms/settings.h"
-#include "engine/progress.h"
+#include "engine/progress_log.h"
 #include "engine/size.h"
 #include "engine/io/checkpoint.h"
 #include "engine/io/resume.h"
@@ -202,8 +202,15 @@ void PoisonConfig::validate() const {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+// The poisoner's JSONL log (engine/progress_log.h) sits beside its checkpoint: X.ckpt.h5 -> X.jsonl
+// (cpoison poison --out X.h5 -> X.jsonl, as cpoison train's log); none without a checkpoint.
+std::string log_path_of(const std::string& checkpoint_path) {
+  if (checkpoint_path.empty()) return "";
+  std::string s = checkpoint_path;
+  for (const std::string ext : {".h5", ".ckpt"})
+    if (s.size() > ext.size() && s.compare(s.size() - ext.size(), ext.size(), ext) == 0) s.resize(s.size() - ext.size());
+  return s + ".jsonl";
+}
 
 constexpr uint32_t kInitStream = 0x1D17;
 constexpr uint32_t kAugStream = 0xA06A;
@@ -249,18 +256,28 @@ public:
   PoisonResult run(const std::string& dataset_name, int64_t subset) {
     PoisonResult res;
     int64_t start = 0;
-    if (cfg_.resume && !cfg_.checkpoint_path.empty() && std::filesystem::exists(cfg_.checkpoint_path)) {
+    if (cfg_.resume && !cfg_.checkpoint_path.empty() && std::filesystem::exists(cfg_.checkpoint_path))
       start = restore(cfg_.checkpoint_path);
-      if (cfg_.progress_seconds >= 0)
-        std::fprintf(stderr, "[poison] resumed from %s after round %lld of %lld\n", cfg_.checkpoint_path.c_str(),
-                     (long long)start, (long long)cfg_.rounds);
-    }
     rounds_done_ = start;
-    auto t0 = Clock::now();
-    auto last_print = Clock::now();
     int64_t total = synthetic_attack(cfg_.attack) ? 0 : cfg_.rounds;
+    // The progress line and the JSONL log (engine/progress_log.h), one line per round; a line at
+    // most every progress_seconds (and at this call's first and last round).
+    Progress::Options po;
+    po.run = "poison";
+    po.tag = std::string("poison ") + attack_name(cfg_.attack);
+    po.unit = "round";
+    po.rate_unit = "views/s";
+    po.total = total;
+    po.start = start;
+    po.seconds = cfg_.progress_seconds;
+    po.every_unit = false;
+    po.log_path = total > 0 ? log_path_of(cfg_.checkpoint_path) : "";
+    Progress progress(po);
+    if (start > 0)
+      progress.note("resuming " + cfg_.checkpoint_path + " after round " + std::to_string(start) + " of " +
+                    std::to_string(cfg_.rounds));
     for (int64_t r = start; r < total; ++r) {
-      auto tr = Clock::now();
+      progress.begin_unit(r);
       views_this_round_ = 0;
       RoundStats st;
       st.round = r + 1;
@@ -273,7 +290,7 @@ public:
         st.model_loss = model_phase(r);
         st.noise_loss = noise_phase(r, /*ascend=*/false);
       }
-      st.seconds = seconds_since(tr);
+      st.seconds = progress.unit_seconds();
       st.views_per_s = views_this_round_ / std::max(1e-9, st.seconds);
       std::tie(st.probe_loss_poisoned, st.probe_loss_clean) = diagnose();
       res.history.push_back(st);
@@ -281,17 +298,20 @@ public:
       bool last = rounds_done_ == total;
       if (!cfg_.checkpoint_path.empty() && cfg_.checkpoint_every > 0 && (rounds_done_ % cfg_.checkpoint_every == 0 || last))
         save_state(cfg_.checkpoint_path);
-      if (cfg_.progress_seconds >= 0 && (seconds_since(last_print) >= cfg_.progress_seconds || last || r == start)) {
-        double per_round = seconds_since(t0) / (double)(r + 1 - start);
-        char probe[96] = "";
-        if (!std::isnan(st.probe_loss_poisoned))
-          std::snprintf(probe, sizeof probe, "  attacker loss poisoned/clean %.3f/%.3f (gap %.3f)", st.probe_loss_poisoned,
-                        st.probe_loss_clean, st.probe_loss_clean - st.probe_loss_poisoned);
-        std::fprintf(stderr, "[poison] %s round %lld/%lld  model loss %.4f  noise loss %.4f%s  %.1f s/round  %.0f views/s  ETA %s\n",
-                     attack_name(cfg_.attack), (long long)rounds_done_, (long long)total, st.model_loss, st.noise_loss, probe,
-                     per_round, st.views_per_s, format_duration(per_round * (double)(total - rounds_done_)).c_str());
-        last_print = Clock::now();
-      }
+      char metrics[192];
+      int n = std::snprintf(metrics, sizeof metrics, "model loss %.4f  noise loss %.4f", st.model_loss, st.noise_loss);
+      if (!std::isnan(st.probe_loss_poisoned))
+        std::snprintf(metrics + n, sizeof metrics - n, "  attacker loss poisoned/clean %.3f/%.3f (gap %.3f)",
+                      st.probe_loss_poisoned, st.probe_loss_clean, st.probe_loss_clean - st.probe_loss_poisoned);
+      auto number = [](double v) { return std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v); };
+      progress.unit_done(st.seconds, views_this_round_, metrics,
+                         {{"model_loss", st.model_loss},
+                          {"noise_loss", st.noise_loss},
+                          {"probe_loss_poisoned", number(st.probe_loss_poisoned)},
+                          {"probe_loss_clean", number(st.probe_loss_clean)},
+                          {"views_per_s", st.views_per_s},
+                          {"attack", attack_name(cfg_.attack)},
+                          {"algo", learner_ ? algorithms::algo_name(learner_->algo()) : "none"}});
       if (cfg_.on_round_end && !cfg_.on_round_end(rounds_done_)) return finish(res, dataset_name, subset, false);
     }
     return finish(res, dataset_name, subset, true);
@@ -350,10 +370,8 @@ private:
     nn::manual_seed(cfg_.seed);
     learner_ = algorithms::make_learner(algo, cfg_.model, mo, cfg_.algo_config);
     learner_->to(cfg_.device);
-    if (auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get())) {
-      cl->set_flow(cfg_.flow);
-      cl->set_loss(cfg_.loss);
-    }
+    learner_->set_flow(cfg_.flow);
+    learner_->set_loss(cfg_.loss);
     optim::SGDOptions so;
     so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
     so.momentum = cfg_.momentum;
@@ -380,17 +398,12 @@ private:
   // The attacker's loss on augmented views of x: cross-entropy against `labels` (supervised) or
   // the contrastive loss of two views. first_view, when given, receives the (first) view.
   Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr) {
-    if (learner_->algo() == Algo::supervised) {
-      auto& sup = static_cast<algorithms::SupervisedLearner&>(*learner_);
-      Tensor v = apply_augment(x);
-      if (first_view) *first_view = v;
-      return sup.loss(v, labels);
-    }
-    auto& cl = static_cast<algorithms::ContrastiveLearner&>(*learner_);
-    Tensor v1 = apply_augment(x);
-    Tensor v2 = apply_augment(x);
-    if (first_view) *first_view = v1;
-    return cl.loss(v1, v2);
+    algorithms::Batch views;
+    views.view1 = apply_augment(x);
+    if (learner_->views_per_batch() == 2) views.view2 = apply_augment(x);
+    else views.labels = labels;
+    if (first_view) *first_view = views.view1;
+    return learner_->loss(views);
   }
 
   Tensor apply_augment(const Tensor& x) {
@@ -427,7 +440,7 @@ private:
   Tensor index_tensor(const std::vector<int64_t>& idx) const { return Tensor::from_vector(idx, {(int64_t)idx.size()}, DType::i64, cfg_.device); }
 
   // Augmented views per image in one loss: two for contrastive learners, one for supervised.
-  double views_per_image() const { return learner_ && learner_->algo() != Algo::supervised ? 2.0 : 1.0; }
+  double views_per_image() const { return learner_ ? (double)learner_->views_per_batch() : 1.0; }
 
   // The attacker's loss on the first diagnose_images poisoned rows, with and without their
   // noise, under one fixed set of augmentation draws (its own generator, reset each time, so
@@ -440,9 +453,8 @@ private:
     if (bs < 2) return {nan, nan};
     autograd::NoGradGuard ng;
     learner_->eval();
-    auto* cl = dynamic_cast<algorithms::ContrastiveLearner*>(learner_.get());
-    const bool enqueue = cl ? cl->enqueue_keys : false;
-    if (cl) cl->enqueue_keys = false;
+    const bool enqueue = learner_->enqueue_keys;
+    learner_->enqueue_keys = false;
     Generator g(cfg_.seed, kDiagnoseStream);
     double sum_p = 0, sum_c = 0;
     int64_t chunks = 0;
@@ -455,13 +467,16 @@ private:
       const int64_t H = clean.size(2), W = clean.size(3);
       AugmentParams p1 = sample_params(cfg_.augment, bs, H, W, g), p2 = sample_params(cfg_.augment, bs, H, W, g);
       auto loss_of = [&](const Tensor& x) {
-        if (!cl) return static_cast<algorithms::SupervisedLearner&>(*learner_).loss(apply(x, p1, cfg_.augment), labels).item();
-        return cl->loss(apply(x, p1, cfg_.augment), apply(x, p2, cfg_.augment)).item();
+        algorithms::Batch views;
+        views.view1 = apply(x, p1, cfg_.augment);
+        if (learner_->views_per_batch() == 2) views.view2 = apply(x, p2, cfg_.augment);
+        else views.labels = labels;
+        return learner_->loss(views).item();
       };
       sum_p += loss_of(poisoned);
       sum_c += loss_of(clean);
     }
-    if (cl) cl->enqueue_keys = enqueue;
+    learner_->enqueue_keys = enqueue;
     learner_->train();
     return {sum_p / (double)chunks, sum_c / (double)chunks};
   }

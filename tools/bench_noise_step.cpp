@@ -89,7 +89,7 @@ void run_noise_step(const NoiseStepOptions& o) {
     Tensor x = poison::perturb(images, leaf, eps);
     Tensor v1 = apply(x, sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
     Tensor v2 = apply(x, sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
-    Tensor loss = learner->loss(v1, v2);
+    Tensor loss = learner->loss({v1, v2});
     Tensor g = autograd::grad(loss, {leaf})[0];
     autograd::NoGradGuard ng;
     delta = clamp(add(leaf.detach(), mul_scalar(sign(g), -step_size)), -1.0, 1.0);

@@ -311,12 +311,9 @@ void setup(CLI::App& app) {
         };
       }
     } else if (def.kind == defense::DefenseKind::ueraser) {
-      if (algo == Algo::supervised) cfg.supervised_loss = defense::ueraser_supervised_hook(cfg, def.ueraser);
-      else cfg.contrastive_loss = defense::ueraser_contrastive_hook(cfg, def.ueraser);
-    } else if (algo == Algo::supervised) {
-      cfg.supervised_loss = defense::supervised_adversarial_loss_hook(cfg, def.adversarial);
+      cfg.step_loss = defense::ueraser_loss_hook(cfg, def.ueraser);
     } else {
-      cfg.contrastive_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
+      cfg.step_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
     }
     const std::string resume_path = o->resume_from.empty() ? o->out : o->resume_from;
     if (o->resume && std::filesystem::exists(resume_path)) check_resumed_defense(resume_path, def.spec());

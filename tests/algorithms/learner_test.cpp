@@ -130,7 +130,7 @@ TEST_CASE("MoCo loss enqueues the normalised keys at the ring pointer") {
   Tensor queue = state.at("queue"), ptr = state.at("queue_ptr");
   CHECK(queue.shape() == Shape{8, 8});
   CHECK(ptr.item() == 0);
-  l->loss(x1, x2);
+  l->loss({x1, x2});
   CHECK(ptr.item() == 3);
   // The key encoder's output, normalised, now sits in rows 0..2.
   Tensor keys;
@@ -139,11 +139,11 @@ TEST_CASE("MoCo loss enqueues the normalised keys at the ring pointer") {
     keys = l2_normalize(child(*l, "momentum_projector").forward(child(*l, "momentum_encoder").forward(x2)), 1);
   }
   CHECK(max_abs_diff(queue.slice0(0, 3), keys) < 1e-6);
-  l->loss(x1, x2);
-  l->loss(x1, x2);  // 9 keys into 8 rows: the pointer wraps to 1
+  l->loss({x1, x2});
+  l->loss({x1, x2});  // 9 keys into 8 rows: the pointer wraps to 1
   CHECK(ptr.item() == 1);
   l->enqueue_keys = false;
-  l->loss(x1, x2);
+  l->loss({x1, x2});
   CHECK(ptr.item() == 1);
 }
 
@@ -151,7 +151,7 @@ TEST_CASE("SimCLR sends both views through the backbone in one batched call") {
   auto l = tiny_learner(Algo::simclr, tiny_config(Algo::simclr));
   auto twin = tiny_learner(Algo::simclr, tiny_config(Algo::simclr));
   Tensor v1 = rand64({3, 1, 8, 8}, 4, false).to(DType::f32), v2 = rand64({3, 1, 8, 8}, 5, false).to(DType::f32);
-  Tensor loss = l->loss(v1, v2);
+  Tensor loss = l->loss({v1, v2});
   autograd::clear_tape();
   {
     autograd::NoGradGuard ng;
@@ -175,7 +175,7 @@ TEST_CASE("dual branch: the input gradient adds the momentum-branch part to the 
     Tensor x = rand64({3, 1, 8, 8}, 7, true, 0.0, 1.0);
     auto through_learner = [&](bool dual) {
       l->set_dual_branch(dual);
-      return autograd::grad(l->loss(view_a(x), view_b(x)), {x})[0];
+      return autograd::grad(l->loss({view_a(x), view_b(x)}), {x})[0];
     };
     Tensor on = through_learner(true), off = through_learner(false);
     // The momentum-branch gradient on its own, assembled from the learner's parts: the online
@@ -202,7 +202,7 @@ TEST_CASE("dual branch: the input gradient adds the momentum-branch part to the 
     CHECK(max_abs_diff(on, off) > 1e-8);
     // The momentum weights never get a gradient, even with the branch recorded.
     l->set_dual_branch(true);
-    autograd::backward(l->loss(view_a(x), view_b(x)));
+    autograd::backward(l->loss({view_a(x), view_b(x)}));
     for (auto& [name, p] : l->named_parameters())
       if (name.rfind("momentum_", 0) == 0) CHECK_FALSE(p.grad().defined());
     l->zero_grad();
@@ -218,9 +218,9 @@ TEST_CASE("BYOL with byol_detach_target: dual branch adds nothing (the authors' 
   l->eval();
   Tensor x = rand64({3, 1, 8, 8}, 8, true, 0.0, 1.0);
   l->set_dual_branch(true);
-  Tensor on = autograd::grad(l->loss(view_a(x), view_b(x)), {x})[0];
+  Tensor on = autograd::grad(l->loss({view_a(x), view_b(x)}), {x})[0];
   l->set_dual_branch(false);
-  Tensor off = autograd::grad(l->loss(view_a(x), view_b(x)), {x})[0];
+  Tensor off = autograd::grad(l->loss({view_a(x), view_b(x)}), {x})[0];
   CHECK(max_abs_diff(on, off) == 0.0);
 }
 
@@ -232,7 +232,7 @@ TEST_CASE("gradient check of the MoCo loss through both branches to the input (f
   l->eval();
   l->enqueue_keys = false;
   Tensor x = rand64({2, 1, 8, 8}, 9, true, 0.0, 1.0);
-  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return l->loss(view_a(in[0]), view_b(in[0])); }, {x}, 1e-6, 1e-6,
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return l->loss({view_a(in[0]), view_b(in[0])}); }, {x}, 1e-6, 1e-6,
                   1e-4);
 }
 
@@ -245,8 +245,18 @@ TEST_CASE("supervised learner: cross-entropy of the classifier head") {
   Tensor v = rand64({4, 1, 8, 8}, 10, false).to(DType::f32);
   Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 2, 1, 2}, {4});
   double expected = cross_entropy(l->encoder().logits(v), labels).item();
-  CHECK(l->loss(v, labels).item() == doctest::Approx(expected));
-  CHECK_THROWS_AS(l->loss(v, Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})), Error);
+  CHECK(l->loss({.view1 = v, .labels = labels}).item() == doctest::Approx(expected));
+  CHECK_THROWS_AS(l->loss({.view1 = v, .labels = Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})}), Error);
+  CHECK_THROWS_WITH_AS(l->loss({v, v, labels}), doctest::Contains("one view"), Error);
+  CHECK_THROWS_WITH_AS(l->loss({.view1 = v}), doctest::Contains("labels"), Error);
+  // Through the one interface: the same loss, one view per batch; no flow, no output loss.
+  Learner& base = *l;
+  CHECK(base.views_per_batch() == 1);
+  CHECK(base.loss({.view1 = v, .labels = labels}).item() == l->loss({.view1 = v, .labels = labels}).item());
+  base.set_flow(nullptr);
+  base.set_loss(OutputLoss());
+  CHECK_THROWS_WITH_AS(base.set_flow(dual_branch_flow()), doctest::Contains("no gradient flow"), Error);
+  CHECK_THROWS_WITH_AS(base.set_loss(builtin_loss), doctest::Contains("no outputs"), Error);
   o.num_classes = 0;
   CHECK_THROWS_WITH_AS(SupervisedLearner::make("resnet18", o), doctest::Contains("num_classes"), Error);
 }
@@ -256,6 +266,9 @@ TEST_CASE("learner errors: wrong algorithm, mismatched views") {
                        doctest::Contains("not a contrastive"), Error);
   auto l = tiny_learner(Algo::simclr, tiny_config(Algo::simclr));
   Tensor a = Tensor::zeros({2, 1, 8, 8}), b = Tensor::zeros({3, 1, 8, 8});
-  CHECK_THROWS_WITH_AS(l->loss(a, b), doctest::Contains("views"), Error);
+  CHECK_THROWS_WITH_AS(l->loss({a, b}), doctest::Contains("views"), Error);
+  CHECK_THROWS_WITH_AS(l->loss({.view1 = a}), doctest::Contains("undefined view"), Error);
+  Learner& base = *l;
+  CHECK(base.views_per_batch() == 2);
   CHECK_THROWS_AS(ContrastiveLearner::make(Algo::simclr, "resnet7", tiny_options(), AlgoConfig{}), Error);
 }

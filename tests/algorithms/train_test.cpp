@@ -136,83 +136,47 @@ TEST_CASE("train rejects bad configs and mismatched checkpoints") {
   CHECK_THROWS_AS(make_augment("autoaugment", "cifar10", 3, 32, 32), Error);
 }
 
-TEST_CASE("contrastive_loss: train calls the hook once per step in place of learner.loss") {
+TEST_CASE("step_loss: train calls the hook once per step in place of learner.loss") {
   data::Dataset ds = tiny_dataset();
-  TrainConfig plain = tiny_config(Algo::simclr, "");
-  plain.epochs = 2;
-  TrainResult without = train(ds, plain);
+  for (Algo algo : {Algo::simclr, Algo::supervised}) {
+    CAPTURE(std::string(algo_name(algo)));
+    const bool supervised = algo == Algo::supervised;
+    TrainConfig plain = tiny_config(algo, "");
+    plain.epochs = 2;
+    TrainResult without = train(ds, plain);
 
-  TrainConfig hooked = plain;
-  int64_t calls = 0;
-  hooked.contrastive_loss = [&calls](ContrastiveLearner& learner, const Tensor& v1, const Tensor& v2, Generator&) {
-    ++calls;
-    CHECK(learner.is_training());
-    CHECK(v1.shape() == Shape{8, 1, 8, 8});
-    return learner.loss(v1, v2);
-  };
-  TrainResult with = train(ds, hooked);
-  CHECK(calls == 2 * 3);  // 2 epochs of 24 / 8 steps
-  // Returning learner.loss is the plain step: the same losses and weights, bit for bit.
-  REQUIRE(with.history.size() == 2);
-  CHECK(with.history[1].loss == without.history[1].loss);
-  check_same_state(*with.learner, *without.learner);
+    TrainConfig hooked = plain;
+    int64_t calls = 0;
+    hooked.step_loss = [&calls, supervised](Learner& learner, const Batch& views, Generator&) {
+      ++calls;
+      CHECK(learner.is_training());
+      // Contrastive: two views; supervised: one view and its labels.
+      CHECK(views.view1.shape() == Shape{8, 1, 8, 8});
+      CHECK(views.view2.defined() == !supervised);
+      if (!supervised) CHECK(views.view2.shape() == Shape{8, 1, 8, 8});
+      CHECK(views.labels.defined() == supervised);
+      if (supervised) CHECK(views.labels.shape() == Shape{8});
+      return learner.loss(views);
+    };
+    TrainResult with = train(ds, hooked);
+    CHECK(calls == 2 * 3);  // 2 epochs of 24 / 8 steps
+    // Returning learner.loss is the plain step: the same losses and weights, bit for bit.
+    REQUIRE(with.history.size() == 2);
+    CHECK(with.history[1].loss == without.history[1].loss);
+    check_same_state(*with.learner, *without.learner);
 
-  // The hook's loss is what the step minimises: a scaled loss is logged scaled.
-  TrainConfig scaled = plain;
-  scaled.epochs = 1;
-  scaled.contrastive_loss = [](ContrastiveLearner& learner, const Tensor& v1, const Tensor& v2, Generator&) {
-    return mul_scalar(learner.loss(v1, v2), 0.0);
-  };
-  CHECK(train(ds, scaled).history[0].loss == 0.0);
+    // The hook's loss is what the step minimises: a scaled loss is logged scaled.
+    TrainConfig scaled = plain;
+    scaled.epochs = 1;
+    scaled.step_loss = [](Learner& learner, const Batch& views, Generator&) { return mul_scalar(learner.loss(views), 0.0); };
+    CHECK(train(ds, scaled).history[0].loss == 0.0);
 
-  TrainConfig bad = plain;
-  bad.contrastive_loss = [](ContrastiveLearner& learner, const Tensor& v1, const Tensor&, Generator&) {
-    return learner.encoder().forward(v1);  // not a scalar
-  };
-  CHECK_THROWS_WITH_AS(train(ds, bad), doctest::Contains("must return a scalar"), Error);
-  TrainConfig supervised = tiny_config(Algo::supervised, "");
-  supervised.contrastive_loss = hooked.contrastive_loss;
-  CHECK_THROWS_WITH_AS(train(ds, supervised), doctest::Contains("contrastive_loss"), Error);
-}
-
-TEST_CASE("supervised_loss: train calls the hook once per step in place of learner.loss") {
-  data::Dataset ds = tiny_dataset();
-  TrainConfig plain = tiny_config(Algo::supervised, "");
-  plain.epochs = 2;
-  TrainResult without = train(ds, plain);
-
-  TrainConfig hooked = plain;
-  int64_t calls = 0;
-  hooked.supervised_loss = [&calls](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator&) {
-    ++calls;
-    CHECK(learner.is_training());
-    CHECK(x.shape() == Shape{8, 1, 8, 8});
-    CHECK(labels.shape() == Shape{8});
-    return learner.loss(x, labels);
-  };
-  TrainResult with = train(ds, hooked);
-  CHECK(calls == 2 * 3);  // 2 epochs of 24 / 8 steps
-  // Returning learner.loss is the plain step: the same losses and weights, bit for bit.
-  REQUIRE(with.history.size() == 2);
-  CHECK(with.history[1].loss == without.history[1].loss);
-  check_same_state(*with.learner, *without.learner);
-
-  TrainConfig scaled = plain;
-  scaled.epochs = 1;
-  scaled.supervised_loss = [](SupervisedLearner& learner, const Tensor& x, const Tensor& labels, Generator&) {
-    return mul_scalar(learner.loss(x, labels), 0.0);
-  };
-  CHECK(train(ds, scaled).history[0].loss == 0.0);
-
-  TrainConfig bad = plain;
-  bad.supervised_loss = [](SupervisedLearner& learner, const Tensor& x, const Tensor&, Generator&) {
-    return learner.encoder().logits(x);  // not a scalar
-  };
-  CHECK_THROWS_WITH_AS(train(ds, bad), doctest::Contains("supervised_loss hook must return a scalar"), Error);
-  TrainConfig contrastive = tiny_config(Algo::byol, "");
-  contrastive.supervised_loss = hooked.supervised_loss;
-  CHECK_THROWS_WITH_AS(train(ds, contrastive), doctest::Contains("supervised_loss replaces the loss of a supervised step"),
-                       Error);
+    TrainConfig bad = plain;
+    bad.step_loss = [](Learner& learner, const Batch& views, Generator&) {
+      return learner.encoder().forward(views.view1);  // not a scalar
+    };
+    CHECK_THROWS_WITH_AS(train(ds, bad), doctest::Contains("step_loss hook must return a scalar"), Error);
+  }
 }
 
 TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a random-init encoder's kNN") {

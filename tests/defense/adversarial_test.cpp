@@ -122,16 +122,16 @@ TEST_CASE("adversarial views raise the contrastive loss and stay in the eps-ball
     }
     const auto before = snapshot(*learner);
     Generator g(2);
-    AdversarialViews adv = adversarial_views(*learner, v1, v2, opt, g);
+    AdversarialBatch adv = adversarial_batch(*learner, {v1, v2}, opt, g);
     CHECK(snapshot(*learner) == before);  // weights and BatchNorm statistics untouched
     for (const Tensor& p : learner->parameters()) CHECK_FALSE(p.grad().defined());
     CHECK(learner->is_training());
     REQUIRE(adv.losses.size() == 4);
-    CHECK(max_abs_diff(adv.view2, v2) == 0);  // only view 1 is attacked
+    CHECK(max_abs_diff(adv.views.view2, v2) == 0);  // only view 1 is attacked
 
     // In pixels: |adv - x1| <= eps and adv in [0, 1].
     auto to_pixels = [&](const Tensor& v) { return normalised ? add_scalar(mul_scalar(v, 0.4), 0.3) : v; };
-    auto a = to_pixels(adv.view1).to_vector<double>(), p = to_pixels(v1).to_vector<double>();
+    auto a = to_pixels(adv.views.view1).to_vector<double>(), p = to_pixels(v1).to_vector<double>();
     double worst = 0, lo = 1, hi = 0;
     for (size_t i = 0; i < a.size(); ++i)
       worst = std::max(worst, std::abs(a[i] - p[i])), lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
@@ -144,7 +144,7 @@ TEST_CASE("adversarial views raise the contrastive loss and stay in the eps-ball
     double clean;
     {
       autograd::NoGradGuard no_grad;
-      clean = learner->loss(v1, v2).item();
+      clean = learner->loss({v1, v2}).item();
     }
     INFO("clean ", clean, ", adversarial ", adv.final_loss, ", PGD losses ", adv.losses[0], " .. ", adv.losses[3]);
     CHECK(adv.final_loss > clean + 1e-4);
@@ -159,16 +159,16 @@ TEST_CASE("adversarial views: no steps and no random start is the identity; eval
   opt.steps = 0;
   opt.random_start = false;
   Generator g(4);
-  AdversarialViews adv = adversarial_views(*learner, x, x, opt, g);
-  CHECK(max_abs_diff(adv.view1, x) == 0);
+  AdversarialBatch adv = adversarial_batch(*learner, {x, x}, opt, g);
+  CHECK(max_abs_diff(adv.views.view1, x) == 0);
   CHECK(g.offset() == 0);
   opt.steps = 2;
   opt.random_start = true;
   opt.bn = AdversarialOptions::BnMode::eval;
   learner->train();
-  adv = adversarial_views(*learner, x, mul_scalar(x, 0.5), opt, g);
+  adv = adversarial_batch(*learner, {x, mul_scalar(x, 0.5)}, opt, g);
   CHECK(learner->is_training());  // restored after the eval-mode attack
-  CHECK(max_abs_diff(adv.view1, x) <= opt.eps + 1e-6);
+  CHECK(max_abs_diff(adv.views.view1, x) <= opt.eps + 1e-6);
 }
 
 TEST_CASE("adversarial views: both views (A2A) and MoCo's queue left untouched") {
@@ -180,11 +180,11 @@ TEST_CASE("adversarial views: both views (A2A) and MoCo's queue left untouched")
   opt.steps = 2;
   const auto before = snapshot(*learner);
   Generator g(6);
-  AdversarialViews adv = adversarial_views(*learner, x, mul_scalar(x, 0.7), opt, g);
+  AdversarialBatch adv = adversarial_batch(*learner, {x, mul_scalar(x, 0.7)}, opt, g);
   CHECK(snapshot(*learner) == before);  // queue, queue_ptr and BatchNorm statistics included
   CHECK(learner->enqueue_keys);
-  CHECK(max_abs_diff(adv.view2, mul_scalar(x, 0.7)) > 0);
-  CHECK(max_abs_diff(adv.view2, mul_scalar(x, 0.7)) <= opt.eps + 1e-6);
+  CHECK(max_abs_diff(adv.views.view2, mul_scalar(x, 0.7)) > 0);
+  CHECK(max_abs_diff(adv.views.view2, mul_scalar(x, 0.7)) <= opt.eps + 1e-6);
 }
 
 TEST_CASE("adversarial_contrastive_step: a loss that trains the weights") {
@@ -195,7 +195,7 @@ TEST_CASE("adversarial_contrastive_step: a loss that trains the weights") {
   opt.steps = 1;
   opt.clean_weight = 0.5;
   Generator g(8);
-  Tensor loss = adversarial_contrastive_step(*learner, x, mul_scalar(x, 0.9), opt, g);
+  Tensor loss = adversarial_step(*learner, {x, mul_scalar(x, 0.9)}, opt, g);
   CHECK(loss.requires_grad());
   CHECK(std::isfinite(loss.item()));
   autograd::backward(loss);
@@ -220,16 +220,18 @@ TEST_CASE("train_adversarial: a short run, and its errors") {
 
   // It is algorithms::train with the adversarial loss hook, bit for bit.
   TrainConfig hooked = cfg;
-  hooked.contrastive_loss = adversarial_loss_hook(cfg, opt);
+  hooked.step_loss = adversarial_loss_hook(cfg, opt);
   CHECK(snapshot(*algorithms::train(ds, hooked).learner) == snapshot(*r.learner));
   // The attack changes the training: plain training ends elsewhere.
   CHECK(snapshot(*algorithms::train(ds, cfg).learner) != snapshot(*r.learner));
 
   TrainConfig bad = cfg;
-  bad.contrastive_loss = hooked.contrastive_loss;
-  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("leave them empty"), Error);
+  bad.step_loss = hooked.step_loss;
+  CHECK_THROWS_WITH_AS(train_adversarial(ds, bad, opt), doctest::Contains("leave it empty"), Error);
   bad = tiny_supervised_config();
-  CHECK_THROWS_WITH_AS(adversarial_loss_hook(bad, opt), doctest::Contains("simclr, moco or byol"), Error);
+  AdversarialOptions both = opt;
+  both.both_views = true;
+  CHECK_THROWS_WITH_AS(adversarial_loss_hook(bad, both), doctest::Contains("both = 1"), Error);
   AdversarialOptions bad_opt;
   bad_opt.mean = {0.5, 0.5};
   bad_opt.std = {0.5, 0.5};
@@ -281,15 +283,15 @@ TEST_CASE("adversarial views: errors") {
   Tensor x = rnd({4, 1, 8, 8}, 10);
   Generator g(11);
   AdversarialOptions opt;
-  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, rnd({3, 1, 8, 8}, 12), opt, g), doctest::Contains("differ"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {x, rnd({3, 1, 8, 8}, 12)}, opt, g), doctest::Contains("differ"), Error);
   opt.eps = -0.1;
-  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("eps = -0.1"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {x, x}, opt, g), doctest::Contains("eps = -0.1"), Error);
   opt = AdversarialOptions{};
   opt.mean = {0.5};
   opt.std = {0.0};
-  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("std > 0"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {x, x}, opt, g), doctest::Contains("std > 0"), Error);
   opt.std = {0.5, 0.5};
-  CHECK_THROWS_WITH_AS(adversarial_views(*learner, x, x, opt, g), doctest::Contains("mean has 1 entries"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {x, x}, opt, g), doctest::Contains("mean has 1 entries"), Error);
 }
 
 TEST_CASE("supervised adversarial batch raises the cross-entropy and stays in the eps-ball") {
@@ -308,15 +310,15 @@ TEST_CASE("supervised adversarial batch raises the cross-entropy and stays in th
     }
     const auto before = snapshot(*learner);
     Generator g(14);
-    AdversarialBatch adv = adversarial_batch(*learner, x, labels, opt, g);
+    AdversarialBatch adv = adversarial_batch(*learner, {.view1 = x, .labels = labels}, opt, g);
     CHECK(snapshot(*learner) == before);  // weights and BatchNorm running statistics untouched
     for (const Tensor& p : learner->parameters()) CHECK_FALSE(p.grad().defined());
     CHECK(learner->is_training());
-    CHECK_FALSE(adv.view.requires_grad());
+    CHECK_FALSE(adv.views.view1.requires_grad());
     REQUIRE(adv.losses.size() == 4);
 
     auto to_pixels = [&](const Tensor& v) { return normalised ? add_scalar(mul_scalar(v, 0.4), 0.3) : v; };
-    auto a = to_pixels(adv.view).to_vector<double>(), p = to_pixels(x).to_vector<double>();
+    auto a = to_pixels(adv.views.view1).to_vector<double>(), p = to_pixels(x).to_vector<double>();
     double worst = 0, lo = 1, hi = 0;
     for (size_t i = 0; i < a.size(); ++i)
       worst = std::max(worst, std::abs(a[i] - p[i])), lo = std::min(lo, a[i]), hi = std::max(hi, a[i]);
@@ -329,7 +331,7 @@ TEST_CASE("supervised adversarial batch raises the cross-entropy and stays in th
     double clean;
     {
       autograd::NoGradGuard no_grad;
-      clean = learner->loss(x, labels).item();
+      clean = learner->loss({.view1 = x, .labels = labels}).item();
     }
     INFO("clean ", clean, ", adversarial ", adv.final_loss, ", PGD losses ", adv.losses[0], " .. ", adv.losses[3]);
     CHECK(adv.final_loss > clean + 1e-4);
@@ -346,21 +348,21 @@ TEST_CASE("supervised adversarial batch: eval BN mode, no steps, and the trainin
   opt.steps = 0;
   opt.random_start = false;
   Generator g(16);
-  CHECK(max_abs_diff(adversarial_batch(*learner, x, labels, opt, g).view, x) == 0);
+  CHECK(max_abs_diff(adversarial_batch(*learner, {.view1 = x, .labels = labels}, opt, g).views.view1, x) == 0);
   CHECK(g.offset() == 0);
 
   opt.steps = 2;
   opt.random_start = true;
   opt.bn = AdversarialOptions::BnMode::eval;
   const auto before = snapshot(*learner);
-  AdversarialBatch adv = adversarial_batch(*learner, x, labels, opt, g);
+  AdversarialBatch adv = adversarial_batch(*learner, {.view1 = x, .labels = labels}, opt, g);
   CHECK(learner->is_training());  // restored after the eval-mode attack
   CHECK(snapshot(*learner) == before);
-  CHECK(max_abs_diff(adv.view, x) <= opt.eps + 1e-6);
+  CHECK(max_abs_diff(adv.views.view1, x) <= opt.eps + 1e-6);
 
   opt.bn = AdversarialOptions::BnMode::batch;
   opt.clean_weight = 0.5;
-  Tensor loss = adversarial_supervised_step(*learner, x, labels, opt, g);
+  Tensor loss = adversarial_step(*learner, {.view1 = x, .labels = labels}, opt, g);
   CHECK(loss.requires_grad());
   CHECK(std::isfinite(loss.item()));
   autograd::backward(loss);
@@ -383,7 +385,7 @@ TEST_CASE("supervised adversarial training through algorithms::train resumes to 
   TrainConfig full_cfg = tiny_supervised_config();
   full_cfg.epochs = 2;
   full_cfg.checkpoint_path = whole;
-  full_cfg.supervised_loss = supervised_adversarial_loss_hook(full_cfg, opt);
+  full_cfg.step_loss = adversarial_loss_hook(full_cfg, opt);
   TrainResult full = algorithms::train(ds, full_cfg);
   CHECK(full.epochs_done == 2);
 
@@ -404,7 +406,7 @@ TEST_CASE("supervised adversarial training through algorithms::train resumes to 
 
   // train_adversarial picks the supervised hook: the same weights, and the defence recorded.
   TrainConfig plain = full_cfg;
-  plain.supervised_loss = nullptr;
+  plain.step_loss = nullptr;
   TrainResult via = train_adversarial(ds, plain, opt);
   CHECK(snapshot(*via.learner) == snapshot(*full.learner));
   Defense d;
@@ -425,23 +427,21 @@ TEST_CASE("supervised adversarial training: errors") {
   Generator g(18);
   AdversarialOptions both;
   both.both_views = true;
-  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, x, labels, both, g), doctest::Contains("one view"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {.view1 = x, .labels = labels}, both, g), doctest::Contains("one view"), Error);
   TrainConfig cfg = tiny_supervised_config();
-  CHECK_THROWS_WITH_AS(supervised_adversarial_loss_hook(cfg, both), doctest::Contains("both = 1"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_loss_hook(cfg, both), doctest::Contains("both = 1"), Error);
   CHECK_THROWS_WITH_AS(train_adversarial(tiny_set(4), cfg, both), doctest::Contains("one view"), Error);
-  CHECK_THROWS_WITH_AS(supervised_adversarial_loss_hook(tiny_train_config(), AdversarialOptions{}),
-                       doctest::Contains("needs a supervised learner, not simclr"), Error);
   TrainConfig hooked = cfg;
-  hooked.supervised_loss = supervised_adversarial_loss_hook(cfg, AdversarialOptions{});
-  CHECK_THROWS_WITH_AS(train_adversarial(tiny_set(4), hooked, AdversarialOptions{}), doctest::Contains("leave them empty"),
+  hooked.step_loss = adversarial_loss_hook(cfg, AdversarialOptions{});
+  CHECK_THROWS_WITH_AS(train_adversarial(tiny_set(4), hooked, AdversarialOptions{}), doctest::Contains("leave it empty"),
                        Error);
   AdversarialOptions opt;
-  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, x, Tensor::zeros({3}, DType::i64), opt, g),
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {.view1 = x, .labels = Tensor::zeros({3}, DType::i64)}, opt, g),
                        doctest::Contains("labels must be [4]"), Error);
-  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, Tensor::zeros({4, 64}), labels, opt, g),
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {.view1 = Tensor::zeros({4, 64}), .labels = labels}, opt, g),
                        doctest::Contains("the batch must be float [B, C, H, W]"), Error);
   opt.mean = {0.5, 0.5};
   opt.std = {0.5, 0.5};
-  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, x, labels, opt, g), doctest::Contains("normalisation has 2"), Error);
-  CHECK_THROWS_WITH_AS(supervised_adversarial_loss_hook(cfg, opt), doctest::Contains("normalisation has 2"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_batch(*learner, {.view1 = x, .labels = labels}, opt, g), doctest::Contains("normalisation has 2"), Error);
+  CHECK_THROWS_WITH_AS(adversarial_loss_hook(cfg, opt), doctest::Contains("normalisation has 2"), Error);
 }

@@ -123,13 +123,13 @@ TEST_CASE("ueraser: supervised and SimCLR runs train through the hook and record
   {
     autograd::NoGradGuard no_grad;
     Generator g1(3, 9), g2(3, 9);
-    const double max_loss = ueraser_supervised_hook(cfg, d.ueraser)(*learner, x, labels, g1).item();
+    const double max_loss = ueraser_loss_hook(cfg, d.ueraser)(*learner, {.view1 = x, .labels = labels}, g1).item();
     UEraserOptions one = d.ueraser;
     one.k = 1;
-    auto single = ueraser_supervised_hook(cfg, one);
+    auto single = ueraser_loss_hook(cfg, one);
     double best_single = -1e300, sum = 0;
     for (int i = 0; i < 3; ++i) {
-      const double l = single(*learner, x, labels, g2).item();
+      const double l = single(*learner, {.view1 = x, .labels = labels}, g2).item();
       best_single = std::max(best_single, l), sum += l;
     }
     CHECK(max_loss >= best_single - 1e-5);

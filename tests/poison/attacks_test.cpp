@@ -102,7 +102,7 @@ double attacker_ce(const PoisonResult& r, const Tensor& x, const Tensor& labels,
   double total = 0;
   for (int k = 0; k < 4; ++k) {
     AugmentParams p = sample_params(aug, x.size(0), 8, 8, g);
-    total += sup.loss(apply(x, p, aug), labels).item() / 4;
+    total += sup.loss({.view1 = apply(x, p, aug), .labels = labels}).item() / 4;
   }
   return total;
 }
@@ -196,7 +196,7 @@ TEST_CASE("class-wise AUE: a class's pattern receives the summed cross-entropy g
   Generator ga(9);
   AugmentParams p = sample_params(aug, 8, 8, 8, ga);
   // The mean CE over the batch: the class gradient is the sum of the per-image gradients of that mean.
-  auto loss_of = [&](const Tensor& rows) { return learner->loss(apply(perturb(x, rows, 8.0 / 255.0), p, aug), ds.labels); };
+  auto loss_of = [&](const Tensor& rows) { return learner->loss({.view1 = apply(perturb(x, rows, 8.0 / 255.0), p, aug), .labels = ds.labels}); };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
   Tensor rows = index_select0(cls, ds.labels).detach().set_requires_grad(true);

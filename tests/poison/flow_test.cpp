@@ -298,7 +298,7 @@ private:
 Tensor testing_rand(uint64_t seed) { return cpoison::testing::rand64({2, 1, 8, 8}, seed, true, 0.0, 1.0); }
 
 Tensor input_grad(ContrastiveLearner& l, const Tensor& x) {
-  return autograd::grad(l.loss(mul_scalar(x, 0.9), add_scalar(mul_scalar(x, 1.1), 0.05)), {x})[0];
+  return autograd::grad(l.loss({mul_scalar(x, 0.9), add_scalar(mul_scalar(x, 1.1), 0.05)}), {x})[0];
 }
 
 }  // namespace
@@ -317,7 +317,7 @@ TEST_CASE("the built-in flows give the pre-hook learners' bits: noise steps and 
     c.byol_detach_target = m.detach_target;
     auto hooked = small_learner(m.algo, c);
     auto legacy = small_learner(m.algo, c);
-    Steps a = run_steps(*hooked, [&](const Tensor& v1, const Tensor& v2) { return hooked->loss(v1, v2); });
+    Steps a = run_steps(*hooked, [&](const Tensor& v1, const Tensor& v2) { return hooked->loss({v1, v2}); });
     Steps b = run_steps(*legacy, [&](const Tensor& v1, const Tensor& v2) { return legacy_loss(*legacy, v1, v2); });
     check_same_steps(a, b);
     CHECK(std::string(hooked->flow().name()) == (m.dual && !m.detach_target && m.algo != Algo::simclr ? "dual-branch" : "single-branch"));
@@ -329,14 +329,14 @@ TEST_CASE("the built-in flows give the pre-hook learners' bits: noise steps and 
     other.byol_detach_target = false;
     auto explicit_flow = small_learner(m.algo, other);
     explicit_flow->set_flow(m.dual && !m.detach_target ? algorithms::dual_branch_flow() : algorithms::single_branch_flow());
-    check_same_steps(a, run_steps(*explicit_flow, [&](const Tensor& v1, const Tensor& v2) { return explicit_flow->loss(v1, v2); }));
+    check_same_steps(a, run_steps(*explicit_flow, [&](const Tensor& v1, const Tensor& v2) { return explicit_flow->loss({v1, v2}); }));
     auto own = small_learner(m.algo, other);
     own->set_flow(std::make_shared<StopAt>(Branch::online, "no such point", 1.0, m.dual && !m.detach_target ? 1.0 : 0.0));
-    check_same_steps(a, run_steps(*own, [&](const Tensor& v1, const Tensor& v2) { return own->loss(v1, v2); }));
+    check_same_steps(a, run_steps(*own, [&](const Tensor& v1, const Tensor& v2) { return own->loss({v1, v2}); }));
     // A custom loss that is the built-in one.
     auto own_loss = small_learner(m.algo, c);
     own_loss->set_loss([](const algorithms::LearnerOutputs& o) { return algorithms::builtin_loss(o); });
-    check_same_steps(a, run_steps(*own_loss, [&](const Tensor& v1, const Tensor& v2) { return own_loss->loss(v1, v2); }));
+    check_same_steps(a, run_steps(*own_loss, [&](const Tensor& v1, const Tensor& v2) { return own_loss->loss({v1, v2}); }));
   }
 }
 
@@ -386,9 +386,9 @@ TEST_CASE("branch weights scale each branch's share of dL/dview; weight 0 cuts i
     double weighted;
     {
       autograd::NoGradGuard ng;
-      weighted = l->loss(x, x).item();
+      weighted = l->loss({x, x}).item();
       l->set_flow(nullptr);
-      CHECK(l->loss(x, x).item() == weighted);
+      CHECK(l->loss({x, x}).item() == weighted);
     }
   }
 }
@@ -415,7 +415,7 @@ TEST_CASE("stop-gradients at named points: every point is visited, and a detach 
   // loss in a training step, the predictor's last layer still does.
   l->train();
   l->set_flow(std::make_shared<StopAt>(Branch::online, "predictor.2", 1.0, 1.0));
-  autograd::backward(l->loss(x, add_scalar(x, 0.01)));
+  autograd::backward(l->loss({x, add_scalar(x, 0.01)}));
   auto state = l->named_online_parameters();
   for (auto& [name, p] : state) {
     if (name == "predictor.3.weight") CHECK(max_abs(p.grad()) > 0);
@@ -434,7 +434,7 @@ TEST_CASE("a custom loss sees the views and every branch output; a non-scalar lo
     seen = o;
     return mean(mul(l2_normalize(o.online1, 1), l2_normalize(o.momentum2, 1)));
   });
-  Tensor loss = l->loss(v1, v2);
+  Tensor loss = l->loss({v1, v2});
   CHECK(seen.algo == Algo::moco);
   CHECK(seen.view1.shape() == v1.shape());
   CHECK(seen.online1.shape() == Shape{2, 8});
@@ -443,6 +443,6 @@ TEST_CASE("a custom loss sees the views and every branch output; a non-scalar lo
   CHECK(seen.queue.shape() == Shape{16, 8});
   CHECK(std::isfinite(loss.item()));
   l->set_loss([](const algorithms::LearnerOutputs& o) { return o.online1; });
-  CHECK_THROWS_WITH_AS(l->loss(v1, v2), doctest::Contains("must return one element"), Error);
+  CHECK_THROWS_WITH_AS(l->loss({v1, v2}), doctest::Contains("must return one element"), Error);
   CHECK_THROWS_WITH_AS(algorithms::BranchWeights(1.0, std::nan("")), doctest::Contains("finite"), Error);
 }

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
@@ -107,7 +109,7 @@ TEST_CASE("a class-wise delta receives the summed gradient of its class's images
   AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
   auto loss_of = [&](const Tensor& rows) {
     Tensor xp = perturb(x, rows, 8.0 / 255.0);
-    return learner->loss(apply(xp, p1, aug), apply(xp, p2, aug));
+    return learner->loss({apply(xp, p1, aug), apply(xp, p2, aug)});
   };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
@@ -139,7 +141,7 @@ TEST_CASE("dual branch: the delta gradient is the online-branch plus the momentu
       Tensor leaf = delta.detach().set_requires_grad(true);
       Tensor xp = perturb(x, leaf, 8.0 / 255.0);
       Tensor v1 = apply(xp, p1, aug), v2 = apply(xp, p2, aug);
-      return autograd::grad(learner->loss(keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()), {leaf})[0];
+      return autograd::grad(learner->loss({keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()}), {leaf})[0];
     };
     Tensor both = grad_with(true, true);
     Tensor online_only = grad_with(true, false);
@@ -168,7 +170,7 @@ TEST_CASE("PGD sign steps lower the contrastive loss on a fixed batch") {
   Generator ga(11);
   AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
   Tensor delta = Tensor::zeros({8, 1, 8, 8});
-  auto loss_at = [&](const Tensor& d) { return learner->loss(apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)); };
+  auto loss_at = [&](const Tensor& d) { return learner->loss({apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
   double before;
   {
     autograd::NoGradGuard ng;
@@ -209,6 +211,19 @@ TEST_CASE("a killed cp-s run resumes to the same delta as an uninterrupted one")
   CHECK(resumed.finished);
   CHECK(resumed.history.size() == 1);
   CHECK(resumed.poison.delta.to_vector<float>() == whole.poison.delta.to_vector<float>());
+  // The JSONL log beside the checkpoint (engine/progress_log.h's schema) holds each round once.
+  std::ifstream log(dir / "run.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 3);
+  for (int64_t r = 0; r < 3; ++r) {
+    CHECK(lines[r]["run"] == "poison");
+    CHECK(lines[r]["unit"] == "round");
+    CHECK(lines[r]["round"] == r + 1);
+    CHECK(lines[r]["rounds"] == 3);
+    CHECK(lines[r]["attack"] == "cp-s");
+  }
+  CHECK(lines[2]["noise_loss"] == resumed.history[0].noise_loss);
   std::filesystem::remove_all(dir);
 }
 
