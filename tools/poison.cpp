@@ -21,6 +21,8 @@
 #include "poison/generate.h"
 #include "tools/command.h"
 #include "tools/common.h"
+#include "tools/experiment/settings.h"
+#include "tools/experiment/flags.h"
 
 namespace {
 
@@ -36,9 +38,10 @@ struct Options {
   double ratio = 1.0, lr = 0, momentum = 0.9, weight_decay = 1e-4, final_lr_fraction = 0.001, progress_seconds = 10;
   uint64_t seed = 0;
   bool dual_branch = false, byol_detach_target = false, resume = false, allow_changed = false;
-  // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
-  double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
-  int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
+  // Algorithm settings whose default depends on the algorithm (their sentinels: AlgoConfig::defaults);
+  // flags from the field list.
+  tools::experiment::AlgoSettings algo_settings;
+  double loss_scale = 1.0;
   tools::DataOptions data;
   // AUE / AAP / TUE settings (docs/attacks.md); the recipe's unless given.
   double augment_strength = 0, separability = 0, attack_loss_weight = 1, pattern_period = 8;
@@ -203,24 +206,7 @@ void setup(CLI::App& app) {
                                      "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
                                      "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
                                      "--augment-strength)");
-  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")
-      ->check(tools::real_range(0, 100))
-      ->capture_default_str();
-  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
-      ->check(tools::in_range({0, 1, false, false, {-1}}))
-      ->capture_default_str();
-  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxQueue, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-hidden", o->proj_hidden, "Projector hidden width (-1: the algorithm's default)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
-  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
+  tools::experiment::add_algo_flags(app, o->algo_settings);
   app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")
       ->check(tools::in_range({0, 1e6, true, false}))
       ->capture_default_str();
@@ -299,12 +285,7 @@ void setup(CLI::App& app) {
       cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
     if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
     algorithms::AlgoConfig& ac = cfg.algo_config;
-    if (o->temperature > 0) ac.temperature = o->temperature;
-    if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;
-    if (o->queue_size >= 0) ac.queue_size = o->queue_size;
-    if (o->proj_hidden >= 0) ac.proj_hidden = o->proj_hidden;
-    if (o->proj_dim > 0) ac.proj_dim = o->proj_dim;
-    if (o->pred_hidden > 0) ac.pred_hidden = o->pred_hidden;
+    tools::experiment::apply_algo(o->algo_settings, ac);
     ac.dual_branch = o->dual_branch;
     ac.byol_detach_target = o->byol_detach_target;
     ac.loss_scale = o->loss_scale;
