@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "algorithms/train.h"
+#include "poison/generate.h"
 #include "tests/support/cli.h"
 #include "tools/experiment/cells.h"
 #include "tools/experiment/flags.h"
@@ -83,6 +84,15 @@ private:
   std::string prefix_;
   std::string& out_;
 };
+
+// Whether `--help` output lists `flag` (followed by a space or, for a long one, a line break).
+bool lists_flag(const std::string& help, const std::string& flag) {
+  for (size_t at = help.find(flag); at != std::string::npos; at = help.find(flag, at + 1)) {
+    const size_t end = at + flag.size();
+    if (end == help.size() || help[end] == ' ' || help[end] == '\n') return true;
+  }
+  return false;
+}
 
 void write(const std::string& path, const std::string& text) {
   std::ofstream out(path);
@@ -171,13 +181,13 @@ TEST_CASE("settings field lists: the commands' --help lists every field's flag")
   REQUIRE(poison.code == 0);
   for (const auto& k : tools::field_keys(TrainSettings{})) {
     INFO(k);
-    CHECK(train.output.find(tools::flag_name(k) + " ") != std::string::npos);
+    CHECK(lists_flag(train.output, tools::flag_name(k)));
   }
   for (const auto& k : tools::field_keys(AlgoSettings{})) {
     if (k == "lr") continue;
     INFO(k);
-    CHECK(train.output.find(tools::flag_name(k) + " ") != std::string::npos);
-    CHECK(poison.output.find(tools::flag_name(k) + " ") != std::string::npos);
+    CHECK(lists_flag(train.output, tools::flag_name(k)));
+    CHECK(lists_flag(poison.output, tools::flag_name(k)));
   }
 }
 
@@ -241,4 +251,33 @@ rows = [ { label = "none", attack = "none" } ]
   algorithms::TrainConfig tc0;
   apply_training(no_shift, ds, tc0);
   CHECK(!tc0.batch_hook);
+}
+
+TEST_CASE("settings field lists: every knob PoisonConfig lists is a flag of cpoison poison") {
+  const auto keys = tools::field_keys(poison::PoisonConfig{});
+  CHECK(std::set<std::string>(keys.begin(), keys.end()).size() == keys.size());
+  CLI::App app;
+  poison::PoisonConfig given;
+  const tools::FieldFlags f = tools::add_flags(app, given, {}, false);
+  CHECK(f.size() == keys.size());
+  app.parse("--rounds 3 --separability-space features --separability-detach-spread", false);
+  // Only the flags given override a recipe.
+  poison::PoisonConfig recipe = poison::PoisonConfig::recipe("cpu-small-cp-c", algorithms::Algo::simclr);
+  poison::PoisonConfig cfg = recipe;
+  tools::copy_given(cfg, given, f);
+  CHECK(cfg.rounds == 3);
+  CHECK(cfg.separability_space == "features");
+  CHECK(cfg.separability_detach_spread);
+  CHECK(cfg.model_steps == recipe.model_steps);
+  CHECK(cfg.batch_size == recipe.batch_size);
+
+  using namespace cpoison::testing;
+  const std::string exe = cpoison_exe();
+  if (exe.empty() || !fs::exists(exe)) return;
+  RunResult help = run_cpoison("poison --help");
+  REQUIRE(help.code == 0);
+  for (const auto& k : keys) {
+    INFO(k);
+    CHECK(lists_flag(help.output, tools::flag_name(k)));
+  }
 }
