@@ -149,6 +149,43 @@ struct PoisonConfig {
   // Called after each round (after its checkpoint); false stops there, as a kill would.
   std::function<bool(int64_t rounds_done)> on_round_end;
 
+  // The numeric and text knobs that a recipe sets and a caller may override one by one, listed
+  // once: v(key, member, help) (tools/fields.h makes `cpoison poison`'s flags of them, --model-steps
+  // for model_steps). The fields that need more than a value (attack, kind, eps and step as
+  // fractions, lr's default, cosine as --schedule, init, the attacker's algorithm, model and
+  // augmentation) and those of a run (seed, device, paths) are not listed.
+  template <class V>
+  void visit(V& v) {
+    v("rounds", rounds, "Rounds T of model phase + noise phase");
+    v("model_steps", model_steps, "Model SGD steps per round (0: one epoch)");
+    v("noise_batches", noise_batches, "Noise batches per round (0: one pass)");
+    v("pgd_steps", pgd_steps, "PGD steps per noise batch");
+    v("batch_size", batch_size, "Images per step (paper 512, cpu-small 256)");
+    v("momentum", momentum, "SGD momentum");
+    v("weight_decay", weight_decay, "SGD weight decay");
+    v("final_lr_fraction", final_lr_fraction, "The cosine ends at this fraction of --lr");
+    v("ratio", ratio, "Poisoned fraction of the training set (0, 1]");
+    v("pretrain_epochs", pretrain_epochs, "Adversarial poisoning: clean supervised epochs first");
+    v("pretrain_warmup_epochs", pretrain_warmup_epochs,
+      "Adversarial / AAP pre-training: linear warm-up epochs before the cosine (aap: 10, cpu-small-aap: 3)");
+    v("target_shift", target_shift, "AAP: the noise pushes class y towards (y + SHIFT) mod classes");
+    v("augment_strength", augment_strength,
+      "AUE / AAP augmentation strength s in [0, 2]: crop area from max(1 - 0.9 s, 0.05), jitter 0.4 s with p "
+      "min(0.99, 0.8 s), gray p 0.2 s (0: the --augment list as is; aue 0.6, aap 0.4)");
+    v("separability", separability,
+      "Weight of TUE's class-separability term added to the noise objective (0: off; cp-s, cp-c, unlearnable, aue, aap)");
+    v("separability_space", separability_space,
+      "Where the separability term is measured: noise (TUE's: the perturbations) | embedding (the attacker's "
+      "normalised embeddings of the views) | features (its backbone features of the un-augmented poisoned images, "
+      "what a linear probe is fitted on)");
+    v("separability_detach_spread", separability_detach_spread,
+      "Separability gradient as TUE's release has it (within-class spreads held constant)");
+    v("attack_loss_weight", attack_loss_weight,
+      "Weight of the attack's own loss in the noise objective (1; 0: the separability term alone, TUE's SimCLR setting)");
+    v("pattern_period", pattern_period, "pattern: the gratings' period in pixels (8)");
+    v("pattern_blank", pattern_blank, "pattern: the class left without a grating (0; -1: every class gets one)");
+  }
+
   // Recipes: "cp-c" and "cp-s" with the paper's settings (docs/reference-implementation.md §2) for
   // the given algorithm; "cpu-small-cp-c" / "cpu-small-cp-s" with docs/cpu-scale-reference.md's;
   // "aue" / "aap" with Wang et al.'s CIFAR-10 settings and "cpu-small-aue" / "cpu-small-aap"

@@ -21,6 +21,8 @@
 #include "poison/generate.h"
 #include "tools/command.h"
 #include "tools/common.h"
+#include "tools/experiment/settings.h"
+#include "tools/experiment/flags.h"
 
 namespace {
 
@@ -31,20 +33,18 @@ using algorithms::Algo;
 struct Options {
   std::string attack, algo = "simclr", recipe = "paper", kind, eps = "8/255", step = "0.1", init = "uniform", init_file;
   std::string model = "resnet18", augment, device = "cpu", out, schedule = "cosine";
-  int64_t rounds = 0, model_steps = 0, noise_batches = 0, pgd_steps = 1, batch_size = 0, width = 64, pretrain_epochs = 5;
-  int64_t checkpoint_every = 1, stop_after_rounds = 0;
-  double ratio = 1.0, lr = 0, momentum = 0.9, weight_decay = 1e-4, final_lr_fraction = 0.001, progress_seconds = 10;
+  int64_t width = 64, checkpoint_every = 1, stop_after_rounds = 0;
+  double lr = 0, progress_seconds = 10;
   uint64_t seed = 0;
   bool dual_branch = false, byol_detach_target = false, resume = false, allow_changed = false;
-  // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
-  double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
-  int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
+  // The recipe's knobs (PoisonConfig::visit: rounds, steps, batch size, SGD, AUE / AAP / TUE /
+  // pattern settings, docs/attacks.md), each overriding the recipe when its flag is given.
+  PoisonConfig knobs;
+  // Algorithm settings whose default depends on the algorithm (their sentinels: AlgoConfig::defaults);
+  // flags from the field list.
+  tools::experiment::AlgoSettings algo_settings;
+  double loss_scale = 1.0;
   tools::DataOptions data;
-  // AUE / AAP / TUE settings (docs/attacks.md); the recipe's unless given.
-  double augment_strength = 0, separability = 0, attack_loss_weight = 1, pattern_period = 8;
-  int64_t pretrain_warmup_epochs = 0, target_shift = 1, pattern_blank = 0;
-  std::string separability_space = "noise";
-  bool separability_detach_spread = false;
 };
 
 bool uses_supervised_model(Attack a) { return supervised_attack(a); }
@@ -113,114 +113,48 @@ void setup(CLI::App& app) {
   overriding(app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)")
                  ->check(tools::fraction_range({0, 2, true, false})),
              [o](PoisonConfig& c) { c.step = tools::parse_fraction(o->step, "--step"); });
-  overriding(app.add_option("--rounds", o->rounds, "Rounds T of model phase + noise phase")
-                 ->check(tools::int_range(1, tools::kMaxEpochs)),
-             [o](PoisonConfig& c) { c.rounds = o->rounds; });
-  overriding(app.add_option("--model-steps", o->model_steps, "Model SGD steps per round (0: one epoch)")
-                 ->check(tools::int_range(0, kMaxAxis)),
-             [o](PoisonConfig& c) { c.model_steps = o->model_steps; });
-  overriding(app.add_option("--noise-batches", o->noise_batches, "Noise batches per round (0: one pass)")
-                 ->check(tools::int_range(0, kMaxAxis)),
-             [o](PoisonConfig& c) { c.noise_batches = o->noise_batches; });
-  overriding(app.add_option("--pgd-steps", o->pgd_steps, "PGD steps per noise batch")
-                 ->check(tools::int_range(1, tools::kMaxEpochs)),
-             [o](PoisonConfig& c) { c.pgd_steps = o->pgd_steps; });
-  overriding(app.add_option("--ratio", o->ratio, "Poisoned fraction of the training set (0, 1]")
-                 ->check(tools::in_range({0, 1, true, false})),
-             [o](PoisonConfig& c) { c.ratio = o->ratio; });
   auto* init_opt = app.add_option("--init", o->init, "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
   app.add_option("--init-file", o->init_file,
                  "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
-  overriding(app.add_option("--pretrain-epochs", o->pretrain_epochs, "Adversarial poisoning: clean supervised epochs first")
-                 ->check(tools::int_range(0, tools::kMaxEpochs)),
-             [o](PoisonConfig& c) { c.pretrain_epochs = o->pretrain_epochs; });
-  // ---- AUE / AAP / TUE (docs/attacks.md)
-  overriding(app.add_option("--pretrain-warmup-epochs", o->pretrain_warmup_epochs,
-                            "Adversarial / AAP pre-training: linear warm-up epochs before the cosine (aap: 10, cpu-small-aap: 3)")
-                 ->check(CLI::NonNegativeNumber),
-             [o](PoisonConfig& c) { c.pretrain_warmup_epochs = o->pretrain_warmup_epochs; });
-  overriding(app.add_option("--target-shift", o->target_shift, "AAP: the noise pushes class y towards (y + SHIFT) mod classes")
-                 ->check(CLI::PositiveNumber),
-             [o](PoisonConfig& c) { c.target_shift = o->target_shift; });
-  overriding(app.add_option("--augment-strength", o->augment_strength,
-                            "AUE / AAP augmentation strength s in [0, 2]: crop area from max(1 - 0.9 s, 0.05), jitter 0.4 s "
-                            "with p min(0.99, 0.8 s), gray p 0.2 s (0: the --augment list as is; aue 0.6, aap 0.4)")
-                 ->check(CLI::Range(0.0, 2.0)),
-             [o](PoisonConfig& c) { c.augment_strength = o->augment_strength; });
-  overriding(app.add_option("--separability", o->separability,
-                            "Weight of TUE's class-separability term added to the noise objective (0: off; cp-s, cp-c, "
-                            "unlearnable, aue, aap)")
-                 ->check(CLI::NonNegativeNumber),
-             [o](PoisonConfig& c) { c.separability = o->separability; });
-  overriding(app.add_option("--separability-space", o->separability_space,
-                            "Where the separability term is measured: noise (TUE's: the perturbations) | embedding (the "
-                            "attacker's normalised embeddings of the views) | features (its backbone features of the "
-                            "un-augmented poisoned images, what a linear probe is fitted on)")
-                 ->check(CLI::IsMember({"noise", "embedding", "features"})),
-             [o](PoisonConfig& c) { c.separability_space = o->separability_space; });
-  overriding(app.add_option("--attack-loss-weight", o->attack_loss_weight,
-                            "Weight of the attack's own loss in the noise objective (1; 0: the separability term alone, "
-                            "TUE's SimCLR setting)")
-                 ->check(CLI::Range(0.0, 1e6)),
-             [o](PoisonConfig& c) { c.attack_loss_weight = o->attack_loss_weight; });
-  overriding(app.add_option("--pattern-period", o->pattern_period, "pattern: the gratings' period in pixels (8)")
-                 ->check(CLI::Range(2.0, 1e6)),
-             [o](PoisonConfig& c) { c.pattern_period = o->pattern_period; });
-  overriding(app.add_option("--pattern-blank", o->pattern_blank,
-                            "pattern: the class left without a grating (0; -1: every class gets one)")
-                 ->check(CLI::Range(int64_t(-1), kMaxAxis)),
-             [o](PoisonConfig& c) { c.pattern_blank = o->pattern_blank; });
-  overriding(app.add_flag("--separability-detach-spread", o->separability_detach_spread,
-                          "Separability gradient as TUE's release has it (within-class spreads held constant)"),
-             [o](PoisonConfig& c) { c.separability_detach_spread = o->separability_detach_spread; });
+  // ---- the recipe's knobs, from PoisonConfig's field list (AUE / AAP / TUE / pattern: docs/attacks.md)
+  const auto knob_flags = std::make_shared<tools::FieldFlags>(tools::add_flags(app, o->knobs, {}, /*show_defaults=*/false));
+  {
+    const tools::FieldFlags& f = *knob_flags;
+    f.at("rounds")->check(tools::int_range(1, tools::kMaxEpochs));
+    f.at("model_steps")->check(tools::int_range(0, kMaxAxis));
+    f.at("noise_batches")->check(tools::int_range(0, kMaxAxis));
+    f.at("pgd_steps")->check(tools::int_range(1, tools::kMaxEpochs));
+    f.at("batch_size")->check(tools::int_range(2, kMaxAxis));
+    f.at("momentum")->check(tools::in_range({0, 1, false, true}));
+    f.at("weight_decay")->check(tools::real_range(0, 1));
+    f.at("final_lr_fraction")->check(tools::real_range(0, 1));
+    f.at("ratio")->check(tools::in_range({0, 1, true, false}));
+    f.at("pretrain_epochs")->check(tools::int_range(0, tools::kMaxEpochs));
+    f.at("pretrain_warmup_epochs")->check(CLI::NonNegativeNumber);
+    f.at("target_shift")->check(CLI::PositiveNumber);
+    f.at("augment_strength")->check(CLI::Range(0.0, 2.0));
+    f.at("separability")->check(CLI::NonNegativeNumber);
+    f.at("separability_space")->check(CLI::IsMember({"noise", "embedding", "features"}));
+    f.at("attack_loss_weight")->check(CLI::Range(0.0, 1e6));
+    f.at("pattern_period")->check(CLI::Range(2.0, 1e6));
+    f.at("pattern_blank")->check(CLI::Range(int64_t(-1), kMaxAxis));
+  }
   // ---- attacker's model and optimiser
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
   auto* width_opt = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)")
       ->check(tools::int_range(1, models::kMaxWidth));
-  overriding(app.add_option("--batch-size", o->batch_size, "Images per step (paper 512, cpu-small 256)")
-                 ->check(tools::int_range(2, kMaxAxis)),
-                               [o](PoisonConfig& c) { c.batch_size = o->batch_size; });
   auto* lr_opt = app.add_option("--lr", o->lr,
                                 "Attacker lr (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1; "
                                 "default: the recipe's)")->check(tools::real_range(0, 1000));
-  overriding(app.add_option("--momentum", o->momentum, "SGD momentum")
-                 ->check(tools::in_range({0, 1, false, true}))
-                 ->capture_default_str(),
-             [o](PoisonConfig& c) { c.momentum = o->momentum; });
-  overriding(app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")
-                 ->check(tools::real_range(0, 1))
-                 ->capture_default_str(),
-             [o](PoisonConfig& c) { c.weight_decay = o->weight_decay; });
   overriding(app.add_option("--schedule", o->schedule, "Attacker lr over the rounds: cosine | constant (default: the recipe's)")
                  ->check(CLI::IsMember({"cosine", "constant"})),
              [o](PoisonConfig& c) { c.cosine = o->schedule == "cosine"; });
-  overriding(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
-                 ->check(tools::real_range(0, 1))
-                 ->capture_default_str(),
-             [o](PoisonConfig& c) { c.final_lr_fraction = o->final_lr_fraction; });
   auto* augment_opt = app.add_option("--augment", o->augment,
                                      "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
                                      "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
                                      "--augment-strength)");
-  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")
-      ->check(tools::real_range(0, 100))
-      ->capture_default_str();
-  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
-      ->check(tools::in_range({0, 1, false, false, {-1}}))
-      ->capture_default_str();
-  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxQueue, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-hidden", o->proj_hidden, "Projector hidden width (-1: the algorithm's default)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
-  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
+  tools::experiment::add_algo_flags(app, o->algo_settings);
   app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")
       ->check(tools::in_range({0, 1e6, true, false}))
       ->capture_default_str();
@@ -248,7 +182,7 @@ void setup(CLI::App& app) {
   CLI::Option* pgd_opt = app.get_option("--pgd-steps");
   CLI::Option* step_opt = app.get_option("--step");
   CLI::Option* recipe_opt = app.get_option("--recipe");
-  app.callback([o, overrides, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt, recipe_opt] {
+  app.callback([o, overrides, knob_flags, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt, recipe_opt] {
     const auto t0 = std::chrono::steady_clock::now();
     const Attack attack = parse_attack(o->attack);
     const double eps = tools::parse_fraction(o->eps, "--eps");
@@ -293,18 +227,14 @@ void setup(CLI::App& app) {
     if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
     for (auto& [opt, apply] : *overrides)
       if (opt->count()) apply(cfg);
+    tools::copy_given(cfg, o->knobs, *knob_flags);
     // AAP's step is 2.5 eps / iterations (aap.py): it follows --pgd-steps unless --step is given.
     // (At most 2, the width of [-1, 1]: one step then reaches any value.)
     if (attack == Attack::aap && pgd_opt->count() && !step_opt->count())
       cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
     if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
     algorithms::AlgoConfig& ac = cfg.algo_config;
-    if (o->temperature > 0) ac.temperature = o->temperature;
-    if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;
-    if (o->queue_size >= 0) ac.queue_size = o->queue_size;
-    if (o->proj_hidden >= 0) ac.proj_hidden = o->proj_hidden;
-    if (o->proj_dim > 0) ac.proj_dim = o->proj_dim;
-    if (o->pred_hidden > 0) ac.pred_hidden = o->pred_hidden;
+    tools::experiment::apply_algo(o->algo_settings, ac);
     ac.dual_branch = o->dual_branch;
     ac.byol_detach_target = o->byol_detach_target;
     ac.loss_scale = o->loss_scale;

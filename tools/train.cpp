@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "algorithms/train.h"
@@ -18,25 +19,39 @@
 #include "poison/apply.h"
 #include "tools/command.h"
 #include "tools/common.h"
+#include "tools/experiment/flags.h"
 
 namespace {
 
 using namespace cpoison;
 using namespace cpoison::algorithms;
 
+namespace ex = cpoison::tools::experiment;
+
+// docs/reference-implementation.md §6: the training settings of --preset spec (the flags'
+// defaults); augment "" picks simclr, or crop-flip for a supervised learner.
+ex::TrainSettings spec_training() {
+  return {.epochs = 1000, .batch_size = 512, .lr = 0, .warmup_epochs = 10, .warmup_steps = -1, .warmup_start_lr = 0.01,
+          .final_lr_fraction = 0.001, .augment = "", .checkpoint_every = 0};
+}
+
+// The training settings --preset cpu-small takes from the experiment's cpu-small victim
+// (TrainSettings' defaults, docs/cpu-scale-reference.md) unless their flags are given.
+const std::set<std::string> kCpuSmallTraining{"epochs",          "batch_size",        "lr",     "warmup_steps",
+                                              "warmup_start_lr", "final_lr_fraction", "augment"};
+
 struct Options {
   std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string augment, device = "cpu", resume_from, poison, defense = "none", init = "kaiming-fan-out", normalize;
-  int64_t subset = 0, width = 64, pad_to = 0, channels = 0, epochs = 1000, batch_size = 512;
+  std::string device = "cpu", resume_from, poison, defense = "none", normalize;
+  int64_t subset = 0, width = 64, pad_to = 0, channels = 0;
   uint64_t seed = 0, subset_seed = 0;
-  double lr = 0, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 10, warmup_start_lr = 0.01,
-         final_lr_fraction = 0.001, progress_seconds = 10;
-  int64_t warmup_steps = -1, checkpoint_every = 0;
-  bool nesterov = false, resume = false, dual_branch = false, byol_detach_target = false;
+  double progress_seconds = 10;
+  bool resume = false, dual_branch = false, byol_detach_target = false;
   bool allow_changed = false, ignore_fingerprint = false;
-  // Algorithm settings whose default depends on the algorithm: unset = AlgoConfig::defaults.
-  double temperature = 0, ema_momentum = -1, loss_scale = 1.0;
-  int64_t queue_size = -1, proj_hidden = -1, proj_dim = 0, pred_hidden = 0;
+  // The training settings and the algorithm's overrides: flags from their field lists (settings.h).
+  ex::TrainSettings train = spec_training();
+  ex::AlgoSettings algo_settings;
+  double loss_scale = 1.0;
 };
 
 // The defence of --defense, Error naming --defense (and, through parse_defense, the key and the
@@ -114,75 +129,17 @@ void setup(CLI::App& app) {
       ->check(tools::one_of({0, 1, 3}))
       ->capture_default_str();
   // ---- model
-  app.add_option("--init", o->init, "Convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)")
-      ->check(CLI::IsMember({"kaiming-fan-out", "pytorch"}))
-      ->capture_default_str();
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
   presettable(app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
                   ->check(tools::int_range(1, models::kMaxWidth))
                   ->capture_default_str(),
               [o] { o->width = 8; });
-  // ---- optimisation
-  presettable(app.add_option("--epochs", o->epochs, "Training epochs")
-                  ->check(tools::int_range(1, tools::kMaxEpochs))
-                  ->capture_default_str(),
-              [o] { o->epochs = 30; });
-  presettable(app.add_option("--batch-size", o->batch_size, "Images per step (two views each); drop_last")
-                  ->check(tools::int_range(1, kMaxAxis))
-                  ->capture_default_str(),
-              [o] { o->batch_size = 256; });
-  presettable(app.add_option("--lr", o->lr, "Base learning rate (0: SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1)")
-                  ->check(tools::real_range(0, 1000))
-                  ->capture_default_str(),
-              [o] { o->lr = 0.3; });
-  app.add_option("--momentum", o->momentum, "SGD momentum")
-      ->check(tools::in_range({0, 1, false, true}))
-      ->capture_default_str();
-  app.add_option("--weight-decay", o->weight_decay, "SGD weight decay")
-      ->check(tools::real_range(0, 1))
-      ->capture_default_str();
-  app.add_flag("--nesterov", o->nesterov, "Nesterov momentum");
-  app.add_option("--warmup-epochs", o->warmup_epochs, "Linear warm-up length in epochs")
-      ->check(tools::real_range(0, tools::kMaxEpochs))
-      ->capture_default_str();
-  presettable(app.add_option("--warmup-steps", o->warmup_steps, "Warm-up length in steps (>= 0 overrides --warmup-epochs)")
-                  ->check(tools::int_range(-1, kMaxAxis))
-                  ->capture_default_str(),
-              [o] { o->warmup_steps = 20; });
-  presettable(app.add_option("--warmup-start-lr", o->warmup_start_lr, "Learning rate at the start of the warm-up")
-                  ->check(tools::real_range(0, 1000))
-                  ->capture_default_str(),
-              [o] { o->warmup_start_lr = 0; });
-  presettable(app.add_option("--final-lr-fraction", o->final_lr_fraction, "The cosine ends at this fraction of --lr")
-                  ->check(tools::real_range(0, 1))
-                  ->capture_default_str(),
-              [o] { o->final_lr_fraction = 0; });
-  presettable(app.add_option("--augment", o->augment,
-                             "simclr (spec §5) | cpu-small | crop-flip | none (default: simclr; supervised: "
-                             "crop-flip; preset cpu-small: cpu-small)")
-                  ->check(CLI::IsMember({"simclr", "cpu-small", "crop-flip", "none"})),
-              [o] { o->augment = "cpu-small"; });
-  // ---- algorithm
-  app.add_option("--temperature", o->temperature, "Softmax temperature (0: SimCLR 0.5, MoCo 0.2)")
-      ->check(tools::real_range(0, 100))
-      ->capture_default_str();
-  app.add_option("--ema-momentum", o->ema_momentum, "EMA of the momentum copy (-1: MoCo 0.99, BYOL 0.999)")
-      ->check(tools::in_range({0, 1, false, false, {-1}}))
-      ->capture_default_str();
-  app.add_option("--queue-size", o->queue_size, "MoCo queue length (-1: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxQueue, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-hidden", o->proj_hidden,
-                 "Projector hidden width (-1: SimCLR/MoCo the feature dim, BYOL 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth, {-1}))
-      ->capture_default_str();
-  app.add_option("--proj-dim", o->proj_dim, "Projector output (0: SimCLR/MoCo 128, BYOL 256)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
-  app.add_option("--pred-hidden", o->pred_hidden, "BYOL predictor hidden width (0: 4096)")
-      ->check(tools::int_range(0, algorithms::kMaxHeadWidth))
-      ->capture_default_str();
+  // ---- optimisation, schedule, augmentation, init (TrainSettings) and the algorithm (AlgoSettings)
+  const auto training_flags = std::make_shared<tools::FieldFlags>(ex::add_training_flags(app, o->train));
+  training_flags->at("augment")->description(training_flags->at("augment")->get_description() +
+                                             " (default: simclr; supervised: crop-flip; preset cpu-small: cpu-small)");
+  ex::add_algo_flags(app, o->algo_settings);
   app.add_flag("--dual-branch", o->dual_branch,
                "Record the momentum branch so input gradients flow through it (poisoning; no effect on weights)");
   app.add_flag("--byol-detach-target", o->byol_detach_target,
@@ -198,9 +155,6 @@ void setup(CLI::App& app) {
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
   app.add_option("--out", o->out, "Checkpoint file (HDF5)")->required();
   app.add_option("--log", o->log, "JSONL log, one line per epoch (default: --out with .jsonl)");
-  app.add_option("--checkpoint-every", o->checkpoint_every, "Also checkpoint every N epochs (0: only at the end)")
-      ->check(tools::int_range(0, tools::kMaxEpochs))
-      ->capture_default_str();
   app.add_flag("--resume", o->resume, "Continue from --out (or --resume-from) when it exists");
   app.add_option("--resume-from", o->resume_from, "Checkpoint to resume from (default: --out); must exist; implies --resume");
   app.add_flag("--allow-changed", o->allow_changed,
@@ -218,9 +172,11 @@ void setup(CLI::App& app) {
       "updated once per step (the release's BYOL updates twice), MoCo keys are not shuffled across devices, and "
       "BYOL's target carries a gradient under --dual-branch unless --byol-detach-target.");
 
-  app.callback([o, preset_overrides] {
-    if (o->preset == "cpu-small")
+  app.callback([o, preset_overrides, training_flags] {
+    if (o->preset == "cpu-small") {
       for (auto& f : *preset_overrides) f();
+      tools::copy_unset(o->train, ex::TrainSettings{}, *training_flags, kCpuSmallTraining);
+    }
     const Algo algo = parse_algo(o->algo);
     const defense::Defense def = parse_defense_flag(o->defense, algo);
     const auto t0 = std::chrono::steady_clock::now();
@@ -250,34 +206,19 @@ void setup(CLI::App& app) {
     cfg.model = o->model;
     cfg.model_options.width = o->width;
     cfg.model_options.in_channels = ds.channels();
-    cfg.model_options.init = models::parse_init(o->init);
     AlgoConfig ac = AlgoConfig::defaults(algo);
-    if (o->temperature > 0) ac.temperature = o->temperature;
-    if (o->ema_momentum >= 0) ac.momentum = o->ema_momentum;
-    if (o->queue_size >= 0) ac.queue_size = o->queue_size;
-    if (o->proj_hidden >= 0) ac.proj_hidden = o->proj_hidden;
-    if (o->proj_dim > 0) ac.proj_dim = o->proj_dim;
-    if (o->pred_hidden > 0) ac.pred_hidden = o->pred_hidden;
+    ex::apply_algo(o->algo_settings, ac);
     ac.dual_branch = o->dual_branch;
     ac.byol_detach_target = o->byol_detach_target;
     ac.loss_scale = o->loss_scale;
     cfg.algo_config = ac;
-    std::string aug = !o->augment.empty() ? o->augment : algo == Algo::supervised ? "crop-flip" : "simclr";
-    cfg.augment = make_augment(aug, ds);
-    cfg.epochs = o->epochs;
-    cfg.batch_size = o->batch_size;
-    cfg.lr = o->lr;
-    cfg.momentum = o->momentum;
-    cfg.weight_decay = o->weight_decay;
-    cfg.nesterov = o->nesterov;
-    cfg.warmup_epochs = o->warmup_epochs;
-    cfg.warmup_steps = o->warmup_steps;
-    cfg.warmup_start_lr = o->warmup_start_lr;
-    cfg.final_lr_fraction = o->final_lr_fraction;
+    ex::TrainSettings training = o->train;
+    if (training.augment.empty()) training.augment = algo == Algo::supervised ? "crop-flip" : "simclr";
+    const std::string& aug = training.augment;
+    ex::apply_training(training, ds, cfg);
     cfg.seed = o->seed;
     cfg.device = tools::parse_device(o->device);
     cfg.checkpoint_path = o->out;
-    cfg.checkpoint_every = o->checkpoint_every;
     cfg.resume = o->resume;
     cfg.resume_from = o->resume_from;
     cfg.allow_changed = o->allow_changed;

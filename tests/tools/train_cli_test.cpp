@@ -165,3 +165,24 @@ TEST_CASE("cpoison train and defend reject a bad --defense or --device with a me
   CHECK_FALSE(fs::exists(dir / "x.h5"));
   CHECK_FALSE(fs::exists(dir / "d.h5"));
 }
+
+TEST_CASE("cpoison train takes every augmentation the presets take: translate-flip with --translate") {
+  SKIP_WITHOUT_CPOISON();
+  TempDir dir;
+  const std::string data = write_tiny(dir);
+  auto train = [&](const std::string& augment, const std::string& out) {
+    return run_cpoison("train --algo supervised --data '" + data + "' --width 2 --batch-size 8 --epochs 1 --seed 4 " +
+                       "--progress-seconds -1 --augment " + augment + " --out '" + (dir / out) + "'");
+  };
+  for (const std::string shift : {"2", "0"}) {
+    RunResult r = train("translate-flip --translate " + shift, "t" + shift + ".h5");
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(std::get<std::string>(io::H5Reader(dir / ("t" + shift + ".h5")).file_attrs().at("augment")) == "translate-flip");
+  }
+  // Same seed and batches: the translation (a batch hook) is what makes the weights differ.
+  CHECK(weights(dir / "t2.h5") != weights(dir / "t0.h5"));
+  RunResult bad = train("translate", "bad.h5");
+  CHECK(bad.code != 0);
+  CHECK(bad.output.find("--augment") != std::string::npos);
+}

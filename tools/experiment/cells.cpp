@@ -107,15 +107,7 @@ std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, c
 algorithms::AlgoConfig algo_config(const std::string& algo, const Settings& s, bool dual_branch) {
   Algo a = algorithms::parse_algo(algo);
   algorithms::AlgoConfig c = algorithms::AlgoConfig::defaults(a);
-  if (a != Algo::supervised) {
-    const AlgoSettings& o = s.algo_settings(algo);
-    if (o.temperature > 0) c.temperature = o.temperature;
-    if (o.ema_momentum >= 0) c.momentum = o.ema_momentum;
-    if (o.queue_size >= 0) c.queue_size = o.queue_size;
-    if (o.proj_hidden >= 0) c.proj_hidden = o.proj_hidden;
-    if (o.proj_dim > 0) c.proj_dim = o.proj_dim;
-    if (o.pred_hidden > 0) c.pred_hidden = o.pred_hidden;
-  }
+  if (a != Algo::supervised) apply_algo(s.algo_settings(algo), c);
   c.dual_branch = dual_branch;
   c.seed = s.seed;
   return c;
@@ -125,15 +117,6 @@ nlohmann::json algo_json(const std::string& algo, const Settings& s) {
   if (!is_contrastive(algo)) return nullptr;
   AlgoSettings a = s.algo_settings(algo);
   return to_json_fields(a);
-}
-
-// The augmentation of a training run; translate-flip is flip + normalisation here, the
-// translation being the batch hook's.
-AugmentConfig train_augment(const TrainSettings& t, const data::Dataset& ds) {
-  std::string kind = t.augment == "translate-flip" ? "none" : t.augment;
-  AugmentConfig a = algorithms::make_augment(kind, ds);
-  if (t.augment == "translate-flip") a.flip = true;
-  return a;
 }
 
 }  // namespace
@@ -598,12 +581,12 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     const AlgoSettings& a = s.algo_settings(job.attacker);
     if (a.lr > 0) c.lr = a.lr;
     c.algo_config = algo_config(job.attacker, s, job.dual_branch);
-    c.augment = train_augment(s.victim, train);
+    c.augment = training_augment(s.victim, train);
   } else if (attack == Attack::aue || attack == Attack::aap) {
     // Supervised attackers under the victims' contrastive augmentations at the attack's strength.
     c = poison::PoisonConfig::recipe((ps.recipe == "paper" ? "" : "cpu-small-") + job.attack, Algo::supervised);
     c.kind = job.kind;
-    c.augment = train_augment(s.victim, train);
+    c.augment = training_augment(s.victim, train);
     if (attack == Attack::aue) {
       if (ps.aue_rounds > 0) c.rounds = ps.aue_rounds;
       if (ps.aue_model_steps > 0) c.model_steps = ps.aue_model_steps;
@@ -805,21 +788,12 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   tc.model = job.model;
   tc.model_options.width = settings_.width;
   tc.model_options.in_channels = seen.channels();
-  tc.model_options.init = models::parse_init(job.init.empty() ? ts.init : job.init);
+  TrainSettings tts = ts;
+  if (!job.init.empty()) tts.init = job.init;
+  apply_training(tts, seen, tc);
   tc.algo_config = contrastive ? algo_config(job.algo, settings_, false) : algorithms::AlgoConfig::defaults(algo);
-  tc.augment = train_augment(ts, seen);
-  tc.epochs = ts.epochs;
   tc.batch_size = std::min<int64_t>(ts.batch_size, seen.size());
-  double lr = ts.lr;
-  if (contrastive && settings_.algo_settings(job.algo).lr > 0) lr = settings_.algo_settings(job.algo).lr;
-  tc.lr = lr;
-  tc.momentum = ts.momentum;
-  tc.nesterov = ts.nesterov;
-  tc.weight_decay = ts.weight_decay;
-  tc.warmup_epochs = ts.warmup_epochs;
-  tc.warmup_steps = ts.warmup_steps;
-  tc.warmup_start_lr = ts.warmup_start_lr;
-  tc.final_lr_fraction = ts.final_lr_fraction;
+  if (contrastive && settings_.algo_settings(job.algo).lr > 0) tc.lr = settings_.algo_settings(job.algo).lr;
   tc.seed = settings_.seed;
   tc.device = options_.device;
   tc.progress_seconds = options_.progress_seconds;
@@ -830,10 +804,6 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
                     {"software", std::string("cpoison ") + CPOISON_VERSION}};
 
   defense::Defense def = defense::parse_defense(job.defense);
-  if (ts.augment == "translate-flip" && ts.translate > 0) {
-    const int64_t shift = ts.translate;
-    tc.batch_hook = [shift](const Tensor& x, const data::Batch&, Generator& gen) { return random_translate(x, shift, gen); };
-  }
   if (def.kind != defense::DefenseKind::none && def.is_batch_transform()) {
     auto defend = defense::defense_batch_hook(def);
     auto before = tc.batch_hook;
@@ -855,7 +825,6 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   } else {
     algorithms::TrainResult tr;
     tc.checkpoint_path = ckpt;
-    tc.checkpoint_every = ts.checkpoint_every;
     tc.resume = true;
     tc.log_path = (fs::path(d) / "victim.jsonl").string();
     // train_adversarial is algorithms::train with the adversarial loss hook (the contrastive or

@@ -4,6 +4,8 @@
 #include <sstream>
 
 #include "algorithms/learner.h"
+#include "algorithms/train.h"
+#include "augment/augment.h"
 #include "engine/error.h"
 #include "engine/size.h"
 #include "models/encoder.h"
@@ -167,6 +169,42 @@ std::vector<std::vector<std::string>> settings_reference() {
   ReferenceWriter w(rows, "");
   s.visit(w);
   return rows;
+}
+
+AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds) {
+  const bool translate_flip = t.augment == "translate-flip";
+  AugmentConfig a = algorithms::make_augment(translate_flip ? "none" : t.augment, ds);
+  if (translate_flip) a.flip = true;
+  return a;
+}
+
+void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms::TrainConfig& cfg) {
+  cfg.model_options.init = models::parse_init(t.init);
+  cfg.augment = training_augment(t, ds);
+  if (t.augment == "translate-flip" && t.translate > 0) {
+    const int64_t shift = t.translate;
+    cfg.batch_hook = [shift](const Tensor& x, const data::Batch&, Generator& gen) { return random_translate(x, shift, gen); };
+  }
+  cfg.epochs = t.epochs;
+  cfg.batch_size = t.batch_size;
+  cfg.lr = t.lr;
+  cfg.momentum = t.momentum;
+  cfg.nesterov = t.nesterov;
+  cfg.weight_decay = t.weight_decay;
+  cfg.warmup_epochs = t.warmup_epochs;
+  cfg.warmup_steps = t.warmup_steps;
+  cfg.warmup_start_lr = t.warmup_start_lr;
+  cfg.final_lr_fraction = t.final_lr_fraction;
+  cfg.checkpoint_every = t.checkpoint_every;
+}
+
+void apply_algo(const AlgoSettings& a, algorithms::AlgoConfig& c) {
+  if (a.temperature > 0) c.temperature = a.temperature;
+  if (a.ema_momentum >= 0) c.momentum = a.ema_momentum;
+  if (a.queue_size >= 0) c.queue_size = a.queue_size;
+  if (a.proj_hidden >= 0) c.proj_hidden = a.proj_hidden;
+  if (a.proj_dim > 0) c.proj_dim = a.proj_dim;
+  if (a.pred_hidden > 0) c.pred_hidden = a.pred_hidden;
 }
 
 }  // namespace cpoison::tools::experiment

@@ -16,6 +16,17 @@
 #include <string>
 #include <vector>
 
+namespace cpoison {
+struct AugmentConfig;
+}
+namespace cpoison::data {
+struct Dataset;
+}
+namespace cpoison::algorithms {
+struct AlgoConfig;
+struct TrainConfig;
+}  // namespace cpoison::algorithms
+
 namespace cpoison::tools::experiment {
 
 // Which images: a built-in dataset name or an HDF5 dataset file, the class-balanced training
@@ -63,18 +74,18 @@ struct TrainSettings {
   template <class V>
   void visit(V& v) {
     v("epochs", epochs, "training epochs");
-    v("batch_size", batch_size, "images per step (drop_last)");
-    v("lr", lr, "base learning rate (<= 0: the algorithm's default)");
+    v("batch_size", batch_size, "images per step (two views each for a contrastive learner); drop_last");
+    v("lr", lr, "base learning rate (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1)");
     v("momentum", momentum, "SGD momentum");
     v("nesterov", nesterov, "Nesterov momentum");
     v("weight_decay", weight_decay, "SGD weight decay");
-    v("warmup_epochs", warmup_epochs, "linear warm-up in epochs (when warmup_steps < 0)");
-    v("warmup_steps", warmup_steps, "linear warm-up in steps (>= 0 overrides warmup_epochs)");
+    v("warmup_epochs", warmup_epochs, "linear warm-up length in epochs (when warmup_steps < 0)");
+    v("warmup_steps", warmup_steps, "linear warm-up length in steps (>= 0 overrides warmup_epochs)");
     v("warmup_start_lr", warmup_start_lr, "learning rate at the start of the warm-up");
     v("final_lr_fraction", final_lr_fraction, "the cosine ends at this fraction of lr");
-    v("augment", augment, "simclr | cpu-small | crop-flip | none | translate-flip");
+    v("augment", augment, "simclr (spec §5) | cpu-small | crop-flip | none | translate-flip (±translate pixels with zero fill, then a horizontal flip)");
     v("translate", translate, "translate-flip: largest shift in pixels");
-    v("init", init, "victim convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)");
+    v("init", init, "convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)");
     v("checkpoint_every", checkpoint_every, "epochs between resumable checkpoints (0: only at the end)");
   }
 };
@@ -91,12 +102,12 @@ struct AlgoSettings {
 
   template <class V>
   void visit(V& v) {
-    v("temperature", temperature, "softmax temperature (0: default)");
-    v("ema_momentum", ema_momentum, "EMA momentum of the momentum copy (-1: default)");
-    v("queue_size", queue_size, "MoCo queue length (-1: default)");
-    v("proj_hidden", proj_hidden, "projector hidden width (-1: default)");
-    v("proj_dim", proj_dim, "projector output width (0: default)");
-    v("pred_hidden", pred_hidden, "BYOL predictor hidden width (0: default)");
+    v("temperature", temperature, "softmax temperature (0: the default, SimCLR 0.5, MoCo 0.2)");
+    v("ema_momentum", ema_momentum, "EMA momentum of the momentum copy (-1: the default, MoCo 0.99, BYOL 0.999)");
+    v("queue_size", queue_size, "MoCo queue length (-1: the default, 4096)");
+    v("proj_hidden", proj_hidden, "projector hidden width (-1: the default, SimCLR/MoCo the feature dim, BYOL 4096)");
+    v("proj_dim", proj_dim, "projector output width (0: the default, SimCLR/MoCo 128, BYOL 256)");
+    v("pred_hidden", pred_hidden, "BYOL predictor hidden width (0: the default, 4096)");
     v("lr", lr, "learning rate of this algorithm (0: the victim's / recipe's)");
   }
 };
@@ -310,5 +321,17 @@ nlohmann::json to_json_fields(S& s) {
 
 // The key reference (dotted key, default, help) of every field, for docs and --help.
 std::vector<std::vector<std::string>> settings_reference();
+
+// The one mapping of the training settings onto the library's TrainConfig, shared by
+// `cpoison train` and the experiment's victims: epochs, batch size, optimiser, schedule,
+// checkpoint interval, the convolution init and the augmentation of `ds` (translate-flip: a flip
+// and normalisation, the translation by up to `translate` pixels a batch hook set here, which a
+// defence's hook may wrap). The algorithm, model, seed and paths are the caller's.
+void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms::TrainConfig& cfg);
+// The augmentation apply_training sets (translate-flip: flip + normalisation only).
+AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds);
+// The one mapping of an algorithm's overrides onto its AlgoConfig (each applied when it is not
+// at its "default" sentinel); lr is the caller's (it is a learning rate, not a learner setting).
+void apply_algo(const AlgoSettings& a, algorithms::AlgoConfig& c);
 
 }  // namespace cpoison::tools::experiment
