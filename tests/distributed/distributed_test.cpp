@@ -21,6 +21,7 @@
 #include "engine/data/dataset.h"
 #include "tests/distributed/steps.h"
 #include "tests/support/cli.h"
+#include "tests/support/tiny_data.h"
 #include "tests/support/skip.h"
 
 namespace fs = std::filesystem;
@@ -142,26 +143,7 @@ TEST_CASE("distributed: a supervised step on 2 ranks with SyncBN equals the 1-ra
 
 namespace {
 
-// 16 images 8x8x1 with pseudo-random pixels, labels i % 4, as an HDF5 dataset file.
-std::string write_tiny(const testing::TempDir& dir) {
-  const int64_t n = 16, h = 8, w = 8;
-  data::Dataset ds;
-  std::vector<uint8_t> px(n * h * w);
-  uint32_t state = 4242u;
-  for (auto& v : px) {
-    state = state * 1664525u + 1013904223u;
-    v = (uint8_t)(state >> 24);
-  }
-  ds.images = Tensor::from_vector(px, {n, h, w, 1});
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
-  ds.labels = Tensor::from_vector(labels, {n});
-  ds.classes = 4;
-  ds.name = "tiny";
-  std::string path = dir / "tiny.h5";
-  data::save_dataset_h5(path, ds, data::Split::train);
-  return path;
-}
+std::string write_tiny(const testing::TempDir& dir) { return testing::write_tiny_dataset(dir / "tiny.h5", 16, 4242u); }
 
 // `cpoison train` (one epoch of two steps of 8) by one process and by 2 ranks under mpirun: the
 // same final weights within 1e-4 of each tensor's largest magnitude (two steps of rounding

@@ -16,6 +16,7 @@
 #include "engine/data/dataset.h"
 #include "engine/io/checkpoint.h"
 #include "tests/support/cli.h"
+#include "tests/support/tiny_data.h"
 #include "tests/support/h5edit.h"
 #include "tests/support/skip.h"
 #include "tools/experiment/preset.h"
@@ -26,22 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-data::Dataset tiny(int64_t n, uint32_t salt) {
-  std::vector<uint8_t> px(n * 64);
-  uint32_t state = 4242u + salt;
-  for (auto& v : px) {
-    state = state * 1664525u + 1013904223u;
-    v = (uint8_t)(state >> 24);
-  }
-  data::Dataset ds;
-  ds.images = Tensor::from_vector(px, {n, 8, 8, 1});
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
-  ds.labels = Tensor::from_vector(labels, {n});
-  ds.classes = 4;
-  ds.name = "tiny";
-  return ds;
-}
+data::Dataset tiny(int64_t n, uint32_t salt) { return testing::tiny_dataset(n, 4242u + salt); }
 
 // Train and test splits in one file; `salt` changes the training pixels only.
 std::string write_data(const TempDir& dir, const std::string& name, uint32_t salt = 0) {

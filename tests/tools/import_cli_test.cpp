@@ -19,6 +19,7 @@
 #include "engine/io/png.h"
 #include "poison/apply.h"
 #include "tests/support/cli.h"
+#include "tests/support/tiny_data.h"
 #include "tests/support/skip.h"
 
 using namespace cpoison;
@@ -28,23 +29,7 @@ namespace {
 
 using namespace cpoison::testing;
 
-data::Dataset tiny_dataset(const std::string& name = "tiny") {
-  const int64_t n = 40, h = 8, w = 8;
-  data::Dataset ds;
-  std::vector<uint8_t> px(n * h * w);
-  uint32_t state = 4242u;
-  for (auto& v : px) {
-    state = state * 1664525u + 1013904223u;
-    v = (uint8_t)(state >> 24);
-  }
-  ds.images = Tensor::from_vector(px, {n, h, w, 1});
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
-  ds.labels = Tensor::from_vector(labels, {n});
-  ds.classes = 4;
-  ds.name = name;
-  return ds;
-}
+data::Dataset tiny_dataset(const std::string& name = "tiny") { return testing::tiny_dataset(40, 4242u, name); }
 
 std::string write_tiny(const TempDir& dir) {
   const std::string path = dir / "tiny.h5";

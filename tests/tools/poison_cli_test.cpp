@@ -14,6 +14,7 @@
 #include "engine/io/hdf5.h"
 #include "poison/apply.h"
 #include "tests/support/cli.h"
+#include "tests/support/tiny_data.h"
 #include "tests/support/skip.h"
 
 using namespace cpoison;
@@ -23,24 +24,8 @@ namespace {
 
 using namespace cpoison::testing;
 
-// 40 images 8x8x1 with pseudo-random pixels (`salt` changes them), labels i % 4.
-data::Dataset tiny_dataset(uint32_t salt = 0) {
-  const int64_t n = 40, h = 8, w = 8;
-  data::Dataset ds;
-  std::vector<uint8_t> px(n * h * w);
-  uint32_t state = 12345u + salt;
-  for (auto& v : px) {
-    state = state * 1664525u + 1013904223u;
-    v = (uint8_t)(state >> 24);
-  }
-  ds.images = Tensor::from_vector(px, {n, h, w, 1});
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
-  ds.labels = Tensor::from_vector(labels, {n});
-  ds.classes = 4;
-  ds.name = "tiny";
-  return ds;
-}
+// 40 tiny images (`salt` changes the pixels).
+data::Dataset tiny_dataset(uint32_t salt = 0) { return testing::tiny_dataset(40, 12345u + salt); }
 
 std::string write_tiny(const TempDir& dir, const std::string& name = "tiny.h5", uint32_t salt = 0) {
   std::string path = dir / name;

@@ -16,6 +16,7 @@
 #include "defense/defense.h"
 #include "engine/io/hdf5.h"
 #include "tests/support/cli.h"
+#include "tests/support/tiny_data.h"
 #include "tests/support/skip.h"
 
 using namespace cpoison;
@@ -25,26 +26,7 @@ namespace {
 
 using namespace cpoison::testing;
 
-// 16 images 8x8x1 with pseudo-random pixels, labels i % 4, written as an HDF5 dataset file.
-std::string write_tiny(const TempDir& dir) {
-  const int64_t n = 16, h = 8, w = 8;
-  data::Dataset ds;
-  std::vector<uint8_t> px(n * h * w);
-  uint32_t state = 777u;
-  for (auto& v : px) {
-    state = state * 1664525u + 1013904223u;
-    v = (uint8_t)(state >> 24);
-  }
-  ds.images = Tensor::from_vector(px, {n, h, w, 1});
-  std::vector<int64_t> labels(n);
-  for (int64_t i = 0; i < n; ++i) labels[i] = i % 4;
-  ds.labels = Tensor::from_vector(labels, {n});
-  ds.classes = 4;
-  ds.name = "tiny";
-  std::string path = dir / "tiny.h5";
-  data::save_dataset_h5(path, ds, data::Split::train);
-  return path;
-}
+std::string write_tiny(const TempDir& dir) { return write_tiny_dataset(dir / "tiny.h5", 16, 777u); }
 
 std::string recorded_defense(const std::string& checkpoint) {
   return std::get<std::string>(io::H5Reader(checkpoint).file_attrs().at("defense"));
