@@ -456,7 +456,8 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       opt.step();
       learner->momentum_update();
       loss_sum += loss_value;
-      progress.step(s + 1, steps_per_epoch, double((s + 1) * cfg.batch_size), metrics(loss_sum / (s + 1), current_lr));
+      progress.step(s + 1, steps_per_epoch, double((s + 1) * cfg.batch_size),
+                    [&] { return metrics(loss_sum / (s + 1), current_lr); });
     }
     EpochStats st;
     st.epoch = epoch + 1;

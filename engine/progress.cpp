@@ -72,13 +72,17 @@ void Progress::print(const std::string& position, const std::string& metrics, do
 }
 
 void Progress::step(int64_t step, int64_t steps, double items, const std::string& metrics) {
+  this->step(step, steps, items, [&metrics] { return metrics; });
+}
+
+void Progress::step(int64_t step, int64_t steps, double items, const std::function<std::string()>& metrics) {
   if (quiet() || step >= steps) return;
   if (std::chrono::duration<double>(Clock::now() - last_print_).count() < opt_.seconds) return;
   const double secs = unit_seconds();
   const double work = (double)(unit_ - opt_.start) + (double)step / (double)steps;
   print(opt_.unit + " " + std::to_string(unit_ + 1) + "/" + std::to_string(opt_.total) + " step " + std::to_string(step) +
             "/" + std::to_string(steps),
-        metrics, items / secs, -1, eta(work));
+        metrics(), items / secs, -1, eta(work));
 }
 
 void Progress::unit_done(double unit_seconds, double items, const std::string& metrics,

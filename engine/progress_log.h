@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include "engine/progress.h"
@@ -65,6 +66,9 @@ public:
   // rate_unit since the unit began. Prints a line when `seconds` have passed since the last one,
   // never after the unit's last step (unit_done prints then).
   void step(int64_t step, int64_t steps, double items, const std::string& metrics);
+  // The same, with the metrics formatted only when a line is printed (the training loop calls
+  // this every step).
+  void step(int64_t step, int64_t steps, double items, const std::function<std::string()>& metrics);
   // The current unit finished after `unit_seconds` (unit_seconds()), with `items` counted in
   // rate_unit: a line (see Options) and a log line of the common keys followed by `fields`.
   void unit_done(double unit_seconds, double items, const std::string& metrics, const nlohmann::ordered_json& fields);
