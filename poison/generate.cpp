@@ -4,12 +4,15 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <tuple>
 
+#include "algorithms/data_parallel.h"
 #include "algorithms/losses.h"
 #include "algorithms/settings.h"
 #include "engine/progress_log.h"
 #include "engine/size.h"
+#include "engine/distributed/ops.h"
 #include "engine/io/checkpoint.h"
 #include "engine/io/resume.h"
 #include "engine/nn/module.h"
@@ -246,6 +249,7 @@ public:
       CP_CHECK(train_.classes >= 2, "poison", "the separability term needs labelled data with >= 2 classes");
     init_delta();
     if (needs_model()) build_model();
+    if (distributed::size() > 1) setup_data_parallel();
   }
 
   bool needs_model() const { return !synthetic_attack(cfg_.attack); }
@@ -258,6 +262,7 @@ public:
     int64_t start = 0;
     if (cfg_.resume && !cfg_.checkpoint_path.empty() && std::filesystem::exists(cfg_.checkpoint_path))
       start = restore(cfg_.checkpoint_path);
+    if (distributed::size() > 1) agree_on_start(start);
     rounds_done_ = start;
     int64_t total = synthetic_attack(cfg_.attack) ? 0 : cfg_.rounds;
     // The progress line and the JSONL log (engine/progress_log.h), one line per round; a line at
@@ -269,9 +274,9 @@ public:
     po.rate_unit = "views/s";
     po.total = total;
     po.start = start;
-    po.seconds = cfg_.progress_seconds;
+    po.seconds = distributed::is_root() ? cfg_.progress_seconds : -1;  // issue #15: rank 0 alone prints and logs
     po.every_unit = false;
-    po.log_path = total > 0 ? log_path_of(cfg_.checkpoint_path) : "";
+    po.log_path = total > 0 && distributed::is_root() ? log_path_of(cfg_.checkpoint_path) : "";
     Progress progress(po);
     if (start > 0)
       progress.note("resuming " + cfg_.checkpoint_path + " after round " + std::to_string(start) + " of " +
@@ -296,8 +301,9 @@ public:
       res.history.push_back(st);
       rounds_done_ = r + 1;
       bool last = rounds_done_ == total;
-      if (!cfg_.checkpoint_path.empty() && cfg_.checkpoint_every > 0 && (rounds_done_ % cfg_.checkpoint_every == 0 || last))
-        save_state(cfg_.checkpoint_path);
+      if (distributed::is_root() && !cfg_.checkpoint_path.empty() && cfg_.checkpoint_every > 0 &&
+          (rounds_done_ % cfg_.checkpoint_every == 0 || last))
+        save_state(cfg_.checkpoint_path);  // issue #15: rank 0 alone writes (every rank holds the same state)
       char metrics[192];
       int n = std::snprintf(metrics, sizeof metrics, "model loss %.4f  noise loss %.4f", st.model_loss, st.noise_loss);
       if (!std::isnan(st.probe_loss_poisoned))
@@ -319,6 +325,39 @@ public:
 
 private:
   // ---- setup
+  // issue #15 (docs/distributed.md): under `mpirun -np K` every rank runs this poisoner with the
+  // same seed, so it holds the same model, noise, samplers and augmentation generator, and draws
+  // the same global batches; a batch that splits evenly over the ranks is computed in slices
+  // (split_batch), every other batch whole by every rank. The synthetic attacks (random,
+  // pattern) have no batches: every rank draws the same noise and rank 0 writes it.
+  void setup_data_parallel() {
+    CP_CHECK(!cfg_.loss, "poison", "a custom loss (PoisonConfig::loss) is not data-parallel: it would see only ",
+             "this rank's rows of each batch; run it without mpirun");
+    if (!needs_model()) return;
+    distributed::local_slice(cfg_.batch_size, "poison");  // an Error unless the batch splits evenly
+    dp_ = true;
+    dp_params_ = algorithms::parameter_list(learner_->named_online_parameters());
+  }
+
+  // Whether a batch of n rows is computed in slices, one per rank: the attacker's training steps
+  // then take the data-parallel path of `cpoison train` (SyncBN, global negatives, MoCo's keys
+  // of every rank, averaged gradients). A batch that does not split evenly (a data set or a
+  // poisoned subset smaller than the batch, adversarial poisoning's partial last batch) is
+  // computed whole by every rank, outside any DataParallelScope: the one-process step, repeated.
+  bool split_batch(int64_t n) const { return dp_ && n % distributed::size() == 0; }
+
+  // Every rank must start from the same round (a checkpoint missing on some rank's file system,
+  // or unreadable there, would make the ranks run different rounds and hang in a collective).
+  // The barrier also keeps rank 0 from overwriting the checkpoint while another rank reads it.
+  void agree_on_start(int64_t start) const {
+    std::vector<int64_t> starts = distributed::all_gather(start);
+    for (int r = 0; r < distributed::size(); ++r)
+      CP_CHECK(starts[r] == start, "poison", "rank ", r, " resumes after round ", starts[r], " but rank ",
+               distributed::rank(), " after round ", start, " (is ", cfg_.checkpoint_path,
+               " on a file system every rank sees?)");
+    distributed::barrier();
+  }
+
   void init_delta() {
     const int64_t C = train_.channels(), H = train_.height(), W = train_.width();
     int64_t rows = class_wise() ? train_.classes : n_;
@@ -397,12 +436,20 @@ private:
 
   // The attacker's loss on augmented views of x: cross-entropy against `labels` (supervised) or
   // the contrastive loss of two views. first_view, when given, receives the (first) view.
-  Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr) {
+  // split (inside a DataParallelScope): x is the global batch, whose augmentations every rank
+  // draws and applies, so that the generator stays in step with one process; the loss is then
+  // the mean over this rank's rows of the views (issue #15).
+  Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr, bool split = false) {
     algorithms::Batch views;
     views.view1 = apply_augment(x);
     if (learner_->views_per_batch() == 2) views.view2 = apply_augment(x);
     else views.labels = labels;
     if (first_view) *first_view = views.view1;
+    if (split) {
+      views.view1 = distributed::local_rows(views.view1, "poison");
+      if (views.view2.defined()) views.view2 = distributed::local_rows(views.view2, "poison");
+      if (views.labels.defined()) views.labels = distributed::local_rows(views.labels, "poison");
+    }
     return learner_->loss(views);
   }
 
@@ -447,7 +494,8 @@ private:
   // rounds are comparable and no other stream moves). Eval mode, no gradient, no MoCo enqueue.
   std::pair<double, double> diagnose() {
     const double nan = std::nan("");
-    if (!learner_ || cfg_.diagnose_images <= 0) return {nan, nan};
+    // issue #15: rank 0 alone prints it, so rank 0 alone computes it (it changes no state).
+    if (!learner_ || cfg_.diagnose_images <= 0 || !distributed::is_root()) return {nan, nan};
     const int64_t m = std::min<int64_t>(cfg_.diagnose_images, (int64_t)poisoned_list_.size());
     const int64_t bs = std::min<int64_t>(cfg_.batch_size, m);
     if (bs < 2) return {nan, nan};
@@ -490,20 +538,31 @@ private:
     images_this_round_ = 0;
     for (int64_t s = 0; s < steps; ++s) {
       std::vector<int64_t> idx = model_sampler_.next();
-      Tensor idx_t = index_tensor(idx);
-      Tensor labels = index_select0(labels_dev_, idx_t);
-      Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
-      autograd::clear_tape();
-      Tensor loss = attack_loss(x, labels);
-      autograd::backward(loss);
-      sgd_->step();
-      sgd_->zero_grad();
+      total += model_step(idx);
       learner_->momentum_update();
-      total += loss.item();
       images_this_round_ += (double)idx.size();
       views_this_round_ += (double)idx.size() * views_per_image();
     }
     return total / (double)std::max<int64_t>(steps, 1);
+  }
+
+  // One SGD step of the attacker on the poisoned images idx (model phase, pre-training); returns
+  // the loss of the whole batch. Split over the ranks (split_batch), each rank's loss is the mean
+  // over its rows and the gradients are averaged, which is the whole batch's gradient.
+  double model_step(const std::vector<int64_t>& idx) {
+    Tensor idx_t = index_tensor(idx);
+    Tensor labels = index_select0(labels_dev_, idx_t);
+    Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
+    const bool split = split_batch((int64_t)idx.size());
+    std::optional<distributed::DataParallelScope> scope;
+    if (split) scope.emplace();
+    autograd::clear_tape();
+    Tensor loss = attack_loss(x, labels, nullptr, split);
+    autograd::backward(loss);
+    if (split) distributed::all_reduce_gradients(dp_params_);
+    sgd_->step();
+    sgd_->zero_grad();
+    return split ? algorithms::global_mean(loss) : loss.item();
   }
 
   // One noise phase: T_δ batches of the poisoned rows (a fresh shuffle per round) x pgd_steps.
@@ -533,6 +592,11 @@ private:
       Tensor labels = index_select0(labels_dev_, idx_t);
       Tensor targets = noise_targets(idx, labels);
       const bool separate = cfg_.separability > 0;
+      // issue #15: the separability term couples all rows of the batch (class means and spreads),
+      // so with it every rank computes the whole noise batch.
+      const bool split = split_batch(this_bs) && !separate;
+      std::optional<distributed::DataParallelScope> scope;
+      if (split) scope.emplace();
       for (int64_t s = 0; s < cfg_.pgd_steps; ++s) {
         Tensor leaf = (class_wise() ? delta_ : index_select0(delta_, idx_t)).detach();
         leaf.set_requires_grad(true);
@@ -540,7 +604,7 @@ private:
         Tensor view, loss;
         Tensor x = poisoned_batch(idx, idx_t, labels, leaf);
         if (cfg_.attack_loss_weight > 0) {
-          loss = attack_loss(x, targets, separate ? &view : nullptr);
+          loss = attack_loss(x, targets, separate ? &view : nullptr, split);
           if (cfg_.attack_loss_weight != 1) loss = mul_scalar(loss, cfg_.attack_loss_weight);
         } else if (cfg_.separability_space == "embedding") {
           view = apply_augment(x);  // the embedding term's view (the same draw count as with the own loss)
@@ -550,11 +614,18 @@ private:
           loss = loss.defined() ? add(loss, term) : term;
         }
         Tensor g = autograd::grad(loss, {leaf})[0];
-        total += loss.item();
+        total += split ? algorithms::global_mean(loss) : loss.item();
         ++count;
         views_this_round_ += (double)bs * views_per_image();
         autograd::NoGradGuard ng;
+        // issue #15, split: g is the gradient of the sum of the ranks' losses (a positive multiple
+        // of the batch's mean loss, so the sign step is the same) through this rank's rows only.
+        // Class-wise, every class's gradient is summed over the ranks before the sign.
+        if (split && class_wise()) g = distributed::all_reduce_sum(g);
         Tensor stepped = clamp(add(leaf.detach(), mul_scalar(sign(g), ascend ? cfg_.step : -cfg_.step)), -1.0, 1.0);
+        // Sample-wise, each rank has stepped its own rows (the others' gradient is zero here);
+        // they are exchanged so that every rank applies the same update to the same delta.
+        if (split && !class_wise()) stepped = distributed::all_gather_rows(distributed::local_rows(stepped, "poison"));
         if (class_wise()) delta_ = stepped;
         else delta_ = index_add0(delta_, idx_t, sub(stepped, leaf.detach()));  // rows in a batch are distinct
         learner_->momentum_update();
@@ -579,16 +650,8 @@ private:
     double last_total = 0;
     for (int64_t s = 0; s < steps; ++s) {
       sgd_->set_lr(sched.at((double)s));
-      std::vector<int64_t> idx = model_sampler_.next();
-      Tensor idx_t = index_tensor(idx);
-      Tensor labels = index_select0(labels_dev_, idx_t);
-      Tensor x = poisoned_batch(idx, idx_t, labels, Tensor());
-      autograd::clear_tape();
-      Tensor loss = attack_loss(x, labels);
-      autograd::backward(loss);
-      sgd_->step();
-      sgd_->zero_grad();
-      if (s >= last_epoch) last_total += loss.item();
+      const double loss = model_step(model_sampler_.next());
+      if (s >= last_epoch) last_total += loss;
     }
     sgd_->set_lr(base);
     delta_ = saved;
@@ -697,6 +760,10 @@ private:
   data::BatchSampler model_sampler_;
   int64_t rounds_done_ = 0;
   double images_this_round_ = 0, views_this_round_ = 0;
+  // issue #15: whether batches may be split over the ranks (more than one rank, an attacker
+  // model), and the parameters whose gradients are averaged over them.
+  bool dp_ = false;
+  std::vector<Tensor> dp_params_;
 };
 
 }  // namespace

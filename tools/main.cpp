@@ -22,15 +22,15 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   cpoison::ensure_passive_openmp_wait(argv);
-  // issue #15: under mpirun, rank 0 alone prints; only train is data-parallel so far.
+  // issue #15: under mpirun, rank 0 alone prints; train and poison are data-parallel.
   try {
     cpoison::distributed::quiet_other_ranks();
     if (cpoison::distributed::size() > 1) {
       const char* sub = "";
       for (int i = 1; i < argc && !*sub; ++i)
         if (argv[i][0] != '-') sub = argv[i];
-      CP_CHECK(std::string(sub) == "train", "mpirun", "`cpoison ", sub, "` is not data-parallel yet (only train is, "
-               "docs/distributed.md); run it without mpirun");
+      CP_CHECK(std::string(sub) == "train" || std::string(sub) == "poison", "mpirun", "`cpoison ", sub,
+               "` is not data-parallel yet (only train and poison are, docs/distributed.md); run it without mpirun");
     }
   } catch (const std::exception& e) {
     return cpoison::distributed::report_error(e.what());

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "algorithms/train.h"
+#include "engine/distributed/comm.h"
 #include "poison/generate.h"
 #include "tools/command.h"
 #include "tools/common.h"
@@ -371,8 +372,10 @@ void setup(CLI::App& app) {
                     {"augment", aug},
                     {"settings", settings.dump()}};
     const std::vector<int64_t> rows = ds.rows();
-    tools::save_poison_with_attrs(o->out, p, extra, {{"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})}});
-    tools::write_poison_overview(picture, p, ds);
+    if (distributed::is_root()) {  // issue #15: under mpirun every rank holds the same poison; rank 0 writes it
+      tools::save_poison_with_attrs(o->out, p, extra, {{"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})}});
+      tools::write_poison_overview(picture, p, ds);
+    }
     secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     char loss[64] = "";
     if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);

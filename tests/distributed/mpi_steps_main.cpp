@@ -1,4 +1,4 @@
-// cpoison-mpi-steps <simclr|supervised> <global batch> <out file>: one training step (steps.h)
+// cpoison-mpi-steps <simclr|supervised|moco> <global batch> <out file>: one training step (steps.h)
 // on this rank's slice of the global batch; rank 0 writes the result. Run by
 // tests/distributed/distributed_test.cpp under `mpirun -np 2`.
 #include <cstdio>
@@ -12,7 +12,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::fprintf(stderr, "usage: %s simclr|supervised GLOBAL_BATCH OUT\n", argv[0]);
+    std::fprintf(stderr, "usage: %s simclr|supervised|moco GLOBAL_BATCH OUT\n", argv[0]);
     return 2;
   }
   try {

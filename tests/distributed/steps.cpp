@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "algorithms/learner.h"
 #include "algorithms/losses.h"
 #include "engine/autograd.h"
 #include "engine/distributed/ops.h"
@@ -40,11 +41,8 @@ void append_state(const std::string& prefix, const nn::Module& m, StepResult& r)
     if (b.dtype() == DType::f32) add(name, b);
 }
 
-// Backward, gradients averaged over the ranks, one SGD step; the global loss.
-double finish_step(const Tensor& loss, const std::vector<const nn::Module*>& modules) {
-  std::vector<std::pair<std::string, Tensor>> named;
-  for (size_t i = 0; i < modules.size(); ++i)
-    for (auto& [name, p] : modules[i]->named_parameters()) named.emplace_back(std::to_string(i) + "." + name, p);
+// Backward, gradients of `named` averaged over the ranks, one SGD step of them; the global loss.
+double finish_step(const Tensor& loss, const std::vector<std::pair<std::string, Tensor>>& named) {
   std::vector<Tensor> params;
   for (auto& np : named) params.push_back(np.second);
   autograd::backward(loss);
@@ -56,6 +54,13 @@ double finish_step(const Tensor& loss, const std::vector<const nn::Module*>& mod
   optim::SGD opt(named, so);
   opt.step();
   return distributed::all_reduce_sum(loss.item()) / distributed::size();
+}
+
+double finish_step(const Tensor& loss, const std::vector<const nn::Module*>& modules) {
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < modules.size(); ++i)
+    for (auto& [name, p] : modules[i]->named_parameters()) named.emplace_back(std::to_string(i) + "." + name, p);
+  return finish_step(loss, named);
 }
 
 }  // namespace
@@ -100,10 +105,31 @@ StepResult supervised_step(int64_t global_batch) {
   return r;
 }
 
+StepResult moco_step(int64_t global_batch) {
+  nn::manual_seed(13);
+  algorithms::AlgoConfig ac = algorithms::AlgoConfig::defaults(algorithms::Algo::moco);
+  ac.queue_size = 4 * global_batch;  // the step's keys overwrite a quarter of it, the rest stays the seeded start
+  ac.proj_dim = 16;
+  ac.seed = 13;
+  auto learner = algorithms::make_learner(algorithms::Algo::moco, "resnet18", small_model(0), ac);
+  learner->train();
+  Tensor v1 = images(global_batch, 4), v2 = images(global_batch, 5);
+  StepResult r;
+  {
+    distributed::DataParallelScope scope;
+    Tensor loss = learner->loss({distributed::local_rows(v1), distributed::local_rows(v2)});
+    r.loss = finish_step(loss, learner->named_online_parameters());
+    learner->momentum_update();
+  }
+  append_state("", *learner, r);
+  return r;
+}
+
 StepResult run_step(const std::string& which, int64_t global_batch) {
   if (which == "simclr") return simclr_step(global_batch);
   if (which == "supervised") return supervised_step(global_batch);
-  fail("run_step", "unknown step '", which, "' (simclr or supervised)");
+  if (which == "moco") return moco_step(global_batch);
+  fail("run_step", "unknown step '", which, "' (simclr, supervised or moco)");
 }
 
 void write_result(const std::string& path, const StepResult& r) {

@@ -24,7 +24,12 @@ StepResult simclr_step(int64_t global_batch);
 // Supervised: ResNet-18 (width 4) with its linear head, cross-entropy on 10 classes; SyncBN
 // under mpirun.
 StepResult supervised_step(int64_t global_batch);
-// "simclr" or "supervised"; Error otherwise.
+// MoCo v2: ResNet-18 (width 4), projector to 16, a queue of 4 * global_batch keys, the loss of
+// (query = online(view1), key = momentum(view2)) against the queue, SGD, then the EMA of the
+// momentum copies. Under mpirun: SyncBN (the key encoder's too), every rank's keys enqueued in
+// rank order, averaged gradients. The state holds the momentum copies and the queue.
+StepResult moco_step(int64_t global_batch);
+// "simclr", "supervised" or "moco"; Error otherwise.
 StepResult run_step(const std::string& which, int64_t global_batch);
 
 // Binary file of loss then state (doubles), and back.
