@@ -1,5 +1,6 @@
-// The MPI process group (comm.h). The only file that includes <mpi.h>; without CPOISON_MPI
-// every function is the one-process fallback.
+// The MPI process group (comm.h). The only file that includes <mpi.h> and <nccl.h>; without
+// CPOISON_MPI every function is the one-process fallback; without CPOISON_NCCL the nccl_*
+// functions are errors (nccl_active() is false, so the ops never call them).
 #include "engine/distributed/comm.h"
 
 #include <algorithm>
@@ -20,6 +21,15 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
+#ifdef CPOISON_CUDA
+#include <cuda_runtime.h>
+#endif
+#ifdef CPOISON_NCCL
+#include <nccl.h>
+namespace cpoison::cuda {
+cudaStream_t stream();  // the backend's one stream (engine/backend/cuda/common.cuh, a .cu-only header)
+}
+#endif
 
 namespace cpoison::distributed {
 namespace {
@@ -35,7 +45,8 @@ int launcher_size() {
 
 struct World {
   int rank = 0, size = 1;
-  bool mpi = false;  // MPI_Init called by us
+  bool mpi = false;   // MPI_Init called by us
+  bool nccl = false;  // every rank has a GPU of its own and NCCL: nccl_active()
 };
 
 #ifdef CPOISON_MPI
@@ -51,6 +62,39 @@ void check(int rc, const char* what) {
     MPI_Error_string(rc, msg, &len);
     fail("MPI", what, " failed: ", std::string(msg, len));
   }
+}
+#endif
+
+#if defined(CPOISON_MPI) && defined(CPOISON_CUDA)
+// Gives this rank its own GPU: its rank among the ranks on its node (MPI_COMM_TYPE_SHARED), modulo
+// the GPUs it sees (one, when the launcher gave each rank its own through CUDA_VISIBLE_DEVICES).
+// Called when MPI starts, before any CUDA work, on the thread that does all of it. Returns
+// whether every rank of the node got a different GPU (told apart by PCI bus id): NCCL needs that
+// (two ranks on one GPU are an NCCL error); otherwise, or without a GPU, the host path runs.
+bool select_local_gpu() {
+  MPI_Comm node = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  int local_rank = 0, local_size = 1, gpus = 0;
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_size(node, &local_size);
+  constexpr int kBusIdChars = 32;
+  char bus_id[kBusIdChars] = {};
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus == 0) {
+    (void)cudaGetLastError();  // no driver or no GPU: a CPU run; clear the error
+    gpus = 0;
+  } else if (cudaSetDevice(local_rank % gpus) != cudaSuccess ||
+             cudaDeviceGetPCIBusId(bus_id, kBusIdChars, local_rank % gpus) != cudaSuccess) {
+    (void)cudaGetLastError();
+    gpus = 0;
+  }
+  std::vector<char> all(size_t(local_size) * kBusIdChars);
+  check(MPI_Allgather(bus_id, kBusIdChars, MPI_CHAR, all.data(), kBusIdChars, MPI_CHAR, node), "MPI_Allgather");
+  MPI_Comm_free(&node);
+  bool distinct = gpus > 0;
+  for (int a = 0; a < local_size && distinct; ++a)
+    for (int b = a + 1; b < local_size && distinct; ++b)
+      distinct = all[size_t(a) * kBusIdChars] != 0 && std::strncmp(&all[size_t(a) * kBusIdChars], &all[size_t(b) * kBusIdChars], kBusIdChars) != 0;
+  return distinct;
 }
 #endif
 
@@ -75,6 +119,14 @@ World& world() {
     const bool announced = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_SIZE");
     CP_CHECK(!announced || launcher_size() == w.size, "MPI", "the launcher started ", launcher_size(),
              " processes but MPI sees ", w.size, " (with Slurm: srun --mpi=pmix, or mpirun inside the allocation)");
+#ifdef CPOISON_CUDA
+    int own_gpu = select_local_gpu() ? 1 : 0;
+#ifdef CPOISON_NCCL
+    // All ranks must agree: one rank on the host path and another in NCCL would wait forever.
+    check(MPI_Allreduce(MPI_IN_PLACE, &own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    w.nccl = own_gpu == 1;
+#endif
+#endif
 #else
     fail("MPI", "this cpoison was built without MPI (meson found no MPI library; `make deps` installs "
                 "libopenmpi-dev, then rebuild) but was started by mpirun with ", launcher_size(), " ranks");
@@ -85,6 +137,25 @@ World& world() {
 
 thread_local bool t_data_parallel = false;
 int g_error_fd = 2;  // where report_error writes (the original stderr of a quietened rank)
+
+// Plain counters: every collective runs on the thread that initialised MPI (MPI_THREAD_FUNNELED).
+TrafficCounts g_traffic{};
+
+void count_all_reduce(Traffic kind, size_t buffer_bytes) {
+  const int64_t k = size(), n = (int64_t)buffer_bytes;
+  TrafficCount& c = g_traffic[(int)kind];
+  c.calls += 1;
+  c.buffer_bytes += n;
+  c.sent_bytes += 2 * (k - 1) * n / k;  // reduce-scatter then all-gather, (K-1)/K of the buffer each
+}
+
+void count_all_gather(Traffic kind, size_t bytes_per_rank) {
+  const int64_t k = size(), n = (int64_t)bytes_per_rank;
+  TrafficCount& c = g_traffic[(int)kind];
+  c.calls += 1;
+  c.buffer_bytes += k * n;
+  c.sent_bytes += (k - 1) * n;  // this rank's slice to each of the K-1 others, round the ring
+}
 
 }  // namespace
 
@@ -99,8 +170,23 @@ bool mpi_compiled() {
 int rank() { return world().rank; }
 int size() { return world().size; }
 
-void all_reduce_sum(float* data, size_t n) {
+const char* traffic_name(Traffic kind) {
+  switch (kind) {
+    case Traffic::gradients: return "gradients";
+    case Traffic::batch_norm: return "batch_norm";
+    case Traffic::features: return "features";
+    case Traffic::moco_keys: return "moco_keys";
+    case Traffic::other: return "other";
+  }
+  return "unknown";
+}
+
+TrafficCounts traffic() { return g_traffic; }
+void reset_traffic() { g_traffic = TrafficCounts{}; }
+
+void all_reduce_sum(float* data, size_t n, Traffic kind) {
   if (size() == 1 || n == 0) return;
+  count_all_reduce(kind, n * sizeof(float));
 #ifdef CPOISON_MPI
   for (size_t done = 0; done < n;) {  // MPI counts are int
     int count = (int)std::min<size_t>(n - done, size_t(1) << 30);
@@ -110,8 +196,9 @@ void all_reduce_sum(float* data, size_t n) {
 #endif
 }
 
-void all_reduce_sum(double* data, size_t n) {
+void all_reduce_sum(double* data, size_t n, Traffic kind) {
   if (size() == 1 || n == 0) return;
+  count_all_reduce(kind, n * sizeof(double));
 #ifdef CPOISON_MPI
   for (size_t done = 0; done < n;) {
     int count = (int)std::min<size_t>(n - done, size_t(1) << 30);
@@ -121,27 +208,97 @@ void all_reduce_sum(double* data, size_t n) {
 #endif
 }
 
-double all_reduce_sum(double value) {
-  all_reduce_sum(&value, 1);
+double all_reduce_sum(double value, Traffic kind) {
+  all_reduce_sum(&value, 1, kind);
   return value;
 }
 
-void all_gather(const void* send, size_t bytes, void* recv) {
+void all_gather(const void* send, size_t bytes, void* recv, Traffic kind) {
   if (size() == 1) {
     if (bytes) std::memcpy(recv, send, bytes);
     return;
   }
+  count_all_gather(kind, bytes);
 #ifdef CPOISON_MPI
   CP_CHECK(bytes < (size_t(1) << 31), "all_gather", "a message of ", bytes, " bytes is too large for one MPI call");
   check(MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD), "MPI_Allgather");
 #endif
 }
 
-std::vector<int64_t> all_gather(int64_t value) {
+std::vector<int64_t> all_gather(int64_t value, Traffic kind) {
   std::vector<int64_t> out(size());
-  all_gather(&value, sizeof value, out.data());
+  all_gather(&value, sizeof value, out.data(), kind);
   return out;
 }
+
+// ---------------------------------------------------------------- NCCL
+
+bool nccl_compiled() {
+#ifdef CPOISON_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool nccl_active() { return world().nccl; }
+
+#ifdef CPOISON_NCCL
+namespace {
+
+void nccl_check(ncclResult_t rc, const char* what) {
+  if (rc != ncclSuccess) fail("NCCL", what, " failed: ", ncclGetErrorString(rc));
+}
+
+ncclComm_t g_nccl_comm = nullptr;
+
+void destroy_nccl_comm() {
+  if (g_nccl_comm) ncclCommDestroy(g_nccl_comm), g_nccl_comm = nullptr;
+}
+
+// The communicator over all ranks, made on first use: every rank reaches its first device
+// collective at the same point of the same program, so the collective ncclCommInitRank meets
+// all of them. Destroyed at exit, before MPI_Finalize (atexit runs in reverse order).
+ncclComm_t nccl_comm() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    CP_CHECK(size() == 1 || world().nccl, "NCCL", "a device collective with ", size(),
+             " ranks, but not every rank has a GPU of its own (nccl_active() is false)");
+    ncclUniqueId id{};
+    if (rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+#ifdef CPOISON_MPI
+    if (size() > 1) check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+#endif
+    nccl_check(ncclCommInitRank(&g_nccl_comm, size(), id, rank()), "ncclCommInitRank");
+    std::atexit(destroy_nccl_comm);
+  });
+  return g_nccl_comm;
+}
+
+void nccl_all_reduce(void* device_data, size_t n, ncclDataType_t type, size_t element_bytes, Traffic kind) {
+  if (n == 0) return;
+  count_all_reduce(kind, n * element_bytes);
+  nccl_check(ncclAllReduce(device_data, device_data, n, type, ncclSum, nccl_comm(), cuda::stream()), "ncclAllReduce");
+}
+
+}  // namespace
+
+void nccl_all_reduce_sum(float* device_data, size_t n, Traffic kind) {
+  nccl_all_reduce(device_data, n, ncclFloat32, sizeof(float), kind);
+}
+void nccl_all_reduce_sum(double* device_data, size_t n, Traffic kind) {
+  nccl_all_reduce(device_data, n, ncclFloat64, sizeof(double), kind);
+}
+void nccl_all_gather(const void* device_send, size_t bytes, void* device_recv, Traffic kind) {
+  if (bytes == 0) return;
+  count_all_gather(kind, bytes);
+  nccl_check(ncclAllGather(device_send, device_recv, bytes, ncclUint8, nccl_comm(), cuda::stream()), "ncclAllGather");
+}
+#else
+void nccl_all_reduce_sum(float*, size_t, Traffic) { fail("NCCL", "this cpoison was built without NCCL (-Dnccl)"); }
+void nccl_all_reduce_sum(double*, size_t, Traffic) { fail("NCCL", "this cpoison was built without NCCL (-Dnccl)"); }
+void nccl_all_gather(const void*, size_t, void*, Traffic) { fail("NCCL", "this cpoison was built without NCCL (-Dnccl)"); }
+#endif
 
 void barrier() {
   if (size() == 1) return;
