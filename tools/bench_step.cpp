@@ -72,7 +72,8 @@ void run_step(const StepOptions& o) {
 
   const algorithms::Algo algo = algorithms::parse_algo(o.algo);
   const int ranks = distributed::size();
-  const bool data_parallel = algorithms::data_parallel_training(algo, o.batch);  // an Error unless --batch splits over the ranks
+  const bool data_parallel = ranks > 1;
+  if (data_parallel) distributed::local_slice(o.batch, where);  // an Error unless --batch splits over the ranks
   models::ModelOptions mo;
   mo.width = o.width;
   mo.num_classes = algo == algorithms::Algo::supervised ? o.classes : 0;
@@ -126,8 +127,9 @@ void run_step(const StepOptions& o) {
               algorithms::algo_name(algo), o.model.c_str(), (long long)o.width, (long long)num_parameters,
               dev == Device::cuda && o.tf32 ? " with TF32" : "", (long long)o.batch, (long long)o.image_size,
               (long long)o.image_size, (long long)o.channels, o.repeats, o.warmup);
+  const bool nccl = ranks > 1 && dev == Device::cuda && distributed::nccl_active();
   std::printf("ranks: %d%s\n\n", ranks,
-              ranks == 1 ? "" : distributed::nccl_active() ? " (collectives of CUDA tensors through NCCL)" : " (collectives through MPI on the host)");
+              ranks == 1 ? "" : nccl ? " (collectives of CUDA tensors through NCCL)" : " (collectives through MPI on the host)");
   std::fflush(stdout);
 
   for (int i = 0; i < o.warmup; ++i) step();
@@ -170,7 +172,7 @@ void run_step(const StepOptions& o) {
   nlohmann::json j{{"bench", "step"},
                    {"algo", algorithms::algo_name(algo)},
                    {"ranks", ranks},
-                   {"nccl", distributed::nccl_active()},
+                   {"nccl", nccl},
                    {"traffic_per_step", traffic_json},
                    {"sent_bytes_per_step", total.sent_bytes},
                    {"model", o.model},

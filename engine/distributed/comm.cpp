@@ -90,10 +90,11 @@ bool select_local_gpu() {
   std::vector<char> all(size_t(local_size) * kBusIdChars);
   check(MPI_Allgather(bus_id, kBusIdChars, MPI_CHAR, all.data(), kBusIdChars, MPI_CHAR, node), "MPI_Allgather");
   MPI_Comm_free(&node);
+  // A rank without a GPU returns false itself; the caller's MIN over the ranks tells all of them.
   bool distinct = gpus > 0;
   for (int a = 0; a < local_size && distinct; ++a)
     for (int b = a + 1; b < local_size && distinct; ++b)
-      distinct = all[size_t(a) * kBusIdChars] != 0 && std::strncmp(&all[size_t(a) * kBusIdChars], &all[size_t(b) * kBusIdChars], kBusIdChars) != 0;
+      distinct = std::strncmp(&all[size_t(a) * kBusIdChars], &all[size_t(b) * kBusIdChars], kBusIdChars) != 0;
   return distinct;
 }
 #endif
@@ -120,11 +121,14 @@ World& world() {
     CP_CHECK(!announced || launcher_size() == w.size, "MPI", "the launcher started ", launcher_size(),
              " processes but MPI sees ", w.size, " (with Slurm: srun --mpi=pmix, or mpirun inside the allocation)");
 #ifdef CPOISON_CUDA
-    int own_gpu = select_local_gpu() ? 1 : 0;
+    const bool own_gpu = select_local_gpu();
 #ifdef CPOISON_NCCL
     // All ranks must agree: one rank on the host path and another in NCCL would wait forever.
-    check(MPI_Allreduce(MPI_IN_PLACE, &own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
-    w.nccl = own_gpu == 1;
+    int every_rank_own_gpu = own_gpu ? 1 : 0;
+    check(MPI_Allreduce(MPI_IN_PLACE, &every_rank_own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    w.nccl = every_rank_own_gpu == 1;
+#else
+    (void)own_gpu;  // without NCCL the host path only needs each rank on its own GPU
 #endif
 #endif
 #else
