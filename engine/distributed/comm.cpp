@@ -1,6 +1,7 @@
 // The MPI process group (comm.h). The only file that includes <mpi.h> and <nccl.h>; without
-// CPOISON_MPI every function is the one-process fallback; without CPOISON_NCCL the nccl_*
-// functions are errors (nccl_active() is false, so the ops never call them).
+// CPOISON_MPI every function is the one-process fallback; without CPOISON_NCCL, or without
+// libnccl at run time, the nccl_* functions are errors (nccl_active() is false, so the ops never
+// call them).
 #include "engine/distributed/comm.h"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <type_traits>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -25,6 +27,7 @@
 #include <cuda_runtime.h>
 #endif
 #ifdef CPOISON_NCCL
+#include <dlfcn.h>
 #include <nccl.h>
 namespace cpoison::cuda {
 cudaStream_t stream();  // the backend's one stream (engine/backend/cuda/common.cuh, a .cu-only header)
@@ -42,6 +45,40 @@ int launcher_size() {
   }
   return std::getenv("PMIX_RANK") ? 2 : 1;  // PMIx without a size: treat as launched, ask MPI
 }
+
+#ifdef CPOISON_NCCL
+// libnccl is opened at run time (dlopen) rather than linked: it is 200 MB, and not every machine
+// with CUDA has it. A binary built with NCCL then runs where it is missing, on the host path
+// (nccl_available() and nccl_active() are false), instead of failing to start.
+struct NcclApi {
+  decltype(&ncclGetUniqueId) get_unique_id = nullptr;
+  decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclCommDestroy) comm_destroy = nullptr;
+  decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclAllGather) all_gather = nullptr;
+  decltype(&ncclGetErrorString) error_string = nullptr;
+};
+
+// The library's functions, or null when it cannot be opened: first by its soname (the loader's
+// search path: LD_LIBRARY_PATH, the executable's run path, ldconfig), then where meson found it.
+const NcclApi* nccl_api() {
+  static const NcclApi* api = []() -> const NcclApi* {
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) lib = dlopen(CPOISON_NCCL_LIBDIR "/libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return nullptr;
+    static NcclApi a;
+    auto load = [lib](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      return fn != nullptr;
+    };
+    const bool complete = load(a.get_unique_id, "ncclGetUniqueId") && load(a.comm_init_rank, "ncclCommInitRank") &&
+                          load(a.comm_destroy, "ncclCommDestroy") && load(a.all_reduce, "ncclAllReduce") &&
+                          load(a.all_gather, "ncclAllGather") && load(a.error_string, "ncclGetErrorString");
+    return complete ? &a : nullptr;
+  }();
+  return api;
+}
+#endif
 
 struct World {
   int rank = 0, size = 1;
@@ -125,6 +162,7 @@ World& world() {
 #ifdef CPOISON_NCCL
     // All ranks must agree: one rank on the host path and another in NCCL would wait forever.
     int every_rank_own_gpu = own_gpu ? 1 : 0;
+    if (!nccl_api()) every_rank_own_gpu = 0;  // no libnccl here: the host path everywhere
     check(MPI_Allreduce(MPI_IN_PLACE, &every_rank_own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
     w.nccl = every_rank_own_gpu == 1;
 #else
@@ -237,9 +275,9 @@ std::vector<int64_t> all_gather(int64_t value, Traffic kind) {
 
 // ---------------------------------------------------------------- NCCL
 
-bool nccl_compiled() {
+bool nccl_available() {
 #ifdef CPOISON_NCCL
-  return true;
+  return nccl_api() != nullptr;
 #else
   return false;
 #endif
@@ -250,14 +288,21 @@ bool nccl_active() { return world().nccl; }
 #ifdef CPOISON_NCCL
 namespace {
 
+// The library's functions; an Error naming it when it could not be opened.
+const NcclApi& nccl() {
+  const NcclApi* api = nccl_api();
+  CP_CHECK(api, "NCCL", "libnccl.so.2 cannot be opened (not on the library path, nor in " CPOISON_NCCL_LIBDIR ")");
+  return *api;
+}
+
 void nccl_check(ncclResult_t rc, const char* what) {
-  if (rc != ncclSuccess) fail("NCCL", what, " failed: ", ncclGetErrorString(rc));
+  if (rc != ncclSuccess) fail("NCCL", what, " failed: ", nccl().error_string(rc));
 }
 
 ncclComm_t g_nccl_comm = nullptr;
 
 void destroy_nccl_comm() {
-  if (g_nccl_comm) ncclCommDestroy(g_nccl_comm), g_nccl_comm = nullptr;
+  if (g_nccl_comm) nccl().comm_destroy(g_nccl_comm), g_nccl_comm = nullptr;
 }
 
 // The communicator over all ranks, made on first use: every rank reaches its first device
@@ -269,11 +314,11 @@ ncclComm_t nccl_comm() {
     CP_CHECK(size() == 1 || world().nccl, "NCCL", "a device collective with ", size(),
              " ranks, but not every rank has a GPU of its own (nccl_active() is false)");
     ncclUniqueId id{};
-    if (rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    if (rank() == 0) nccl_check(nccl().get_unique_id(&id), "ncclGetUniqueId");
 #ifdef CPOISON_MPI
     if (size() > 1) check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
 #endif
-    nccl_check(ncclCommInitRank(&g_nccl_comm, size(), id, rank()), "ncclCommInitRank");
+    nccl_check(nccl().comm_init_rank(&g_nccl_comm, size(), id, rank()), "ncclCommInitRank");
     std::atexit(destroy_nccl_comm);
   });
   return g_nccl_comm;
@@ -282,7 +327,7 @@ ncclComm_t nccl_comm() {
 void nccl_all_reduce(void* device_data, size_t n, ncclDataType_t type, size_t element_bytes, Traffic kind) {
   if (n == 0) return;
   count_all_reduce(kind, n * element_bytes);
-  nccl_check(ncclAllReduce(device_data, device_data, n, type, ncclSum, nccl_comm(), cuda::stream()), "ncclAllReduce");
+  nccl_check(nccl().all_reduce(device_data, device_data, n, type, ncclSum, nccl_comm(), cuda::stream()), "ncclAllReduce");
 }
 
 }  // namespace
@@ -296,7 +341,7 @@ void nccl_all_reduce_sum(double* device_data, size_t n, Traffic kind) {
 void nccl_all_gather(const void* device_send, size_t bytes, void* device_recv, Traffic kind) {
   if (bytes == 0) return;
   count_all_gather(kind, bytes);
-  nccl_check(ncclAllGather(device_send, device_recv, bytes, ncclUint8, nccl_comm(), cuda::stream()), "ncclAllGather");
+  nccl_check(nccl().all_gather(device_send, device_recv, bytes, ncclUint8, nccl_comm(), cuda::stream()), "ncclAllGather");
 }
 #else
 void nccl_all_reduce_sum(float*, size_t, Traffic) { fail("NCCL", "this cpoison was built without NCCL (-Dnccl)"); }

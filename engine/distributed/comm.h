@@ -57,12 +57,13 @@ void reset_traffic();
 // queued on the CUDA backend's stream, so they are ordered with the kernels around them and the
 // host does not wait. The communicator is made on first use over all ranks (rank 0's
 // ncclGetUniqueId broadcast with MPI; without mpirun a communicator of one rank), on the GPU the
-// rank was given when MPI started (its rank among the ranks on its node). nccl_compiled(): this
-// build has NCCL. nccl_active(): NCCL is compiled, a GPU is visible and there is more than one
-// rank: the differentiable collectives (ops.h) then reduce CUDA tensors with these instead of
-// copying them through the host. The pointers are device pointers. With one rank the
-// functions still run (a copy through NCCL), so that one GPU can test them.
-bool nccl_compiled();
+// rank was given when MPI started (its rank among the ranks on its node). libnccl.so.2 is opened
+// at run time, not linked. nccl_available(): this build has NCCL and the library opens.
+// nccl_active(): it is available on every rank, each rank has a GPU of its own and there is more
+// than one rank: the differentiable collectives (ops.h) then reduce CUDA tensors with these
+// instead of copying them through the host. The pointers are device pointers. With one rank
+// the functions still run (a copy through NCCL), so that one GPU can test them.
+bool nccl_available();
 bool nccl_active();
 void nccl_all_reduce_sum(float* device_data, size_t n, Traffic kind = Traffic::other);
 void nccl_all_reduce_sum(double* device_data, size_t n, Traffic kind = Traffic::other);

@@ -2,7 +2,7 @@
 // made without mpirun), where a GPU exists, against the host collectives and the input. What
 // they check: the communicator bootstrap, the device pointers and element types, the ordering
 // on the backend's stream (the results are read right after), and the traffic counters.
-// Skipped without NCCL in the build or without a GPU.
+// Skipped without NCCL (in the build, or its library at run time) or without a GPU.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -17,7 +17,8 @@
 using namespace cpoison;
 
 TEST_CASE("distributed: NCCL all-reduce and all-gather of CUDA memory equal the host collectives (one rank)") {
-  SKIP_UNLESS(distributed::nccl_compiled(), "built without NCCL (-Dnccl needs the CUDA backend and MPI)");
+  SKIP_UNLESS(distributed::nccl_available(),
+              "no NCCL: built without it (-Dnccl needs the CUDA backend and MPI), or libnccl.so.2 does not open");
   SKIP_UNLESS(cuda_available(), "no usable CUDA GPU: the NCCL collectives cannot run");
   REQUIRE(distributed::size() == 1);
   Generator g(11, 0);
