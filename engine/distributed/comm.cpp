@@ -162,7 +162,7 @@ World& world() {
 #ifdef CPOISON_NCCL
     // All ranks must agree: one rank on the host path and another in NCCL would wait forever.
     int every_rank_own_gpu = own_gpu ? 1 : 0;
-    if (!nccl_api()) every_rank_own_gpu = 0;  // no libnccl here: the host path everywhere
+    if (own_gpu && !nccl_api()) every_rank_own_gpu = 0;  // no libnccl here: the host path everywhere
     check(MPI_Allreduce(MPI_IN_PLACE, &every_rank_own_gpu, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
     w.nccl = every_rank_own_gpu == 1;
 #else
