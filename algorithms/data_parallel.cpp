@@ -15,7 +15,9 @@ Tensor nt_xent_loss_global(const Tensor& z1, const Tensor& z2, double temperatur
   const int64_t b = z1.size(0), k = distributed::size(), r = distributed::rank();
   const int64_t N = b * k, n = 2 * N, a = 2 * b;  // global views per side, global rows, local anchors
   // Global rows in the order of the one-process loss: every rank's z1 rows, then every rank's z2.
-  Tensor z = l2_normalize(concat({distributed::all_gather_rows(z1), distributed::all_gather_rows(z2)}, 0), 1);
+  const auto features = distributed::Traffic::features;
+  Tensor z = l2_normalize(
+      concat({distributed::all_gather_rows(z1, features), distributed::all_gather_rows(z2, features)}, 0), 1);
   std::vector<int64_t> anchor(a);
   for (int64_t i = 0; i < b; ++i) anchor[i] = r * b + i, anchor[b + i] = N + r * b + i;
   Tensor za = index_select0(z, Tensor::from_vector(anchor, {a}, DType::i64, z1.device()));

@@ -18,8 +18,9 @@ int64_t enqueue_ring(const Tensor& queue, int64_t ptr, const Tensor& rank_keys) 
   const char* where = "enqueue_ring";
   // issue #15: under mpirun every rank enqueues the keys of the whole global batch, in rank order
   // (the one-process order), so that the queues stay equal.
-  const Tensor keys = distributed::data_parallel() && rank_keys.defined() ? distributed::all_gather_rows(rank_keys.detach())
-                                                                           : rank_keys;
+  const Tensor keys = distributed::data_parallel() && rank_keys.defined()
+                          ? distributed::all_gather_rows(rank_keys.detach(), distributed::Traffic::moco_keys)
+                          : rank_keys;
   CP_CHECK(queue.defined() && queue.dim() == 2, where, "queue must be [K, D], got ",
            queue.defined() ? queue.shape() : Shape{});
   CP_CHECK(keys.defined() && keys.dim() == 2 && keys.size(1) == queue.size(1), where, "keys must be [B, ",

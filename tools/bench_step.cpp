@@ -1,8 +1,15 @@
-// `cpoison bench step`: one full supervised training step of a model on random data —
-// forward, cross-entropy, backward, SGD update with momentum — warmed up, then timed as the
+// `cpoison bench step`: one full training step of a learner on random data — forward, loss
+// (--algo: the supervised cross-entropy by default, or SimCLR / MoCo v2 / BYOL on two random
+// views, no augmentation), backward, SGD update with momentum — warmed up, then timed as the
 // median of repeats. Prints the device, the CPU convolution kernels (oneDNN or the reference), a
 // Markdown table, one JSON line, and finally exactly `images/s: <number>`.
 // Layout: images [N, C, H, W] (N = --batch, C = --channels, H = W = --size).
+//
+// Under `mpirun -np K` (issue #15, docs/distributed.md) the step is data-parallel as in
+// `cpoison train`: --batch is the global batch, every rank draws it and keeps its N/K rows, and
+// the step synchronises gradients, BatchNorm statistics, SimCLR's negatives and MoCo's keys.
+// Rank 0 prints; the table then adds the bytes each rank communicated per step, by kind
+// (distributed::traffic()). With one rank nothing is communicated.
 #include <cblas.h>
 #include <omp.h>
 
@@ -11,11 +18,14 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "algorithms/data_parallel.h"
+#include "algorithms/learner.h"
 #include "engine/autograd.h"
 #include "engine/backend/cpu/allocator.h"
 #include "engine/backend/cpu/conv.h"
 #include "engine/backend/settings.h"
-#include "engine/ops/loss.h"
+#include "engine/distributed/comm.h"
+#include "engine/distributed/ops.h"
 #include "engine/optim/sgd.h"
 #include "engine/rng.h"
 #include "models/registry.h"
@@ -26,6 +36,7 @@ namespace cpoison::tools {
 namespace {
 
 struct StepOptions {
+  std::string algo = "supervised";
   std::string model = "resnet18";
   int64_t batch = 128;
   int64_t width = 64;
@@ -37,6 +48,10 @@ struct StepOptions {
   int repeats = 5;
   int warmup = 1;
   bool tf32 = false;
+};
+
+struct TrafficPerStep {
+  int64_t calls = 0, buffer_bytes = 0, sent_bytes = 0;
 };
 
 void run_step(const StepOptions& o) {
@@ -55,60 +70,114 @@ void run_step(const StepOptions& o) {
   // TF32 only changes CUDA math; asking for it on the CPU is allowed and changes nothing.
   set_allow_tf32(o.tf32);
 
+  const algorithms::Algo algo = algorithms::parse_algo(o.algo);
+  const int ranks = distributed::size();
+  const bool data_parallel = ranks > 1;
+  if (data_parallel) distributed::local_slice(o.batch, where);  // an Error unless --batch splits over the ranks
   models::ModelOptions mo;
   mo.width = o.width;
-  mo.num_classes = o.classes;
+  mo.num_classes = algo == algorithms::Algo::supervised ? o.classes : 0;
   mo.in_channels = o.channels;
   nn::manual_seed(0);
-  auto model = models::make_encoder(o.model, mo);
-  model->to(dev);
-  model->train();
+  auto learner = algorithms::make_learner(algo, o.model, mo, algorithms::AlgoConfig::defaults(algo));
+  learner->to(dev);
+  learner->train();
   // The victim recipe's optimiser (docs/reference-implementation.md §6); the LR only scales updates.
   optim::SGDOptions so;
   so.lr = 0.1;
   so.momentum = 0.9;
   so.weight_decay = 1e-4;
-  optim::SGD sgd(*model, so);
+  optim::SGD sgd(learner->named_online_parameters(), so);
+  const std::vector<Tensor> params = learner->online_parameters();
+  int64_t num_parameters = 0;
+  for (const Tensor& p : params) num_parameters += p.numel();
 
+  // Every rank draws the same global batch and keeps its rows (as `cpoison train` does).
   Generator gen(1, 0);
-  Tensor images = uniform({o.batch, o.channels, o.image_size, o.image_size}, 0.0, 1.0, gen, DType::f32, dev);
-  Tensor labels = randint({o.batch}, 0, o.classes, gen, DType::i64, dev);
-  const Tensor probe = model->parameters().back();
+  const Shape image_shape{o.batch, o.channels, o.image_size, o.image_size};
+  algorithms::Batch batch;
+  batch.view1 = uniform(image_shape, 0.0, 1.0, gen, DType::f32, dev);
+  if (learner->views_per_batch() == 2)
+    batch.view2 = uniform(image_shape, 0.0, 1.0, gen, DType::f32, dev);
+  else
+    batch.labels = randint({o.batch}, 0, o.classes, gen, DType::i64, dev);
+  if (data_parallel) {
+    batch.view1 = distributed::local_rows(batch.view1).contiguous();
+    if (batch.view2.defined()) batch.view2 = distributed::local_rows(batch.view2).contiguous();
+    if (batch.labels.defined()) batch.labels = distributed::local_rows(batch.labels).contiguous();
+  }
+  const Tensor probe = params.back();
   double last_loss = 0;
   auto step = [&] {
+    distributed::DataParallelScope scope;  // SyncBN, global negatives, MoCo's keys (inert with one rank)
     sgd.zero_grad();
-    Tensor loss = cross_entropy(model->logits(images), labels);
+    Tensor loss = learner->loss(batch);
     autograd::backward(loss);
+    if (data_parallel) distributed::all_reduce_gradients(params);
     sgd.step();
+    learner->momentum_update();
     // Reading one updated weight waits for the whole step's device work.
     sync_device(probe);
-    last_loss = loss.item();
+    last_loss = data_parallel ? algorithms::global_mean(loss) : loss.item();
   };
   print_device(dev);
   const std::string conv = dev == Device::cuda ? "cuDNN" : cpu_conv_kernels();
   std::printf("convolutions: %s\n", conv.c_str());
-  std::printf("%s (width %lld, %lld parameters), f32%s, batch %lld of %lldx%lldx%lld, median of %d steps after %d warm-up\n\n",
-              o.model.c_str(), (long long)o.width, (long long)model->num_parameters(),
+  std::printf("%s step, %s (width %lld, %lld trained parameters), f32%s, batch %lld of %lldx%lldx%lld, median of %d steps after %d warm-up\n",
+              algorithms::algo_name(algo), o.model.c_str(), (long long)o.width, (long long)num_parameters,
               dev == Device::cuda && o.tf32 ? " with TF32" : "", (long long)o.batch, (long long)o.image_size,
               (long long)o.image_size, (long long)o.channels, o.repeats, o.warmup);
+  const bool nccl = ranks > 1 && dev == Device::cuda && distributed::nccl_active();
+  std::printf("ranks: %d%s\n\n", ranks,
+              ranks == 1 ? "" : nccl ? " (collectives of CUDA tensors through NCCL)" : " (collectives through MPI on the host)");
   std::fflush(stdout);
 
   for (int i = 0; i < o.warmup; ++i) step();
   const auto before = cpu::host_allocator_stats();
+  distributed::reset_traffic();
   const auto runs = time_runs(step, o.repeats, 0);
+  const distributed::TrafficCounts traffic = distributed::traffic();
   const auto after = cpu::host_allocator_stats();
   const double step_s = median(runs);
   const double images_per_s = static_cast<double>(o.batch) / step_s;
   double fastest = runs[0];
   for (double r : runs) fastest = r < fastest ? r : fastest;
 
-  std::printf("| model | batch | ms/step (median) | ms/step (fastest) | images/s |\n|---|---:|---:|---:|---:|\n");
-  std::printf("| %s | %lld | %.1f | %.1f | %.1f |\n\n", o.model.c_str(), (long long)o.batch, step_s * 1e3, fastest * 1e3,
-              images_per_s);
+  std::printf("| algo | model | ranks | batch | ms/step (median) | ms/step (fastest) | images/s |\n|---|---|---:|---:|---:|---:|---:|\n");
+  std::printf("| %s | %s | %d | %lld | %.1f | %.1f | %.1f |\n\n", algorithms::algo_name(algo), o.model.c_str(), ranks,
+              (long long)o.batch, step_s * 1e3, fastest * 1e3, images_per_s);
+  // Every timed step makes the same collectives: the per-step counts are whole numbers.
+  nlohmann::json traffic_json = nlohmann::json::object();
+  TrafficPerStep total;
+  for (int k = 0; k < distributed::kTrafficKinds; ++k) {
+    const distributed::TrafficCount& c = traffic[k];
+    const TrafficPerStep t{c.calls / o.repeats, c.buffer_bytes / o.repeats, c.sent_bytes / o.repeats};
+    traffic_json[distributed::traffic_name((distributed::Traffic)k)] = {
+        {"calls", t.calls}, {"buffer_bytes", t.buffer_bytes}, {"sent_bytes", t.sent_bytes}};
+    total.calls += t.calls, total.buffer_bytes += t.buffer_bytes, total.sent_bytes += t.sent_bytes;
+  }
+  if (ranks > 1) {
+    std::printf("Communicated per step by each rank (buffer: the collectives' payload; sent: what the ring algorithms "
+                "send, and receive as much: 2(K-1)/K of an all-reduce's buffer, (K-1)/K of an all-gather's):\n\n");
+    std::printf("| traffic | collectives | buffer bytes | sent bytes |\n|---|---:|---:|---:|\n");
+    for (int k = 0; k < distributed::kTrafficKinds; ++k) {
+      const auto& t = traffic_json[distributed::traffic_name((distributed::Traffic)k)];
+      std::printf("| %s | %lld | %lld | %lld |\n", distributed::traffic_name((distributed::Traffic)k),
+                  (long long)t["calls"].get<int64_t>(), (long long)t["buffer_bytes"].get<int64_t>(),
+                  (long long)t["sent_bytes"].get<int64_t>());
+    }
+    std::printf("| total | %lld | %lld | %lld |\n\n", (long long)total.calls, (long long)total.buffer_bytes,
+                (long long)total.sent_bytes);
+  }
   nlohmann::json j{{"bench", "step"},
+                   {"algo", algorithms::algo_name(algo)},
+                   {"ranks", ranks},
+                   {"nccl", nccl},
+                   {"traffic_per_step", traffic_json},
+                   {"sent_bytes_per_step", total.sent_bytes},
                    {"model", o.model},
                    {"width", o.width},
-                   {"parameters", model->num_parameters()},
+                   {"parameters", num_parameters},
                    {"batch", o.batch},
                    {"image_size", o.image_size},
                    {"channels", o.channels},
@@ -133,8 +202,9 @@ void run_step(const StepOptions& o) {
 
 void setup_step(CLI::App& app) {
   auto o = std::make_shared<StepOptions>();
+  app.add_option("--algo", o->algo, "supervised, simclr, moco or byol (the contrastive ones on two random views)")->capture_default_str();
   app.add_option("--model", o->model, "Model name (see `cpoison models`)")->capture_default_str();
-  app.add_option("--batch", o->batch, "Images per batch")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
+  app.add_option("--batch", o->batch, "Images per batch (under mpirun: the global batch, split over the ranks)")->check(tools::int_range(1, kMaxAxis))->capture_default_str();
   app.add_option("--width", o->width, "Base width (64: the standard model)")->check(tools::int_range(1, models::kMaxWidth))->capture_default_str();
   app.add_option("--classes", o->classes, "Classes of the linear head")->check(tools::int_range(0, models::kMaxClasses))->capture_default_str();
   app.add_option("--size", o->image_size, "Image height and width")->check(tools::int_range(1, kMaxImageSide))->capture_default_str();
@@ -153,6 +223,6 @@ void setup_step(CLI::App& app) {
 
 }  // namespace
 
-CPOISON_BENCH(step, "One supervised training step (forward, cross-entropy, backward, SGD momentum)", setup_step);
+CPOISON_BENCH(step, "One training step (forward, loss, backward, SGD momentum); data-parallel under mpirun, with the bytes communicated", setup_step);
 
 }  // namespace cpoison::tools
