@@ -4,6 +4,8 @@
 // Images: u8 [N,H,W,C]; batches f32 [B,C,H,W].
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -593,6 +595,46 @@ TEST_CASE("experiment poison jobs: the configuration holds only what the attack 
   a.poison.cp_s_init = c.poison.cp_s_init = "cp-c";
   CHECK(job("cp-s", "sample", a).config != job("cp-s", "sample", c).config);
   CHECK(job("cp-c", "class", a).config != job("cp-c", "class", c).config);
+}
+
+TEST_CASE("experiment poison jobs: the settings each attack records (PoisonSettings' readers; the cached cells' format)") {
+  using Keys = std::vector<std::string>;
+  auto keys = [](const std::string& attack, const Settings& s) {
+    const std::string attacker = attack == "random" || attack == "pattern" ? "none"
+                                 : attack == "cp-c" || attack == "cp-s"    ? "simclr"
+                                                                           : "supervised";
+    const std::string kind = attack == "cp-c" || attack == "pattern" ? "class" : "sample";
+    nlohmann::json c = make_poison_job(attack, attacker, kind, true, s.poison.eps, 1.0, s.model, s.data, s).config;
+    Keys out;
+    if (c.contains("poison"))
+      for (auto it = c["poison"].begin(); it != c["poison"].end(); ++it) out.push_back(it.key());
+    return out;
+  };
+  Settings s;
+  const Keys common{"batch_size", "eps", "lr", "recipe"};
+  auto with = [&](Keys k) {
+    k.insert(k.end(), common.begin(), common.end());
+    std::sort(k.begin(), k.end());
+    return k;
+  };
+  CHECK(keys("cp-c", s) == with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds"}));
+  CHECK(keys("cp-s", s) == with({"cp_s_init", "cp_s_pgd_steps", "cp_s_rounds"}));
+  CHECK(keys("unlearnable", s) == with({"unlearnable_model_steps", "unlearnable_pgd_steps", "unlearnable_rounds"}));
+  CHECK(keys("adversarial", s) == with({"adversarial_pgd_steps", "adversarial_pretrain_epochs"}));
+  CHECK(keys("aue", s) == with({"aue_model_steps", "aue_pgd_steps", "aue_rounds", "aue_strength"}));
+  CHECK(keys("aap", s) == with({"aap_pgd_steps", "aap_pretrain_epochs", "aap_strength"}));
+  CHECK(keys("pattern", s) == Keys{"pattern_blank", "pattern_period"});
+  CHECK(keys("random", s).empty());
+  Settings chained = s;
+  chained.poison.cp_s_init = "cp-c";
+  CHECK(keys("cp-s", chained) ==
+        with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "cp_s_init", "cp_s_pgd_steps", "cp_s_rounds"}));
+  Settings sep = s;
+  sep.poison.separability = 0.5;
+  CHECK(keys("cp-c", sep) ==
+        with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "separability", "separability_space"}));
+  CHECK(keys("adversarial", sep) == keys("adversarial", s));
+  CHECK(keys("pattern", sep) == keys("pattern", s));
 }
 
 TEST_CASE("experiment: aue and aap cells take supervised attackers; their settings reach only their poisons") {

@@ -212,27 +212,9 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
     j.init_from = init.id;
   }
 
+  // The poison settings this attack reads (PoisonSettings' readers() in its field list).
   PoisonSettings ps = s.poison;
-  nlohmann::json poison = to_json_fields(ps);
-  poison.erase("checkpoint_every");
-  // Only the fields this attack reads, so that e.g. a CP-C poison stays cached when CP-S's
-  // rounds change. A CP-S poison that starts from CP-C keeps CP-C's fields: they shape its start.
-  const bool reads_cp_c = attack == "cp-c" || (attack == "cp-s" && s.poison.cp_s_init == "cp-c");
-  std::vector<std::string> unread;
-  for (auto it = poison.begin(); it != poison.end(); ++it) {
-    const std::string& k = it.key();
-    const bool cp_c_key = k.rfind("cp_c_", 0) == 0, cp_s_key = k.rfind("cp_s_", 0) == 0;
-    if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
-        (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
-        (k.rfind("adversarial_", 0) == 0 && attack != "adversarial") || (k.rfind("aue_", 0) == 0 && attack != "aue") ||
-        (k.rfind("aap_", 0) == 0 && attack != "aap") || ((k == "pattern_period" || k == "pattern_blank") && attack != "pattern"))
-      unread.push_back(k);
-  }
-  // The separability term only exists when it is on (so poisons cached before it keep their
-  // configuration) and for the attacks that minimise their loss.
-  if (s.poison.separability == 0 || synthetic(attack) || attack == "adversarial")
-    unread.insert(unread.end(), {"separability", "separability_space"});
-  for (const auto& k : unread) poison.erase(k);
+  nlohmann::json poison = fields_read_by(ps, attack);
   DataSettings d = data;
   j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
               {"dual_branch", j.dual_branch}, {"eps", eps}, {"ratio", ratio}, {"model", model},
@@ -240,10 +222,8 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
               {"augment", attacker == "supervised" && attack != "aue" && attack != "aap" ? std::string("crop-flip")
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
-  if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the period)
-    if (attack == "pattern")
-      j.config["poison"] = {{"pattern_period", s.poison.pattern_period}, {"pattern_blank", s.poison.pattern_blank}};
-    else j.config.erase("poison");
+  if (poison.empty()) j.config.erase("poison");  // (random noise reads none)
+  if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the pattern's fields)
     j.config.erase("augment");
     j.config.erase("algo");
     j.config.erase("model");
