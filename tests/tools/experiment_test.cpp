@@ -4,18 +4,19 @@
 // Images: u8 [N,H,W,C]; batches f32 [B,C,H,W].
 #include <doctest/doctest.h>
 
-#include <algorithm>
-
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "engine/data/dataset.h"
 #include "poison/poison_file.h"
 #include "tools/experiment/demo.h"
 #include "tools/experiment/runner.h"
+#include "tools/fields.h"
 
 using namespace cpoison;
 using namespace cpoison::tools::experiment;
@@ -635,6 +636,14 @@ TEST_CASE("experiment poison jobs: the settings each attack records (PoisonSetti
         with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "separability", "separability_space"}));
   CHECK(keys("adversarial", sep) == keys("adversarial", s));
   CHECK(keys("pattern", sep) == keys("pattern", s));
+
+  // Every field but the checkpoint interval has readers: a new field that names none would
+  // change no cell's key, and a cached poison would be taken for one made with it.
+  std::set<std::string> read{"checkpoint_every"};
+  for (const char* attack : {"cp-c", "cp-s", "unlearnable", "adversarial", "aue", "aap", "pattern", "random"})
+    for (const auto& k : keys(attack, sep)) read.insert(k);
+  const Keys all = tools::field_keys(PoisonSettings{});
+  CHECK(std::set<std::string>(all.begin(), all.end()) == read);
 }
 
 TEST_CASE("experiment: aue and aap cells take supervised attackers; their settings reach only their poisons") {
