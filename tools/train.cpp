@@ -79,34 +79,24 @@ void check_resumed_defense(const std::string& checkpoint, const std::string& spe
            "' but this run asks for '", spec, "' (give the same --defense, or train afresh without --resume)");
 }
 
-void setup(CLI::App& app) {
-  auto o = std::make_shared<Options>();
-  // Options a preset may change: the preset's value applies unless the flag was given.
-  auto preset_overrides = std::make_shared<std::vector<std::function<void()>>>();
-  auto presettable = [preset_overrides](CLI::Option* opt, std::function<void()> apply_preset) {
-    preset_overrides->push_back([opt, apply_preset] {
-      if (opt->count() == 0) apply_preset();
-    });
-    return opt;
-  };
+// Options a preset may change: the preset's value applies unless the flag was given.
+using PresetOverrides = std::vector<std::function<void()>>;
 
-  app.add_option("--algo", o->algo, "simclr | moco | byol | supervised")
-      ->check(CLI::IsMember({"simclr", "moco", "mocov2", "byol", "supervised"}))
+CLI::Option* presettable(PresetOverrides& overrides, CLI::Option* opt, std::function<void()> apply_preset) {
+  overrides.push_back([opt, apply_preset] {
+    if (opt->count() == 0) apply_preset();
+  });
+  return opt;
+}
+
+void add_data_flags(CLI::App& app, const std::shared_ptr<Options>& o, PresetOverrides& overrides) {
+  app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) "
+                                    "or an HDF5 dataset file")
       ->capture_default_str();
-  app.add_option("--preset", o->preset,
-                 "spec: docs/reference-implementation.md §6 (1000 epochs, batch 512, 10-epoch warm-up from 0.01, "
-                 "cosine to 0.001 lr, width 64, the §5 augmentations); cpu-small: docs/cpu-scale-reference.md "
-                 "(fashion-mnist, 5000-image balanced subset, width 8, batch 256, 30 epochs, lr 0.3, 20-step "
-                 "warm-up from 0, cosine to 0, crop/flip/brightness/contrast). Flags given explicitly win.")
-      ->check(CLI::IsMember({"spec", "cpu-small"}))
-      ->capture_default_str();
-  // ---- data
-  auto* data_opt = app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) "
-                                                     "or an HDF5 dataset file")
-                       ->capture_default_str();
   app.add_option("--data-root", o->data_root, "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
                                               "/usr/share/datasets/NAME, ./data/NAME)");
-  presettable(app.add_option("--subset", o->subset, "Train on a class-balanced subset of N images (0: all)")
+  presettable(overrides,
+              app.add_option("--subset", o->subset, "Train on a class-balanced subset of N images (0: all)")
                   ->check(tools::int_range(0, kMaxAxis))
                   ->capture_default_str(),
               [o] { o->subset = 5000; });
@@ -128,10 +118,16 @@ void setup(CLI::App& app) {
   app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")
       ->check(tools::one_of({0, 1, 3}))
       ->capture_default_str();
-  // ---- model
+}
+
+// The backbone, the training settings (TrainSettings' field list) and the algorithm's
+// (AlgoSettings'); returns the training settings' flags.
+std::shared_ptr<tools::FieldFlags> add_model_flags(CLI::App& app, const std::shared_ptr<Options>& o,
+                                                   PresetOverrides& overrides) {
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
-  presettable(app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
+  presettable(overrides,
+              app.add_option("--width", o->width, "Base width (64: the published model; 8: channels 8/16/32/64)")
                   ->check(tools::int_range(1, models::kMaxWidth))
                   ->capture_default_str(),
               [o] { o->width = 8; });
@@ -150,7 +146,10 @@ void setup(CLI::App& app) {
                  "never divide SimCLR gradients by a GPU count)")
       ->check(tools::in_range({0, 1e6, true, false}))
       ->capture_default_str();
-  // ---- run
+  return training_flags;
+}
+
+void add_run_flags(CLI::App& app, const std::shared_ptr<Options>& o) {
   app.add_option("--seed", o->seed, "Seed of weights, batch order, augmentations and MoCo queue")->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
   app.add_option("--out", o->out, "Checkpoint file (HDF5)")->required();
@@ -165,116 +164,149 @@ void setup(CLI::App& app) {
   app.add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines (< 0: quiet)")
       ->check(tools::real_range(-1e9, 1e9))
       ->capture_default_str();
-  (void)data_opt;
+}
+
+// The training images as the victim sees them (subset, normalisation, poison) and the poison's
+// digest ("none" without one).
+std::pair<data::Dataset, std::string> load_training_set(const Options& o) {
+  data::LoadOptions lo;
+  lo.root = o.data_root;
+  lo.pad_to = o.pad_to;
+  lo.channels = o.channels;
+  data::Dataset ds = data::load_dataset(o.data, data::Split::train, lo);
+  if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
+  tools::apply_normalize_option(ds, o.normalize);
+  std::string poison_digest = "none";
+  if (!o.poison.empty()) {
+    const poison::Poison p = poison::load_poison(o.poison);
+    poison::check_fingerprint(p, ds, o.poison, o.ignore_fingerprint);
+    poison_digest = poison::poison_digest(p);
+    ds = poison::apply_poison(ds, p);
+  }
+  return {std::move(ds), poison_digest};
+}
+
+// The TrainConfig of the flags (the defence's hooks are add_defense's).
+TrainConfig train_config(const Options& o, Algo algo, const data::Dataset& ds, const defense::Defense& def,
+                         const std::string& poison_digest) {
+  TrainConfig cfg;
+  cfg.algo = algo;
+  cfg.model = o.model;
+  cfg.model_options.width = o.width;
+  cfg.model_options.in_channels = ds.channels();
+  AlgoConfig ac = AlgoConfig::defaults(algo);
+  ex::apply_algo(o.algo_settings, ac);
+  ac.dual_branch = o.dual_branch;
+  ac.byol_detach_target = o.byol_detach_target;
+  ac.loss_scale = o.loss_scale;
+  cfg.algo_config = ac;
+  ex::TrainSettings training = o.train;
+  if (training.augment.empty()) training.augment = algo == Algo::supervised ? "crop-flip" : "simclr";
+  ex::apply_training(training, ds, cfg);
+  cfg.seed = o.seed;
+  cfg.device = tools::parse_device(o.device);
+  cfg.checkpoint_path = o.out;
+  cfg.resume = o.resume;
+  cfg.resume_from = o.resume_from;
+  cfg.allow_changed = o.allow_changed;
+  std::string stem = o.out.size() > 3 && o.out.substr(o.out.size() - 3) == ".h5" ? o.out.substr(0, o.out.size() - 3)
+                                                                                   : o.out;
+  cfg.log_path = o.log.empty() ? stem + ".jsonl" : o.log;
+  cfg.progress_seconds = o.progress_seconds;
+  cfg.extra_attrs = {{"dataset", o.data},
+                     {"dataset_name", ds.name},
+                     {"subset", o.subset},
+                     {"subset_seed", (int64_t)o.subset_seed},
+                     {"pad_to", o.pad_to},
+                     {"channels", o.channels},
+                     {"preset", o.preset},
+                     {"poison", o.poison},
+                     {"augment", training.augment},
+                     {"defense", def.spec()},
+                     {"software", std::string("cpoison ") + CPOISON_VERSION}};
+  // What a resume must repeat (the data path may move; the images' fingerprint is compared).
+  cfg.settings = {{"subset", o.subset},   {"subset_seed", (int64_t)o.subset_seed},
+                  {"pad_to", o.pad_to},   {"channels", o.channels},
+                  {"poison", poison_digest}, {"defense", def.spec()}};
+  return cfg;
+}
+
+// The defence runs after any batch hook set before it (none today: the poison is applied to the
+// dataset itself), as the victim would defend the data it was given; ueraser and adversarial
+// training are step-loss hooks.
+void add_defense(TrainConfig& cfg, const defense::Defense& def) {
+  if (def.is_batch_transform()) {
+    if (auto defend = defense::defense_batch_hook(def)) {
+      auto before = cfg.batch_hook;
+      cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
+        return defend(before ? before(x, b, gen) : x, b, gen);
+      };
+    }
+  } else if (def.kind == defense::DefenseKind::ueraser) {
+    cfg.step_loss = defense::ueraser_loss_hook(cfg, def.ueraser);
+  } else {
+    cfg.step_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
+  }
+}
+
+void run(Options& o, const PresetOverrides& preset_overrides, const tools::FieldFlags& training_flags) {
+  if (o.preset == "cpu-small") {
+    for (auto& f : preset_overrides) f();
+    tools::copy_unset(o.train, ex::TrainSettings{}, training_flags, kCpuSmallTraining);
+  }
+  const Algo algo = parse_algo(o.algo);
+  const defense::Defense def = parse_defense_flag(o.defense, algo);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!o.resume_from.empty()) {
+    CP_CHECK(std::filesystem::is_regular_file(o.resume_from), "--resume-from", "no checkpoint '", o.resume_from,
+             "' to resume from (leave --resume-from out to train afresh)");
+    o.resume = true;
+  }
+  const auto [ds, poison_digest] = load_training_set(o);
+  TrainConfig cfg = train_config(o, algo, ds, def, poison_digest);
+  add_defense(cfg, def);
+  const std::string resume_path = o.resume_from.empty() ? o.out : o.resume_from;
+  if (o.resume && std::filesystem::exists(resume_path)) check_resumed_defense(resume_path, def.spec());
+
+  // The first line names the preset (the recipe of a training run), so that a run that took the
+  // spec's width-64 schedule by default says so before it starts.
+  std::fprintf(stderr, "training %s (preset %s%s) on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
+               algo_name(algo), o.preset.c_str(), o.preset == "spec" ? ", the default; --preset cpu-small for the CPU scale" : "", ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
+               (long long)ds.channels(), o.model.c_str(), (long long)o.width, (long long)cfg.epochs,
+               (long long)cfg.batch_size, cfg.resolved_lr());
+  if (def.kind != defense::DefenseKind::none) std::fprintf(stderr, "defence %s\n", def.spec().c_str());
+  TrainResult r = train(ds, cfg);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double last_loss = r.history.empty() ? NAN : r.history.back().loss;
+  std::printf("trained %s %s (width %lld)%s%s: epochs %lld/%lld, final loss %.4f, %.1f s; checkpoint %s\n",
+              algo_name(algo), o.model.c_str(), (long long)o.width,
+              def.kind == defense::DefenseKind::none ? "" : ", defence ",
+              def.kind == defense::DefenseKind::none ? "" : def.spec().c_str(), (long long)r.epochs_done,
+              (long long)cfg.epochs, last_loss, secs, o.out.c_str());
+}
+
+void setup(CLI::App& app) {
+  auto o = std::make_shared<Options>();
+  auto preset_overrides = std::make_shared<PresetOverrides>();
+  app.add_option("--algo", o->algo, "simclr | moco | byol | supervised")
+      ->check(CLI::IsMember({"simclr", "moco", "mocov2", "byol", "supervised"}))
+      ->capture_default_str();
+  app.add_option("--preset", o->preset,
+                 "spec: docs/reference-implementation.md §6 (1000 epochs, batch 512, 10-epoch warm-up from 0.01, "
+                 "cosine to 0.001 lr, width 64, the §5 augmentations); cpu-small: docs/cpu-scale-reference.md "
+                 "(fashion-mnist, 5000-image balanced subset, width 8, batch 256, 30 epochs, lr 0.3, 20-step "
+                 "warm-up from 0, cosine to 0, crop/flip/brightness/contrast). Flags given explicitly win.")
+      ->check(CLI::IsMember({"spec", "cpu-small"}))
+      ->capture_default_str();
+  add_data_flags(app, o, *preset_overrides);
+  const auto training_flags = add_model_flags(app, o, *preset_overrides);
+  add_run_flags(app, o);
   app.footer(
       "Deliberate differences from the authors' release (docs/algorithms.md): the loss is NOT multiplied by "
       "temperature/0.07 (use --loss-scale), SimCLR gradients are NOT divided by a GPU count, momentum copies are "
       "updated once per step (the release's BYOL updates twice), MoCo keys are not shuffled across devices, and "
       "BYOL's target carries a gradient under --dual-branch unless --byol-detach-target.");
-
-  app.callback([o, preset_overrides, training_flags] {
-    if (o->preset == "cpu-small") {
-      for (auto& f : *preset_overrides) f();
-      tools::copy_unset(o->train, ex::TrainSettings{}, *training_flags, kCpuSmallTraining);
-    }
-    const Algo algo = parse_algo(o->algo);
-    const defense::Defense def = parse_defense_flag(o->defense, algo);
-    const auto t0 = std::chrono::steady_clock::now();
-
-    data::LoadOptions lo;
-    lo.root = o->data_root;
-    lo.pad_to = o->pad_to;
-    lo.channels = o->channels;
-    if (!o->resume_from.empty()) {
-      CP_CHECK(std::filesystem::is_regular_file(o->resume_from), "--resume-from", "no checkpoint '", o->resume_from,
-               "' to resume from (leave --resume-from out to train afresh)");
-      o->resume = true;
-    }
-    data::Dataset ds = data::load_dataset(o->data, data::Split::train, lo);
-    if (o->subset > 0) ds = data::balanced_subset(ds, o->subset, o->subset_seed);
-    tools::apply_normalize_option(ds, o->normalize);
-    std::string poison_digest = "none";
-    if (!o->poison.empty()) {
-      const poison::Poison p = poison::load_poison(o->poison);
-      poison::check_fingerprint(p, ds, o->poison, o->ignore_fingerprint);
-      poison_digest = poison::poison_digest(p);
-      ds = poison::apply_poison(ds, p);
-    }
-
-    TrainConfig cfg;
-    cfg.algo = algo;
-    cfg.model = o->model;
-    cfg.model_options.width = o->width;
-    cfg.model_options.in_channels = ds.channels();
-    AlgoConfig ac = AlgoConfig::defaults(algo);
-    ex::apply_algo(o->algo_settings, ac);
-    ac.dual_branch = o->dual_branch;
-    ac.byol_detach_target = o->byol_detach_target;
-    ac.loss_scale = o->loss_scale;
-    cfg.algo_config = ac;
-    ex::TrainSettings training = o->train;
-    if (training.augment.empty()) training.augment = algo == Algo::supervised ? "crop-flip" : "simclr";
-    const std::string& aug = training.augment;
-    ex::apply_training(training, ds, cfg);
-    cfg.seed = o->seed;
-    cfg.device = tools::parse_device(o->device);
-    cfg.checkpoint_path = o->out;
-    cfg.resume = o->resume;
-    cfg.resume_from = o->resume_from;
-    cfg.allow_changed = o->allow_changed;
-    std::string stem = o->out.size() > 3 && o->out.substr(o->out.size() - 3) == ".h5" ? o->out.substr(0, o->out.size() - 3)
-                                                                                       : o->out;
-    cfg.log_path = o->log.empty() ? stem + ".jsonl" : o->log;
-    cfg.progress_seconds = o->progress_seconds;
-    cfg.extra_attrs = {{"dataset", o->data},
-                       {"dataset_name", ds.name},
-                       {"subset", o->subset},
-                       {"subset_seed", (int64_t)o->subset_seed},
-                       {"pad_to", o->pad_to},
-                       {"channels", o->channels},
-                       {"preset", o->preset},
-                       {"poison", o->poison},
-                       {"augment", aug},
-                       {"defense", def.spec()},
-                       {"software", std::string("cpoison ") + CPOISON_VERSION}};
-    // What a resume must repeat (the data path may move; the images' fingerprint is compared).
-    cfg.settings = {{"subset", o->subset},   {"subset_seed", (int64_t)o->subset_seed},
-                    {"pad_to", o->pad_to},   {"channels", o->channels},
-                    {"poison", poison_digest}, {"defense", def.spec()}};
-
-    // The defence runs after any batch hook set before it (none today: the poison is applied
-    // to the dataset itself), as the victim would defend the data it was given.
-    if (def.is_batch_transform()) {
-      if (auto defend = defense::defense_batch_hook(def)) {
-        auto before = cfg.batch_hook;
-        cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
-          return defend(before ? before(x, b, gen) : x, b, gen);
-        };
-      }
-    } else if (def.kind == defense::DefenseKind::ueraser) {
-      cfg.step_loss = defense::ueraser_loss_hook(cfg, def.ueraser);
-    } else {
-      cfg.step_loss = defense::adversarial_loss_hook(cfg, def.adversarial);
-    }
-    const std::string resume_path = o->resume_from.empty() ? o->out : o->resume_from;
-    if (o->resume && std::filesystem::exists(resume_path)) check_resumed_defense(resume_path, def.spec());
-
-    // The first line names the preset (the recipe of a training run), so that a run that took the
-    // spec's width-64 schedule by default says so before it starts.
-    std::fprintf(stderr, "training %s (preset %s%s) on %s (%lld images %lldx%lldx%lld), %s width %lld, %lld epochs, batch %lld, lr %g\n",
-                 algo_name(algo), o->preset.c_str(), o->preset == "spec" ? ", the default; --preset cpu-small for the CPU scale" : "", ds.name.c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
-                 (long long)ds.channels(), o->model.c_str(), (long long)o->width, (long long)cfg.epochs,
-                 (long long)cfg.batch_size, cfg.resolved_lr());
-    if (def.kind != defense::DefenseKind::none) std::fprintf(stderr, "defence %s\n", def.spec().c_str());
-    TrainResult r = train(ds, cfg);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double last_loss = r.history.empty() ? NAN : r.history.back().loss;
-    std::printf("trained %s %s (width %lld)%s%s: epochs %lld/%lld, final loss %.4f, %.1f s; checkpoint %s\n",
-                algo_name(algo), o->model.c_str(), (long long)o->width,
-                def.kind == defense::DefenseKind::none ? "" : ", defence ",
-                def.kind == defense::DefenseKind::none ? "" : def.spec().c_str(), (long long)r.epochs_done,
-                (long long)cfg.epochs, last_loss, secs, o->out.c_str());
-  });
+  app.callback([o, preset_overrides, training_flags] { run(*o, *preset_overrides, *training_flags); });
 }
 
 }  // namespace

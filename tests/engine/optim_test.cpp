@@ -1,4 +1,5 @@
-// SGD against hand-computed steps (PyTorch's rule), its state export/import, and LR schedules.
+// SGD against hand-computed steps (PyTorch's rule), its state export/import, LR schedules, and
+// L-BFGS against known minimisers.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <numbers>
 
 #include "engine/nn/module.h"
+#include "engine/optim/lbfgs.h"
 #include "engine/optim/schedule.h"
 #include "engine/optim/sgd.h"
 
@@ -226,4 +228,38 @@ TEST_CASE("multi-step and constant schedules") {
   CHECK(c.at(12345) == 0.3);
   CHECK(c.describe() == "constant(0.3)");
   CHECK_THROWS_AS(LrSchedule::constant(-0.1), Error);
+}
+
+TEST_CASE("L-BFGS finds the minimiser of a quadratic and of the Rosenbrock function") {
+  // f(x) = 1/2 (x - c)^T A (x - c) + 3, A = diag(1, 10, 100): minimum 3 at c.
+  const std::vector<double> c{1.0, -2.0, 0.5}, a{1.0, 10.0, 100.0};
+  Objective quadratic = [&](const std::vector<double>& x, std::vector<double>* g) {
+    double f = 3;
+    if (g) g->resize(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      f += 0.5 * a[i] * (x[i] - c[i]) * (x[i] - c[i]);
+      if (g) (*g)[i] = a[i] * (x[i] - c[i]);
+    }
+    return f;
+  };
+  LbfgsResult r = lbfgs_minimize(quadratic, {0, 0, 0});
+  for (size_t i = 0; i < c.size(); ++i) CHECK(r.x[i] == doctest::Approx(c[i]).epsilon(1e-6));
+  CHECK(r.value == doctest::Approx(3.0).epsilon(1e-12));
+  CHECK(r.iterations > 0);
+  CHECK(r.iterations < 50);
+
+  Objective rosenbrock = [](const std::vector<double>& x, std::vector<double>* g) {
+    const double p = x[1] - x[0] * x[0], q = 1 - x[0];
+    if (g) *g = {-400 * x[0] * p - 2 * q, 200 * p};
+    return 100 * p * p + q * q;
+  };
+  LbfgsResult rr = lbfgs_minimize(rosenbrock, {-1.2, 1.0}, {.max_iterations = 1000});
+  CHECK(rr.x[0] == doctest::Approx(1.0).epsilon(1e-4));
+  CHECK(rr.x[1] == doctest::Approx(1.0).epsilon(1e-4));
+
+  // No iterations: the start comes back; bad options are refused.
+  LbfgsResult none = lbfgs_minimize(quadratic, {0, 0, 0}, {.max_iterations = 0});
+  CHECK(none.x == std::vector<double>{0, 0, 0});
+  CHECK(none.iterations == 0);
+  CHECK_THROWS_AS(lbfgs_minimize(quadratic, {0, 0, 0}, {.history = 0}), Error);
 }

@@ -6,14 +6,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "engine/data/dataset.h"
 #include "poison/poison_file.h"
 #include "tools/experiment/demo.h"
 #include "tools/experiment/runner.h"
+#include "tools/fields.h"
 
 using namespace cpoison;
 using namespace cpoison::tools::experiment;
@@ -593,6 +596,54 @@ TEST_CASE("experiment poison jobs: the configuration holds only what the attack 
   a.poison.cp_s_init = c.poison.cp_s_init = "cp-c";
   CHECK(job("cp-s", "sample", a).config != job("cp-s", "sample", c).config);
   CHECK(job("cp-c", "class", a).config != job("cp-c", "class", c).config);
+}
+
+TEST_CASE("experiment poison jobs: the settings each attack records (PoisonSettings' readers; the cached cells' format)") {
+  using Keys = std::vector<std::string>;
+  auto keys = [](const std::string& attack, const Settings& s) {
+    const std::string attacker = attack == "random" || attack == "pattern" ? "none"
+                                 : attack == "cp-c" || attack == "cp-s"    ? "simclr"
+                                                                           : "supervised";
+    const std::string kind = attack == "cp-c" || attack == "pattern" ? "class" : "sample";
+    nlohmann::json c = make_poison_job(attack, attacker, kind, true, s.poison.eps, 1.0, s.model, s.data, s).config;
+    Keys out;
+    if (c.contains("poison"))
+      for (auto it = c["poison"].begin(); it != c["poison"].end(); ++it) out.push_back(it.key());
+    return out;
+  };
+  Settings s;
+  const Keys common{"batch_size", "eps", "lr", "recipe"};
+  auto with = [&](Keys k) {
+    k.insert(k.end(), common.begin(), common.end());
+    std::sort(k.begin(), k.end());
+    return k;
+  };
+  CHECK(keys("cp-c", s) == with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds"}));
+  CHECK(keys("cp-s", s) == with({"cp_s_init", "cp_s_pgd_steps", "cp_s_rounds"}));
+  CHECK(keys("unlearnable", s) == with({"unlearnable_model_steps", "unlearnable_pgd_steps", "unlearnable_rounds"}));
+  CHECK(keys("adversarial", s) == with({"adversarial_pgd_steps", "adversarial_pretrain_epochs"}));
+  CHECK(keys("aue", s) == with({"aue_model_steps", "aue_pgd_steps", "aue_rounds", "aue_strength"}));
+  CHECK(keys("aap", s) == with({"aap_pgd_steps", "aap_pretrain_epochs", "aap_strength"}));
+  CHECK(keys("pattern", s) == Keys{"pattern_blank", "pattern_period"});
+  CHECK(keys("random", s).empty());
+  Settings chained = s;
+  chained.poison.cp_s_init = "cp-c";
+  CHECK(keys("cp-s", chained) ==
+        with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "cp_s_init", "cp_s_pgd_steps", "cp_s_rounds"}));
+  Settings sep = s;
+  sep.poison.separability = 0.5;
+  CHECK(keys("cp-c", sep) ==
+        with({"cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "separability", "separability_space"}));
+  CHECK(keys("adversarial", sep) == keys("adversarial", s));
+  CHECK(keys("pattern", sep) == keys("pattern", s));
+
+  // Every field but the checkpoint interval has readers: a new field that names none would
+  // change no cell's key, and a cached poison would be taken for one made with it.
+  std::set<std::string> read{"checkpoint_every"};
+  for (const char* attack : {"cp-c", "cp-s", "unlearnable", "adversarial", "aue", "aap", "pattern", "random"})
+    for (const auto& k : keys(attack, sep)) read.insert(k);
+  const Keys all = tools::field_keys(PoisonSettings{});
+  CHECK(std::set<std::string>(all.begin(), all.end()) == read);
 }
 
 TEST_CASE("experiment: aue and aap cells take supervised attackers; their settings reach only their poisons") {

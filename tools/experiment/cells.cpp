@@ -212,27 +212,9 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
     j.init_from = init.id;
   }
 
+  // The poison settings this attack reads (PoisonSettings' readers() in its field list).
   PoisonSettings ps = s.poison;
-  nlohmann::json poison = to_json_fields(ps);
-  poison.erase("checkpoint_every");
-  // Only the fields this attack reads, so that e.g. a CP-C poison stays cached when CP-S's
-  // rounds change. A CP-S poison that starts from CP-C keeps CP-C's fields: they shape its start.
-  const bool reads_cp_c = attack == "cp-c" || (attack == "cp-s" && s.poison.cp_s_init == "cp-c");
-  std::vector<std::string> unread;
-  for (auto it = poison.begin(); it != poison.end(); ++it) {
-    const std::string& k = it.key();
-    const bool cp_c_key = k.rfind("cp_c_", 0) == 0, cp_s_key = k.rfind("cp_s_", 0) == 0;
-    if ((cp_c_key && !reads_cp_c) || (cp_s_key && attack != "cp-s") ||
-        (k.rfind("unlearnable_", 0) == 0 && attack != "unlearnable") ||
-        (k.rfind("adversarial_", 0) == 0 && attack != "adversarial") || (k.rfind("aue_", 0) == 0 && attack != "aue") ||
-        (k.rfind("aap_", 0) == 0 && attack != "aap") || ((k == "pattern_period" || k == "pattern_blank") && attack != "pattern"))
-      unread.push_back(k);
-  }
-  // The separability term only exists when it is on (so poisons cached before it keep their
-  // configuration) and for the attacks that minimise their loss.
-  if (s.poison.separability == 0 || synthetic(attack) || attack == "adversarial")
-    unread.insert(unread.end(), {"separability", "separability_space"});
-  for (const auto& k : unread) poison.erase(k);
+  nlohmann::json poison = fields_read_by(ps, attack);
   DataSettings d = data;
   j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
               {"dual_branch", j.dual_branch}, {"eps", eps}, {"ratio", ratio}, {"model", model},
@@ -240,10 +222,8 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
               {"augment", attacker == "supervised" && attack != "aue" && attack != "aap" ? std::string("crop-flip")
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
-  if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the period)
-    if (attack == "pattern")
-      j.config["poison"] = {{"pattern_period", s.poison.pattern_period}, {"pattern_blank", s.poison.pattern_blank}};
-    else j.config.erase("poison");
+  if (poison.empty()) j.config.erase("poison");  // (random noise reads none)
+  if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the pattern's fields)
     j.config.erase("augment");
     j.config.erase("algo");
     j.config.erase("model");
@@ -750,60 +730,63 @@ nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
 
 // ---- victims
 
-nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
-  nlohmann::json done = cached(job.id, job.config);
-  if (!done.is_null()) return done;
-  const data::Dataset& clean = train_set(job.data);
-  const data::Dataset& test = test_set(job.data);
-  const Algo algo = algorithms::parse_algo(job.algo);
-  const bool contrastive = algo != Algo::supervised;
-  const TrainSettings& ts = contrastive ? settings_.victim : settings_.supervised;
+namespace {
 
-  // The training set as the victim sees it.
-  data::Dataset seen = clean;
+// The training set as a victim sees it: the poisoned images and which rows were poisoned, or
+// only the rows a poison at the job's ratio would leave clean, or the clean images.
+struct SeenSet {
+  data::Dataset images;
   std::vector<int64_t> poisoned_rows;
+};
+
+SeenSet victim_training_set(const VictimJob& job, const data::Dataset& clean, const std::string& poison_file,
+                            uint64_t seed) {
+  SeenSet seen{clean, {}};
   if (!job.poison.empty()) {
-    CP_CHECK(poisons.count(job.poison), job.id, "needs poison ", job.poison);
-    std::string path = poison_path(job.poison);
-    CP_CHECK(fs::exists(path), job.id, "trains on ", path, ", which has not been made");
-    poison::Poison p = poison::load_poison(path);
-    seen = poison::apply_poison(clean, p);
-    poisoned_rows = p.indices.to_vector<int64_t>();
+    CP_CHECK(fs::exists(poison_file), job.id, "trains on ", poison_file, ", which has not been made");
+    poison::Poison p = poison::load_poison(poison_file);
+    seen.images = poison::apply_poison(clean, p);
+    seen.poisoned_rows = p.indices.to_vector<int64_t>();
   } else if (job.clean_only) {
-    auto poisoned = poison::choose_poisoned_indices(clean.size(), job.ratio, settings_.seed).to_vector<int64_t>();
+    auto poisoned = poison::choose_poisoned_indices(clean.size(), job.ratio, seed).to_vector<int64_t>();
     std::vector<char> is_poisoned(clean.size(), 0);
     for (int64_t i : poisoned) is_poisoned[i] = 1;
     std::vector<int64_t> keep;
     for (int64_t i = 0; i < clean.size(); ++i)
       if (!is_poisoned[i]) keep.push_back(i);
     CP_CHECK(!keep.empty(), job.id, "no clean rows remain at ratio ", job.ratio);
-    seen = data::subset(clean, keep);
+    seen.images = data::subset(clean, keep);
   }
-  std::string d = prepare(job.id, job.config);
-  const std::string ckpt = (fs::path(d) / "victim.h5").string();
-  const std::string train_done = (fs::path(d) / "train.json").string();
+  return seen;
+}
 
+// The victim's TrainConfig: the settings' training (victim or supervised, the job's init), the
+// algorithm's overrides, and a batch-transform defence after any batch hook.
+algorithms::TrainConfig victim_train_config(const VictimJob& job, const Settings& s, const data::Dataset& seen,
+                                            const data::Dataset& clean, const defense::Defense& def,
+                                            const Runner::Options& options) {
+  const Algo algo = algorithms::parse_algo(job.algo);
+  const bool contrastive = algo != Algo::supervised;
+  const TrainSettings& ts = contrastive ? s.victim : s.supervised;
   algorithms::TrainConfig tc;
   tc.algo = algo;
   tc.model = job.model;
-  tc.model_options.width = settings_.width;
+  tc.model_options.width = s.width;
   tc.model_options.in_channels = seen.channels();
   TrainSettings tts = ts;
   if (!job.init.empty()) tts.init = job.init;
   apply_training(tts, seen, tc);
-  tc.algo_config = contrastive ? algo_config(job.algo, settings_, false) : algorithms::AlgoConfig::defaults(algo);
+  tc.algo_config = contrastive ? algo_config(job.algo, s, false) : algorithms::AlgoConfig::defaults(algo);
   tc.batch_size = std::min<int64_t>(ts.batch_size, seen.size());
-  if (contrastive && settings_.algo_settings(job.algo).lr > 0) tc.lr = settings_.algo_settings(job.algo).lr;
-  tc.seed = settings_.seed;
-  tc.device = options_.device;
-  tc.progress_seconds = options_.progress_seconds;
+  if (contrastive && s.algo_settings(job.algo).lr > 0) tc.lr = s.algo_settings(job.algo).lr;
+  tc.seed = s.seed;
+  tc.device = options.device;
+  tc.progress_seconds = options.progress_seconds;
   tc.extra_attrs = {{"dataset", job.data.dataset},   {"dataset_name", clean.name},
                     {"subset", job.data.subset},    {"subset_seed", job.data.subset_seed},
                     {"pad_to", job.data.pad_to},    {"channels", job.data.channels},
                     {"experiment_cell", job.id},    {"augment", ts.augment},
                     {"software", std::string("cpoison ") + CPOISON_VERSION}};
-
-  defense::Defense def = defense::parse_defense(job.defense);
   if (def.kind != defense::DefenseKind::none && def.is_batch_transform()) {
     auto defend = defense::defense_batch_hook(def);
     auto before = tc.batch_hook;
@@ -812,124 +795,190 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
       return defend(y, b, gen);
     };
   }
+  return tc;
+}
 
+struct TrainedVictim {
   std::shared_ptr<algorithms::Learner> learner;
-  nlohmann::json train_info;
+  nlohmann::json info;  // train.json's content
+};
+
+// Trains the victim in the cell's folder `d` (resuming from its checkpoint), or loads it when
+// train.json says training finished; writes train.json after training.
+TrainedVictim train_or_load_victim(algorithms::TrainConfig& tc, const data::Dataset& seen, const defense::Defense& def,
+                                   const std::string& d, Device device) {
+  const std::string ckpt = (fs::path(d) / "victim.h5").string();
+  const std::string train_done = (fs::path(d) / "train.json").string();
+  TrainedVictim v;
   if (fs::exists(train_done) && (fs::exists(ckpt) || def.is_loss_hook())) {
-    train_info = read_json(train_done);
+    v.info = read_json(train_done);
   }
   const auto t_train = Clock::now();
-  if (!train_info.is_null() && fs::exists(ckpt)) {
-    learner = algorithms::load_learner(ckpt);
-    learner->to(options_.device);
-  } else {
-    algorithms::TrainResult tr;
-    tc.checkpoint_path = ckpt;
-    tc.resume = true;
-    tc.log_path = (fs::path(d) / "victim.jsonl").string();
-    // train_adversarial is algorithms::train with the adversarial loss hook (the contrastive or
-    // the supervised one, by the victim's algorithm): it checkpoints and resumes like any victim.
-    tr = def.is_loss_hook() ? defense::train_with_defense(seen, tc, def) : algorithms::train(seen, tc);
-    learner = tr.learner;
-    double img_s = 0, secs = 0;
-    for (const auto& h : tr.history) secs += h.seconds, img_s += h.images_per_s * h.seconds;
-    train_info = {{"epochs", tr.epochs_done},
-                  {"epochs_this_run", (int64_t)tr.history.size()},
-                  {"final_loss", tr.history.empty() ? nlohmann::json(nullptr) : nlohmann::json(tr.history.back().loss)},
-                  {"images", seen.size()},
-                  {"seconds", seconds_since(t_train)},
-                  {"images_per_s", secs > 0 ? img_s / secs : 0.0}};
-    write_json(train_done, train_info);
+  if (!v.info.is_null() && fs::exists(ckpt)) {
+    v.learner = algorithms::load_learner(ckpt);
+    v.learner->to(device);
+    return v;
   }
+  tc.checkpoint_path = ckpt;
+  tc.resume = true;
+  tc.log_path = (fs::path(d) / "victim.jsonl").string();
+  // train_adversarial is algorithms::train with the adversarial loss hook (the contrastive or
+  // the supervised one, by the victim's algorithm): it checkpoints and resumes like any victim.
+  algorithms::TrainResult tr = def.is_loss_hook() ? defense::train_with_defense(seen, tc, def) : algorithms::train(seen, tc);
+  v.learner = tr.learner;
+  double img_s = 0, secs = 0;
+  for (const auto& h : tr.history) secs += h.seconds, img_s += h.images_per_s * h.seconds;
+  v.info = {{"epochs", tr.epochs_done},
+            {"epochs_this_run", (int64_t)tr.history.size()},
+            {"final_loss", tr.history.empty() ? nlohmann::json(nullptr) : nlohmann::json(tr.history.back().loss)},
+            {"images", seen.size()},
+            {"seconds", seconds_since(t_train)},
+            {"images_per_s", secs > 0 ? img_s / secs : 0.0}};
+  write_json(train_done, v.info);
+  return v;
+}
 
-  // ---- evaluation
-  const auto t_eval = Clock::now();
-  std::vector<double> mean, stddev;
-  algorithms::dataset_normalization(clean, mean, stddev);
-  const EvalSettings& ev = settings_.eval;
-  nlohmann::json result{{"id", job.id},           {"job", "victim"},     {"algo", job.algo},
-                        {"model", job.model},     {"poison", job.poison}, {"clean_only", job.clean_only},
-                        {"defense", job.defense}, {"train", train_info}, {"device", options_.device == Device::cuda ? "cuda" : "cpu"}};
-  double forwarded = 0;
-  if (contrastive) {
-    models::Encoder& enc = learner->encoder();
-    nlohmann::json probe{{"mode", ev.probe}};
-    const bool same = job.poison.empty() && !job.clean_only;  // the victim saw the clean images
-    if (ev.probe == "features") {
-      algorithms::FeatureProbeOptions fo;
-      fo.max_iterations = ev.iterations;
-      fo.l2 = ev.l2;
-      Tensor f_test = algorithms::extract_features(enc, test, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
-      Tensor f_seen = algorithms::extract_features(enc, seen, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
-      forwarded += (double)(test.size() + seen.size());
-      auto r = algorithms::linear_probe_features(f_seen, seen.labels, f_test, test.labels, clean.classes, fo);
-      probe["poisoned"] = r.final_accuracy;
-      probe["poisoned_train_accuracy"] = r.train_accuracy;
-      probe["iterations"] = r.iterations;
-      if (ev.clean_probe && !same) {
-        Tensor f_clean = algorithms::extract_features(enc, clean, mean, stddev, ev.batch_size, options_.device).to(Device::cpu);
-        forwarded += (double)clean.size();
-        probe["clean"] = algorithms::linear_probe_features(f_clean, clean.labels, f_test, test.labels, clean.classes, fo).final_accuracy;
-      } else if (ev.clean_probe) {
-        probe["clean"] = r.final_accuracy;
-      }
-    } else {
-      algorithms::SgdProbeOptions so;
-      so.epochs = ev.sgd_epochs;
-      so.batch_size = ev.sgd_batch_size;
-      so.lr = ev.sgd_lr;
-      so.seed = settings_.seed;
-      so.device = options_.device;
-      so.augment = algorithms::make_augment("crop-flip", clean);
-      auto r = algorithms::linear_probe_sgd(enc, seen, test, so);
-      probe["poisoned"] = r.final_accuracy;
-      probe["poisoned_best"] = r.best_accuracy;
-      forwarded += (double)(ev.sgd_epochs * (seen.size() + test.size()));
-      if (ev.clean_probe && !same) {
-        auto rc = algorithms::linear_probe_sgd(enc, clean, test, so);
-        probe["clean"] = rc.final_accuracy;
-        probe["clean_best"] = rc.best_accuracy;
-        forwarded += (double)(ev.sgd_epochs * (clean.size() + test.size()));
-      } else if (ev.clean_probe) {
-        probe["clean"] = r.final_accuracy;
-        probe["clean_best"] = r.best_accuracy;
-      }
-    }
-    result["probe"] = probe;
-    if (ev.alignment_images > 0 && !job.clean_only) {
-      // Measured on poisoned rows (all rows for a clean victim): the same augmentation draws
-      // applied to the poisoned and the clean version of each image.
-      std::vector<int64_t> rows = poisoned_rows;
-      if (rows.empty())
-        for (int64_t i = 0; i < clean.size(); ++i) rows.push_back(i);
-      if ((int64_t)rows.size() > ev.alignment_images) rows.resize(ev.alignment_images);
-      Tensor rows_t = Tensor::from_vector(rows, {(int64_t)rows.size()});
-      Tensor p_u8 = index_select0(seen.images, rows_t), c_u8 = index_select0(clean.images, rows_t);
-      Generator gen(settings_.seed, 0xA119);
-      auto a = algorithms::alignment(*learner, p_u8, c_u8, tc.augment, gen, (int64_t)rows.size(), 256, options_.device);
-      result["alignment"] = {{"poisoned", a.poisoned}, {"clean", a.clean}, {"images", a.images}};
-      forwarded += 4.0 * (double)a.images;
-    }
-  } else {
-    double test_acc = algorithms::classifier_accuracy(*learner, test, mean, stddev, ev.batch_size, options_.device);
-    double train_acc = algorithms::classifier_accuracy(*learner, seen, mean, stddev, ev.batch_size, options_.device);
-    forwarded += (double)(test.size() + seen.size());
-    result["supervised"] = {{"test_accuracy", test_acc}, {"train_accuracy", train_acc}};
+// What a victim's evaluation reads.
+struct VictimData {
+  const data::Dataset& clean;
+  const data::Dataset& seen;
+  const data::Dataset& test;
+  const std::vector<int64_t>& poisoned_rows;
+  std::vector<double> mean, stddev;  // the clean images' normalisation
+};
+
+// The L-BFGS probes on features: fitted on the images the victim saw ("poisoned") and on the
+// clean ones ("clean"; the same fit when they are the same images). Returns the images forwarded.
+double probe_features(models::Encoder& enc, const VictimData& v, bool same, const EvalSettings& ev, Device device,
+                      nlohmann::json& probe) {
+  algorithms::FeatureProbeOptions fo;
+  fo.max_iterations = ev.iterations;
+  fo.l2 = ev.l2;
+  Tensor f_test = algorithms::extract_features(enc, v.test, v.mean, v.stddev, ev.batch_size, device).to(Device::cpu);
+  Tensor f_seen = algorithms::extract_features(enc, v.seen, v.mean, v.stddev, ev.batch_size, device).to(Device::cpu);
+  double forwarded = (double)(v.test.size() + v.seen.size());
+  auto r = algorithms::linear_probe_features(f_seen, v.seen.labels, f_test, v.test.labels, v.clean.classes, fo);
+  probe["poisoned"] = r.final_accuracy;
+  probe["poisoned_train_accuracy"] = r.train_accuracy;
+  probe["iterations"] = r.iterations;
+  if (ev.clean_probe && !same) {
+    Tensor f_clean = algorithms::extract_features(enc, v.clean, v.mean, v.stddev, ev.batch_size, device).to(Device::cpu);
+    forwarded += (double)v.clean.size();
+    probe["clean"] =
+        algorithms::linear_probe_features(f_clean, v.clean.labels, f_test, v.test.labels, v.clean.classes, fo).final_accuracy;
+  } else if (ev.clean_probe) {
+    probe["clean"] = r.final_accuracy;
   }
-  const double eval_seconds = seconds_since(t_eval);
-  result["eval_seconds"] = eval_seconds;
-  result["seconds"] = train_info.value("seconds", 0.0) + eval_seconds;
+  return forwarded;
+}
 
+// The spec's SGD probes (augmented images through the frozen encoder), as probe_features.
+double probe_sgd(models::Encoder& enc, const VictimData& v, bool same, const EvalSettings& ev, uint64_t seed,
+                 Device device, nlohmann::json& probe) {
+  algorithms::SgdProbeOptions so;
+  so.epochs = ev.sgd_epochs;
+  so.batch_size = ev.sgd_batch_size;
+  so.lr = ev.sgd_lr;
+  so.seed = seed;
+  so.device = device;
+  so.augment = algorithms::make_augment("crop-flip", v.clean);
+  auto r = algorithms::linear_probe_sgd(enc, v.seen, v.test, so);
+  probe["poisoned"] = r.final_accuracy;
+  probe["poisoned_best"] = r.best_accuracy;
+  double forwarded = (double)(ev.sgd_epochs * (v.seen.size() + v.test.size()));
+  if (ev.clean_probe && !same) {
+    auto rc = algorithms::linear_probe_sgd(enc, v.clean, v.test, so);
+    probe["clean"] = rc.final_accuracy;
+    probe["clean_best"] = rc.best_accuracy;
+    forwarded += (double)(ev.sgd_epochs * (v.clean.size() + v.test.size()));
+  } else if (ev.clean_probe) {
+    probe["clean"] = r.final_accuracy;
+    probe["clean_best"] = r.best_accuracy;
+  }
+  return forwarded;
+}
+
+// A contrastive victim's linear probes and, on poisoned rows (all rows for a clean victim), the
+// alignment of the same augmentation draws applied to the poisoned and the clean version of each
+// image. Fills result["probe"] and result["alignment"]; returns the images forwarded.
+double evaluate_contrastive(algorithms::Learner& learner, const VictimJob& job, const VictimData& v,
+                            const AugmentConfig& augment, const Settings& s, Device device, nlohmann::json& result) {
+  const EvalSettings& ev = s.eval;
+  nlohmann::json probe{{"mode", ev.probe}};
+  const bool same = job.poison.empty() && !job.clean_only;  // the victim saw the clean images
+  double forwarded = ev.probe == "features" ? probe_features(learner.encoder(), v, same, ev, device, probe)
+                                            : probe_sgd(learner.encoder(), v, same, ev, s.seed, device, probe);
+  result["probe"] = probe;
+  if (ev.alignment_images > 0 && !job.clean_only) {
+    std::vector<int64_t> rows = v.poisoned_rows;
+    if (rows.empty())
+      for (int64_t i = 0; i < v.clean.size(); ++i) rows.push_back(i);
+    if ((int64_t)rows.size() > ev.alignment_images) rows.resize(ev.alignment_images);
+    Tensor rows_t = Tensor::from_vector(rows, {(int64_t)rows.size()});
+    Tensor p_u8 = index_select0(v.seen.images, rows_t), c_u8 = index_select0(v.clean.images, rows_t);
+    Generator gen(s.seed, 0xA119);
+    auto a = algorithms::alignment(learner, p_u8, c_u8, augment, gen, (int64_t)rows.size(), 256, device);
+    result["alignment"] = {{"poisoned", a.poisoned}, {"clean", a.clean}, {"images", a.images}};
+    forwarded += 4.0 * (double)a.images;
+  }
+  return forwarded;
+}
+
+// A supervised victim's own test and training accuracy (result["supervised"]); returns the
+// images forwarded.
+double evaluate_supervised(algorithms::Learner& learner, const VictimData& v, const EvalSettings& ev, Device device,
+                           nlohmann::json& result) {
+  double test_acc = algorithms::classifier_accuracy(learner, v.test, v.mean, v.stddev, ev.batch_size, device);
+  double train_acc = algorithms::classifier_accuracy(learner, v.seen, v.mean, v.stddev, ev.batch_size, device);
+  result["supervised"] = {{"test_accuracy", test_acc}, {"train_accuracy", train_acc}};
+  return (double)(v.test.size() + v.seen.size());
+}
+
+// The throughputs this run measured (resnet18-equivalent), for later estimates: training (when
+// it trained, without a defence) and feature extraction (features probe, a second or more).
+nlohmann::json victim_rates(const VictimJob& job, bool contrastive, const nlohmann::json& train_info,
+                            const defense::Defense& def, double forwarded, double eval_seconds, const Settings& s) {
   nlohmann::json measured = nlohmann::json::object();
-  const double factor = settings_.cost.model_factor.of(job.model);
+  const double factor = s.cost.model_factor.of(job.model);
   const double img_s = train_info.value("images_per_s", 0.0);
   if (img_s > 0 && train_info.value("epochs_this_run", 0) > 0 && def.kind == defense::DefenseKind::none) {
     if (contrastive) measured[job.algo + "_views_per_s"] = 2.0 * img_s * factor;
     else measured["supervised_images_per_s"] = img_s * factor;
   }
-  if (forwarded > 0 && ev.probe == "features" && eval_seconds > 1.0)
+  if (forwarded > 0 && s.eval.probe == "features" && eval_seconds > 1.0)
     measured["feature_images_per_s"] = forwarded / eval_seconds * factor;
-  result["measured"] = measured;
+  return measured;
+}
+
+}  // namespace
+
+// A victim: its training set, training (or its finished checkpoint), evaluation, result.json.
+nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
+  nlohmann::json done = cached(job.id, job.config);
+  if (!done.is_null()) return done;
+  const data::Dataset& clean = train_set(job.data);
+  const data::Dataset& test = test_set(job.data);
+  const bool contrastive = algorithms::parse_algo(job.algo) != Algo::supervised;
+  CP_CHECK(job.poison.empty() || poisons.count(job.poison), job.id, "needs poison ", job.poison);
+  const SeenSet seen = victim_training_set(job, clean, job.poison.empty() ? "" : poison_path(job.poison), settings_.seed);
+  const std::string d = prepare(job.id, job.config);
+  const defense::Defense def = defense::parse_defense(job.defense);
+  algorithms::TrainConfig tc = victim_train_config(job, settings_, seen.images, clean, def, options_);
+  const TrainedVictim trained = train_or_load_victim(tc, seen.images, def, d, options_.device);
+
+  const auto t_eval = Clock::now();
+  VictimData v{clean, seen.images, test, seen.poisoned_rows, {}, {}};
+  algorithms::dataset_normalization(clean, v.mean, v.stddev);
+  nlohmann::json result{{"id", job.id},           {"job", "victim"},     {"algo", job.algo},
+                        {"model", job.model},     {"poison", job.poison}, {"clean_only", job.clean_only},
+                        {"defense", job.defense}, {"train", trained.info}, {"device", options_.device == Device::cuda ? "cuda" : "cpu"}};
+  const double forwarded = contrastive
+                               ? evaluate_contrastive(*trained.learner, job, v, tc.augment, settings_, options_.device, result)
+                               : evaluate_supervised(*trained.learner, v, settings_.eval, options_.device, result);
+  const double eval_seconds = seconds_since(t_eval);
+  result["eval_seconds"] = eval_seconds;
+  result["seconds"] = trained.info.value("seconds", 0.0) + eval_seconds;
+  result["measured"] = victim_rates(job, contrastive, trained.info, def, forwarded, eval_seconds, settings_);
   write_json((fs::path(d) / "result.json").string(), result);
   return result;
 }

@@ -29,6 +29,14 @@ struct TrainConfig;
 
 namespace cpoison::tools::experiment {
 
+// In a field list: the readers (space-separated names, "" for none) of the fields that follow,
+// up to the next readers() call. A visitor that has a readers(const char*) method is told (the
+// poison cache key, fields_read_by); the others pass over it.
+template <class V>
+void readers(V& v, const char* names) {
+  if constexpr (requires { v.readers(names); }) v.readers(names);
+}
+
 // Which images: a built-in dataset name or an HDF5 dataset file, the class-balanced training
 // subset and the transforms applied when loading.
 struct DataSettings {
@@ -157,32 +165,53 @@ struct PoisonSettings {
 
   template <class V>
   void visit(V& v) {
+    // readers(): which attacks read the fields that follow (a poison cell's cache key records
+    // only those, so that e.g. a CP-C poison stays cached when CP-S's rounds change).
+    const char* optimised = "cp-s cp-c unlearnable adversarial aue aap";
+    // A CP-S poison that starts from CP-C keeps CP-C's fields: they shape its start.
+    const char* cp_c = cp_s_init == "cp-c" ? "cp-c cp-s" : "cp-c";
+    readers(v, optimised);
     v("recipe", recipe, "cpu-small | paper: the PoisonConfig recipe the other fields override");
     v("eps", eps, "L-infinity radius in pixel units (a number or a fraction such as \"8/255\")");
+    readers(v, cp_c);
     v("cp_c_rounds", cp_c_rounds, "CP-C rounds (0: the recipe's)");
+    readers(v, "cp-s");
     v("cp_s_rounds", cp_s_rounds, "CP-S rounds (0: the recipe's)");
+    readers(v, cp_c);
     v("cp_c_model_steps", cp_c_model_steps, "CP-C model steps per round (0: the recipe's)");
     v("cp_c_noise_batches", cp_c_noise_batches, "CP-C noise batches per round (0: the recipe's)");
+    readers(v, "cp-s");
     v("cp_s_pgd_steps", cp_s_pgd_steps, "CP-S PGD steps per batch (0: the recipe's)");
+    readers(v, optimised);
     v("batch_size", batch_size, "attacker batch size (0: the recipe's)");
     v("lr", lr, "attacker learning rate (0: the recipe's)");
+    readers(v, "cp-s");
     v("cp_s_init", cp_s_init, "uniform | cp-c: CP-S starts from the CP-C noise of the same attacker");
+    readers(v, "unlearnable");
     v("unlearnable_rounds", unlearnable_rounds, "unlearnable examples: rounds");
     v("unlearnable_model_steps", unlearnable_model_steps, "unlearnable examples: model steps per round");
     v("unlearnable_pgd_steps", unlearnable_pgd_steps, "unlearnable examples: PGD steps per batch");
+    readers(v, "adversarial");
     v("adversarial_pretrain_epochs", adversarial_pretrain_epochs, "adversarial poisoning: clean supervised epochs");
     v("adversarial_pgd_steps", adversarial_pgd_steps, "adversarial poisoning: PGD steps per batch");
+    readers(v, "aue");
     v("aue_rounds", aue_rounds, "AUE: rounds (0: the recipe's, cpu-small 8, paper 60)");
     v("aue_model_steps", aue_model_steps, "AUE: model steps per round (0: the recipe's, one epoch)");
     v("aue_pgd_steps", aue_pgd_steps, "AUE: PGD steps per batch (0: the recipe's, cpu-small 3, paper 5; class-wise 1)");
     v("aue_strength", aue_strength, "AUE: augmentation strength (0: the recipe's, 0.6)");
+    readers(v, "aap");
     v("aap_pretrain_epochs", aap_pretrain_epochs, "AAP: clean epochs of the reference classifier (0: the recipe's, cpu-small 12, paper 40)");
     v("aap_pgd_steps", aap_pgd_steps, "AAP: PGD steps per batch, step 2.5 / steps (0: the recipe's, cpu-small 20, paper 250)");
     v("aap_strength", aap_strength, "AAP: augmentation strength (0: the recipe's, 0.4)");
+    // The separability term exists only when it is on (so poisons cached before it keep their
+    // key), for the attacks that minimise their loss.
+    readers(v, separability != 0 ? "cp-s cp-c unlearnable aue aap" : "");
     v("separability", separability, "weight of TUE's class-separability term (0: off)");
     v("separability_space", separability_space, "noise | embedding | features: where the separability term is measured");
+    readers(v, "pattern");
     v("pattern_period", pattern_period, "pattern attack: the class-wise gratings' period in pixels (>= 2)");
     v("pattern_blank", pattern_blank, "pattern attack: the class left without a grating (-1: every class gets one)");
+    readers(v, "");  // resuming is exact: the checkpoint interval does not change the result
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
   }
 };
@@ -315,6 +344,42 @@ template <class S>
 nlohmann::json to_json_fields(S& s) {
   nlohmann::json j = nlohmann::json::object();
   JsonWriter w(j);
+  s.visit(w);
+  return j;
+}
+
+// The fields of a visit()-able struct whose readers() include `reader`, as JSON (sections and
+// fields before any readers() call are left out).
+class ReadFieldsWriter {
+public:
+  ReadFieldsWriter(nlohmann::json& out, const std::string& reader) : out_(out), reader_(reader) {}
+  void readers(const char* names) {
+    read_ = false;
+    for (const char* p = names; *p;) {
+      while (*p == ' ') ++p;
+      const char* end = p;
+      while (*end && *end != ' ') ++end;
+      if (end > p && reader_.compare(0, std::string::npos, p, (size_t)(end - p)) == 0) read_ = true;
+      p = end;
+    }
+  }
+  template <class T>
+  void operator()(const char* key, T& value, const char*) {
+    if (read_) out_[key] = value;
+  }
+  template <class S>
+  void section(const char*, S&) {}
+
+private:
+  nlohmann::json& out_;
+  const std::string& reader_;
+  bool read_ = false;
+};
+
+template <class S>
+nlohmann::json fields_read_by(S& s, const std::string& reader) {
+  nlohmann::json j = nlohmann::json::object();
+  ReadFieldsWriter w(j, reader);
   s.visit(w);
   return j;
 }
