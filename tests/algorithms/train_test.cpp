@@ -13,6 +13,7 @@
 #include "engine/ops/ops.h"
 #include "models/registry.h"
 #include "tests/support/skip.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using namespace cpoison::algorithms;
@@ -53,7 +54,7 @@ TrainConfig tiny_config(Algo algo, const std::string& path) {
 }
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("cpoison_algo_" + name)).string();
+  return cpoison::test::temp_path("cpoison_algo_" + name).string();
 }
 
 void check_same_state(const nn::Module& a, const nn::Module& b) {

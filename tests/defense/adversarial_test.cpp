@@ -16,6 +16,7 @@
 #include "engine/io/hdf5.h"
 #include "engine/ops/ops.h"
 #include "models/registry.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using namespace cpoison::defense;
@@ -240,8 +241,7 @@ TEST_CASE("train_adversarial: a short run, and its errors") {
 
 TEST_CASE("train_adversarial checkpoints, and an interrupted run resumes to the uninterrupted weights") {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path();
-  const std::string whole = (dir / "cpoison_adv_whole.h5").string(), parts = (dir / "cpoison_adv_parts.h5").string();
+  const std::string whole = cpoison::test::temp_path("cpoison_adv_whole.h5").string(), parts = cpoison::test::temp_path("cpoison_adv_parts.h5").string();
   fs::remove(whole);
   fs::remove(parts);
   data::Dataset ds = tiny_set();
@@ -373,9 +373,8 @@ TEST_CASE("supervised adversarial batch: eval BN mode, no steps, and the trainin
 
 TEST_CASE("supervised adversarial training through algorithms::train resumes to the uninterrupted weights") {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path();
-  const std::string whole = (dir / "cpoison_supadv_whole.h5").string(),
-                    parts = (dir / "cpoison_supadv_parts.h5").string();
+  const std::string whole = cpoison::test::temp_path("cpoison_supadv_whole.h5").string(),
+                    parts = cpoison::test::temp_path("cpoison_supadv_parts.h5").string();
   fs::remove(whole);
   fs::remove(parts);
   data::Dataset ds = tiny_set(4);

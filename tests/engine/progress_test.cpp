@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/progress_log.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 
@@ -25,7 +26,7 @@ TEST_CASE("format_duration: seconds with one decimal, then minutes and seconds, 
 }
 
 TEST_CASE("Progress: one JSONL schema for every run, and a resumed run keeps the lines of the units done") {
-  const std::string path = (std::filesystem::temp_directory_path() / "cpoison_progress_test.jsonl").string();
+  const std::string path = cpoison::test::temp_path("cpoison_progress_test.jsonl").string();
   std::filesystem::remove(path);
   auto read = [&] {
     std::vector<nlohmann::ordered_json> lines;

@@ -14,6 +14,7 @@
 #include "models/heads.h"
 #include "models/registry.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using cpoison::models::ModelOptions;
@@ -322,7 +323,7 @@ TEST_CASE("models: frozen encoder still passes the input gradient (the poison's 
 // ---- checkpoints -------------------------------------------------------------------------------
 
 TEST_CASE("models: checkpoint save/load round trip reproduces the logits") {
-  const auto path = (std::filesystem::temp_directory_path() / "cpoison_models_test_ckpt.h5").string();
+  const auto path = cpoison::test::temp_path("cpoison_models_test_ckpt.h5").string();
   nn::manual_seed(7);
   auto a = models::make_encoder("resnet18", options_with(4, 10));
   Tensor x = random_images({2, 3, 16, 16}, 8);

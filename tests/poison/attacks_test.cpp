@@ -12,6 +12,7 @@
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
 #include "poison/generate.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using namespace cpoison::poison;
@@ -261,7 +262,7 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
 
 TEST_CASE("killed AUE and AAP runs resume to the delta of uninterrupted ones") {
   data::Dataset ds = quadrant_set();
-  auto dir = std::filesystem::temp_directory_path() / "cpoison_attacks_resume_test";
+  auto dir = cpoison::test::temp_path("cpoison_attacks_resume_test");
   std::filesystem::create_directories(dir);
   for (const std::string recipe : {"cpu-small-aue", "cpu-small-aap"}) {
     CAPTURE(recipe);
@@ -286,7 +287,7 @@ TEST_CASE("killed AUE and AAP runs resume to the delta of uninterrupted ones") {
 
 TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as is, rescaled to its eps") {
   data::Dataset ds = quadrant_set();
-  auto dir = std::filesystem::temp_directory_path() / "cpoison_attacks_init_test";
+  auto dir = cpoison::test::temp_path("cpoison_attacks_init_test");
   std::filesystem::create_directories(dir);
   // Sources: a class-wise AUE and a sample-wise AAP poison at 8/255.
   PoisonConfig aue = tiny("cpu-small-aue", "class");

@@ -10,6 +10,7 @@
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
 #include "poison/generate.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using namespace cpoison::poison;
@@ -190,7 +191,7 @@ TEST_CASE("PGD sign steps lower the contrastive loss on a fixed batch") {
 
 TEST_CASE("a killed cp-s run resumes to the same delta as an uninterrupted one") {
   data::Dataset ds = tiny_set();
-  auto dir = std::filesystem::temp_directory_path() / "cpoison_resume_test";
+  auto dir = cpoison::test::temp_path("cpoison_resume_test");
   std::filesystem::create_directories(dir);
   PoisonConfig c = tiny_config(Attack::cp_sample);
   c.rounds = 3;

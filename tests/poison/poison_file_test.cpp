@@ -8,6 +8,7 @@
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/temp_path.h"
 
 using namespace cpoison;
 using namespace cpoison::poison;
@@ -117,7 +118,7 @@ TEST_CASE("perturb keeps images in [0, 1] and passes the gradient check w.r.t. d
 }
 
 TEST_CASE("poison files round-trip with their attributes") {
-  auto path = (std::filesystem::temp_directory_path() / "cpoison_poison_test.h5").string();
+  auto path = cpoison::test::temp_path("cpoison_poison_test.h5").string();
   Poison p = sample_poison(4, {0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f, 0.9f, -1.0f, 0.0f, 0.25f, 0.5f, 0.75f, 1.0f, -0.5f});
   p.attack = "cp-s";
   p.algorithm = "simclr";
