@@ -623,12 +623,23 @@ private:
         // Class-wise, every class's gradient is summed over the ranks before the sign.
         if (split && class_wise()) g = distributed::all_reduce_sum(g);
         Tensor stepped = clamp(add(leaf.detach(), mul_scalar(sign(g), ascend ? cfg_.step : -cfg_.step)), -1.0, 1.0);
-        // Sample-wise, each rank has stepped its own rows (the others' gradient is zero here);
-        // they are exchanged so that every rank applies the same update to the same delta.
-        if (split && !class_wise()) stepped = distributed::all_gather_rows(distributed::local_rows(stepped, "poison"));
+        // Sample-wise, each rank steps its own rows only (the others' gradient is zero here, so
+        // their sign step leaves them as they were); they are exchanged after the batch's PGD steps.
         if (class_wise()) delta_ = stepped;
         else delta_ = index_add0(delta_, idx_t, sub(stepped, leaf.detach()));  // rows in a batch are distinct
         learner_->momentum_update();
+      }
+      // issue #15, split, sample-wise: once per noise batch, every rank copies the other ranks'
+      // stepped rows into its delta (an exact row copy), so that every rank holds the same delta.
+      // Between the PGD steps a rank needs no other rank's current rows: its loss sees them only
+      // through their features (SimCLR's gathered negatives, MoCo's gathered keys), which their
+      // own rank computes from its own up-to-date rows; the other rows of this rank's global
+      // batch are augmented and dropped (local_rows) before the network. So each rank's rows,
+      // and hence delta, evolve bit for bit as with an exchange after every PGD step.
+      if (split && !class_wise() && cfg_.pgd_steps > 0) {
+        autograd::NoGradGuard ng;
+        Tensor mine = distributed::local_rows(index_select0(delta_, idx_t), "poison");
+        delta_ = index_copy0(delta_, idx_t, distributed::all_gather_rows(mine));
       }
     }
     for (auto& [name, p] : learner_->named_online_parameters()) p.set_requires_grad(true);

@@ -54,6 +54,29 @@ Tensor index_add0(const Tensor& a, const Tensor& index, const Tensor& src) {
   return out;
 }
 
+Tensor index_copy0(const Tensor& a, const Tensor& index, const Tensor& src) {
+  check_index(a, index, "index_copy0");
+  CP_CHECK(src.defined() && src.dtype() == a.dtype() && src.device() == a.device(), "index_copy0",
+           "needs tensors of one dtype on one device: ", a.describe(), ", ", src.describe());
+  CP_CHECK(src.shape() == with_rows(a.shape(), index.numel()), "index_copy0", "src ", src.describe(), " does not match ", index.numel(), " rows of ", a.describe());
+  Tensor out = CP_BACKEND(a.device(), index_copy_rows)(a.detach().contiguous().reshape({a.size(0), -1}), index.contiguous(),
+                                                       src.detach().contiguous().reshape({index.numel(), -1}))
+                   .reshape(a.shape());
+  if (autograd::needs_record({&a, &src})) {
+    autograd::record("index_copy0", {a, src}, out, [index](const Tensor& g, const std::vector<bool>& need) {
+      std::vector<Tensor> gi(2);
+      if (need[0]) {  // the replaced rows do not reach the output
+        Tensor g2 = g.contiguous().reshape({g.size(0), -1});
+        Tensor zeros = Tensor::zeros({index.numel(), g2.size(1)}, g.dtype(), g.device());
+        gi[0] = CP_BACKEND(g.device(), index_copy_rows)(g2, index.contiguous(), zeros).reshape(g.shape());
+      }
+      if (need[1]) gi[1] = index_select0(g, index);
+      return gi;
+    });
+  }
+  return out;
+}
+
 Tensor gather1(const Tensor& a, const Tensor& index) {
   check_index(a, index, "gather1");
   CP_CHECK(a.dim() == 2 && index.numel() == a.size(0), "gather1", "needs a [N, K] and index [N], got ", a.describe(), " and ", index.describe());

@@ -9,6 +9,10 @@ namespace cpoison {
 Tensor index_select0(const Tensor& a, const Tensor& index);
 // out = a with out[index[i]] += src[i]; differentiable w.r.t. a and src.
 Tensor index_add0(const Tensor& a, const Tensor& index, const Tensor& src);
+// out = a with out[index[i]] = src[i], an exact copy of the rows (any dtype); the index must not
+// repeat a row (an Error otherwise). Differentiable w.r.t. a (the replaced rows get no gradient)
+// and src (float tensors).
+Tensor index_copy0(const Tensor& a, const Tensor& index, const Tensor& src);
 // out[i] = a[i, index[i]] for a [N, K] and index [N] -> [N]; differentiable w.r.t. a.
 Tensor gather1(const Tensor& a, const Tensor& index);
 

@@ -295,7 +295,19 @@ TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-C noise step (class gr
                  "--attack cp-c --algo simclr --rounds 1 --model-steps 1 --noise-batches 1 --pgd-steps 1");
 }
 
-TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round (rows exchanged after each step) equals one process") {
-  compare_poison("cp-s (SimCLR, one round: an epoch of model steps, a pass of noise batches x 2 PGD steps)",
-                 "--attack cp-s --algo simclr --rounds 1 --model-steps 0 --noise-batches 0 --pgd-steps 2");
+// CP-S: each rank steps its rows through a batch's PGD steps and the rows are exchanged once per
+// noise batch (3 PGD steps: the other ranks' rows are stale on this rank for two of them).
+TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round (rows exchanged once per noise batch) equals one process") {
+  compare_poison("cp-s (SimCLR, one round: an epoch of model steps, a pass of noise batches x 3 PGD steps)",
+                 "--attack cp-s --algo simclr --rounds 1 --model-steps 0 --noise-batches 0 --pgd-steps 3");
+}
+
+TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round with MoCo v2 (the queue gets every rank's keys) equals one process") {
+  compare_poison("cp-s (MoCo v2, one round: an epoch of model steps, a pass of noise batches x 3 PGD steps)",
+                 "--attack cp-s --algo moco --rounds 1 --model-steps 0 --noise-batches 0 --pgd-steps 3");
+}
+
+TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round with BYOL equals one process") {
+  compare_poison("cp-s (BYOL, one round: an epoch of model steps, a pass of noise batches x 3 PGD steps)",
+                 "--attack cp-s --algo byol --rounds 1 --model-steps 0 --noise-batches 0 --pgd-steps 3");
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "engine/ops/ops.h"
 #include "tests/support/gradcheck.h"
@@ -143,6 +144,31 @@ TEST_CASE("index ops scatter-add their gradients") {
   autograd::backward(sum(index_select0(ones, idx)));
   CHECK(ones.grad().to_vector<double>() == std::vector<double>{1, 1, 0, 0, 3, 3});
   CHECK_THROWS_WITH_AS(index_select0(a, Tensor::from_vector(std::vector<int64_t>{3}, {1})), doctest::Contains("out of range"), Error);
+}
+
+TEST_CASE("index_copy0 replaces rows exactly; gradients skip the replaced rows") {
+  Tensor a = rand64({4, 3}, 33);
+  Tensor idx = Tensor::from_vector(std::vector<int64_t>{3, 0}, {2});
+  Tensor src = rand64({2, 3}, 34);
+  CHECK_GRADCHECK([idx](auto& v) { return index_copy0(v[0], idx, v[1]); }, {a, src});
+  // Exact bytes: rows 3 and 0 are src's, rows 1 and 2 are a's, for f32 and u8.
+  Tensor af = Tensor::from_vector(std::vector<float>{0.5f, 0.25f, -0.0f, 1e-8f, 5, 6, 7, 8}, {4, 2});
+  Tensor sf = Tensor::from_vector(std::vector<float>{-0.0f, 1e30f, 0.1f, 0.3f}, {2, 2});
+  std::vector<float> got = index_copy0(af, idx, sf).to_vector<float>();
+  std::vector<float> want{0.1f, 0.3f, -0.0f, 1e-8f, 5, 6, -0.0f, 1e30f};
+  CHECK(std::memcmp(got.data(), want.data(), sizeof(float) * want.size()) == 0);
+  Tensor au = Tensor::from_vector(std::vector<float>{1, 2, 3, 4}, {4}).to(DType::u8);
+  Tensor su = Tensor::from_vector(std::vector<float>{9, 8}, {2}).to(DType::u8);
+  CHECK(index_copy0(au, idx, su).to(DType::f64).to_vector<double>() == std::vector<double>{8, 2, 3, 9});
+  // The gradient of a replaced row is zero; src's rows get the output rows' gradients.
+  Tensor ones = Tensor::ones({4, 3}, DType::f64).set_requires_grad(true);
+  Tensor s2 = Tensor::ones({2, 3}, DType::f64).set_requires_grad(true);
+  autograd::backward(sum(mul(index_copy0(ones, idx, s2), Tensor::from_vector(std::vector<double>{1, 2, 3, 4}, {4, 1}))));
+  CHECK(ones.grad().to_vector<double>() == std::vector<double>{0, 0, 0, 2, 2, 2, 3, 3, 3, 0, 0, 0});
+  CHECK(s2.grad().to_vector<double>() == std::vector<double>{4, 4, 4, 1, 1, 1});
+  CHECK_THROWS_WITH_AS(index_copy0(a, Tensor::from_vector(std::vector<int64_t>{1, 1}, {2}), src), doctest::Contains("more than once"), Error);
+  CHECK_THROWS_WITH_AS(index_copy0(a, Tensor::from_vector(std::vector<int64_t>{4, 1}, {2}), src), doctest::Contains("out of range"), Error);
+  CHECK_THROWS_WITH_AS(index_copy0(a, idx, rand64({3, 3}, 35)), doctest::Contains("does not match"), Error);
 }
 
 TEST_CASE("broadcast mismatch names both shapes") {

@@ -271,6 +271,17 @@ TEST_CASE("cuda: row indexing ops, deterministic scatter-add, range errors") {
     Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 0, 4, 4, 1}, {5});
     compare_op("gather1", [](auto& v) { return gather1(v[0], v[1]); }, {leaf({5, 5}, seed++, dt), labels});
   }
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor distinct = Tensor::from_vector(std::vector<int64_t>{3, 0, 5}, {3});
+    compare_op("index_copy0", [](auto& v) { return index_copy0(v[0], v[1], v[2]); }, {leaf({6, 2, 2}, seed++, dt), distinct, leaf({3, 2, 2}, seed++, dt)});
+  }
+  {  // The row copy is exact on both devices, and a repeated row is an Error.
+    Tensor a = rnd({5, 3}, 415), src = rnd({2, 3}, 416);
+    Tensor two = Tensor::from_vector(std::vector<int64_t>{4, 1}, {2});
+    CHECK(same_values(index_copy0(a.to(Device::cuda), two.to(Device::cuda), src.to(Device::cuda)).to(Device::cpu), index_copy0(a, two, src)));
+    Tensor twice = Tensor::from_vector(std::vector<int64_t>{1, 1}, {2}, DType::i64, Device::cuda);
+    CHECK_THROWS_WITH_AS(index_copy0(a.to(Device::cuda), twice, src.to(Device::cuda)), doctest::Contains("more than once"), Error);
+  }
   // The scatter-add sums each row's sources in index order, exactly as the CPU does.
   Tensor many = Tensor::from_vector(std::vector<int64_t>{1, 1, 1, 1, 0, 1, 1, 2, 1}, {9});
   Tensor src = rnd({9, 3}, 410);

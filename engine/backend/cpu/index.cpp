@@ -1,6 +1,7 @@
 #include "engine/backend/index.h"
 
 #include <cstring>
+#include <vector>
 
 #include "engine/backend/dispatch.h"
 
@@ -34,6 +35,24 @@ Tensor index_add_rows(const Tensor& a, const Tensor& index, const Tensor& src) {
       for (int64_t i = 0; i < M; ++i) o[idx[i] * D + d] += s[i * D + d];
     return out;
   });
+}
+
+Tensor index_copy_rows(const Tensor& a, const Tensor& index, const Tensor& src) {
+  int64_t R = a.size(0), D = a.numel() / std::max<int64_t>(R, 1), M = index.numel();
+  Tensor out = a.clone();
+  const int64_t* idx = index.data<int64_t>();
+  std::vector<char> seen(R, 0);
+  for (int64_t i = 0; i < M; ++i) {
+    CP_CHECK(idx[i] >= 0 && idx[i] < R, "index_copy0", "index ", idx[i], " out of range [0, ", R, ")");
+    CP_CHECK(!seen[idx[i]], "index_copy0", "row ", idx[i], " is indexed more than once");
+    seen[idx[i]] = 1;
+  }
+  size_t row_bytes = D * dtype_size(a.dtype());
+  const char* s = static_cast<const char*>(src.raw_data());
+  char* o = static_cast<char*>(out.raw_data());
+#pragma omp parallel for schedule(static) if (M * D > 65536)
+  for (int64_t i = 0; i < M; ++i) std::memcpy(o + idx[i] * row_bytes, s + i * row_bytes, row_bytes);
+  return out;
 }
 
 Tensor gather_cols(const Tensor& a, const Tensor& index) {

@@ -2,6 +2,7 @@
 // order as the CPU kernel: the rows of src are stably sorted by target row, then each output
 // element adds its sources in index order (no atomics).
 #include <cub/device/device_radix_sort.cuh>
+#include <vector>
 
 #include "engine/backend/cuda/common.cuh"
 #include "engine/backend/index.h"
@@ -46,6 +47,17 @@ void add_sorted_rows(const Tensor& a, const Tensor& src, const int64_t* starts, 
     T acc = pa[e];
     for (int64_t j = starts[r]; j < starts[r + 1]; ++j) acc += ps[order[j] * D + d];
     po[e] = acc;
+  });
+}
+
+template <class T>
+void copy_rows_typed(const Tensor& src, const Tensor& index, Tensor& out, int64_t D) {
+  const T* ps = src.data<T>();
+  const int64_t* idx = index.data<int64_t>();
+  T* po = out.data<T>();
+  for_each_index(src.numel(), [=] __device__(int64_t e) {
+    int64_t i = e / D, d = e % D;
+    po[idx[i] * D + d] = ps[e];
   });
 }
 
@@ -123,6 +135,32 @@ Tensor index_add_rows(const Tensor& a, const Tensor& index, const Tensor& src) {
     starts_p[r] = lo;
   });
   float_dispatch(a.dtype(), "index_add0", [&](auto tag) { add_sorted_rows<decltype(tag)>(a, src, starts_p, order_p, out, D); });
+  return out;
+}
+
+Tensor index_copy_rows(const Tensor& a, const Tensor& index, const Tensor& src) {
+  int64_t R = a.size(0), D = a.numel() / std::max<int64_t>(R, 1), M = index.numel();
+  check_range(index, R, "index_copy0");
+  Tensor out = a.clone();
+  if (M == 0 || D == 0) return out;
+  // A repeated row would be written by two threads: counted first, an Error as on the CPU.
+  Tensor counts = Tensor::zeros({R}, DType::i32, Device::cuda);
+  int* pc = counts.data<int32_t>();
+  const int64_t* idx = index.data<int64_t>();
+  DeviceFlag repeated;
+  int* flag = repeated.ptr();
+  for_each_index(M, [=] __device__(int64_t i) {
+    if (atomicAdd(pc + idx[i], 1) > 0) *flag = 1;
+  });
+  if (repeated.read()) {
+    std::vector<int64_t> host = index.to_vector<int64_t>();
+    std::vector<char> seen(R, 0);
+    for (int64_t v : host) {
+      CP_CHECK(!seen[v], "index_copy0", "row ", v, " is indexed more than once");
+      seen[v] = 1;
+    }
+  }
+  any_dtype_dispatch(a.dtype(), [&](auto tag) { copy_rows_typed<decltype(tag)>(src, index, out, D); });
   return out;
 }
 
