@@ -150,21 +150,23 @@ namespace {
 
 std::string write_tiny(const testing::TempDir& dir) { return testing::write_tiny_dataset(dir / "tiny.h5", 16, 4242u); }
 
-// `cpoison train` (one epoch of two steps of 8) by one process and by 2 ranks under mpirun: the
-// same final weights within 1e-4 of each tensor's largest magnitude (two steps of rounding
-// differences; the one-step cases above hold 1e-5; a missing synchronisation differs by far more
-// than 1e-2); rank 0 alone prints.
-void compare_train(const std::string& algo) {
-  SKIP_UNLESS(distributed::mpi_compiled(), "built without MPI (libopenmpi-dev): no data-parallel test");
+// Runs `cpoison ARGS 'DIR/one.h5'` as one process and `cpoison ARGS 'DIR/two.h5'` under
+// `mpirun -np 2`; both must succeed, and rank 0 alone prints: `marker` appears once in the 2-rank
+// output. False (the test is skipped) without MPI, mpirun or the cpoison executable.
+bool run_one_and_two_ranks(const testing::TempDir& dir, const std::string& args, const std::string& marker) {
+  if (!distributed::mpi_compiled()) {
+    testing::mark_skipped("built without MPI (libopenmpi-dev): no data-parallel test");
+    return false;
+  }
   const std::string mpirun = find_on_path("mpirun");
-  SKIP_UNLESS(!mpirun.empty(), "mpirun not found (Debian openmpi-bin): no data-parallel test");
-  SKIP_UNLESS(fs::exists(testing::cpoison_exe()), "the cpoison executable is not built beside the tests");
-  testing::TempDir dir("mpi-train");
-  const std::string data = write_tiny(dir);
-  // --deterministic: reference convolutions, whose results do not depend on the thread count.
-  const std::string args = " --deterministic train --algo " + algo +
-                           " --width 2 --proj-dim 8 --batch-size 8 --augment crop-flip --warmup-epochs 0 --epochs 1"
-                           " --seed 3 --progress-seconds -1 --data '" + data + "' --out ";
+  if (mpirun.empty()) {
+    testing::mark_skipped("mpirun not found (Debian openmpi-bin): no data-parallel test");
+    return false;
+  }
+  if (!fs::exists(testing::cpoison_exe())) {
+    testing::mark_skipped("the cpoison executable is not built beside the tests");
+    return false;
+  }
   testing::RunResult one = testing::run_cpoison(args + "'" + dir / "one.h5" + "'");
   INFO("one process:\n", one.output);
   REQUIRE(one.code == 0);
@@ -175,10 +177,24 @@ void compare_train(const std::string& algo) {
   const std::string out((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
   INFO("mpirun output:\n", out);
   REQUIRE(rc == 0);
-  // Rank 0 alone prints: one "trained ..." line.
-  const size_t first = out.find("trained " + algo);
+  const size_t first = out.find(marker);
   CHECK(first != std::string::npos);
-  CHECK(out.find("trained " + algo, first + 1) == std::string::npos);
+  CHECK(out.find(marker, first + 1) == std::string::npos);
+  return true;
+}
+
+// `cpoison train` (one epoch of two steps of 8) by one process and by 2 ranks under mpirun: the
+// same final weights within 1e-4 of each tensor's largest magnitude (two steps of rounding
+// differences; the one-step cases above hold 1e-5; a missing synchronisation differs by far more
+// than 1e-2); rank 0 alone prints.
+void compare_train(const std::string& algo) {
+  testing::TempDir dir("mpi-train");
+  const std::string data = write_tiny(dir);
+  // --deterministic: reference convolutions, whose results do not depend on the thread count.
+  const std::string args = " --deterministic train --algo " + algo +
+                           " --width 2 --proj-dim 8 --batch-size 8 --augment crop-flip --warmup-epochs 0 --epochs 1"
+                           " --seed 3 --progress-seconds -1 --data '" + data + "' --out ";
+  if (!run_one_and_two_ranks(dir, args, "trained " + algo)) return;
   auto a = algorithms::load_learner(dir / "one.h5")->state_dict();
   auto b = algorithms::load_learner(dir / "two.h5")->state_dict();
   REQUIRE(a.size() == b.size());
@@ -237,29 +253,13 @@ namespace {
 // leaves the other rank's rows of every batch a step apart (half the stepped values), a missing
 // class-gradient sum steps each class by half its images' gradient (a large share of flips).
 void compare_poison(const std::string& what, const std::string& attack_args) {
-  SKIP_UNLESS(distributed::mpi_compiled(), "built without MPI (libopenmpi-dev): no data-parallel test");
-  const std::string mpirun = find_on_path("mpirun");
-  SKIP_UNLESS(!mpirun.empty(), "mpirun not found (Debian openmpi-bin): no data-parallel test");
-  SKIP_UNLESS(fs::exists(testing::cpoison_exe()), "the cpoison executable is not built beside the tests");
   testing::TempDir dir("mpi-poison");
   const std::string data = write_tiny(dir);
   const std::string args = " --deterministic poison " + attack_args +
                            " --width 2 --proj-dim 8 --batch-size 8 --augment crop-flip --schedule constant --lr 0.5"
                            " --seed 5 --progress-seconds -1 --data '" + data + "' --out ";
-  testing::RunResult one = testing::run_cpoison(args + "'" + dir / "one.h5" + "'");
-  INFO("one process:\n", one.output);
-  REQUIRE(one.code == 0);
-  const std::string log = dir / "two.log";
-  const int rc = std::system((mpirun_two(mpirun) + "'" + testing::cpoison_exe() + "'" + args + "'" + dir / "two.h5" +
-                              "' > '" + log + "' 2>&1").c_str());
-  std::ifstream lf(log);
-  const std::string out((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
-  INFO("mpirun output:\n", out);
-  REQUIRE(rc == 0);
-  // Rank 0 alone prints and writes: one "poisoned ..." line, one log beside the checkpoint.
-  const size_t first = out.find("poisoned ");
-  CHECK(first != std::string::npos);
-  CHECK(out.find("poisoned ", first + 1) == std::string::npos);
+  // Rank 0 alone prints and writes: one "poisoned ..." line.
+  if (!run_one_and_two_ranks(dir, args, "poisoned ")) return;
   poison::Poison a = poison::load_poison(dir / "one.h5"), b = poison::load_poison(dir / "two.h5");
   REQUIRE(a.delta.shape() == b.delta.shape());
   CHECK(a.kind == b.kind);
