@@ -22,16 +22,17 @@ std::vector<Command>& commands() {
 
 int main(int argc, char** argv) {
   cpoison::ensure_passive_openmp_wait(argv);
-  // issue #15: under mpirun, rank 0 alone prints; train, poison and bench step are data-parallel.
+  // issue #15: under mpirun, rank 0 alone prints; train, poison, experiment and bench step are data-parallel.
   try {
     cpoison::distributed::quiet_other_ranks();
     if (cpoison::distributed::size() > 1) {
       std::string sub, subsub;  // the first two words that are not options
       for (int i = 1; i < argc && subsub.empty(); ++i)
         if (argv[i][0] != '-') (sub.empty() ? sub : subsub) = argv[i];
-      CP_CHECK(sub == "train" || sub == "poison" || (sub == "bench" && subsub == "step"), "mpirun", "`cpoison ", sub,
-               sub == "bench" ? " " + subsub : std::string(), "` is not data-parallel yet (only train, poison and bench step are, "
-               "docs/distributed.md); run it without mpirun");
+      CP_CHECK(sub == "train" || sub == "poison" || sub == "experiment" || (sub == "bench" && subsub == "step"), "mpirun",
+               "`cpoison ", sub, sub == "bench" ? " " + subsub : std::string(),
+               "` is not data-parallel yet (only train, poison, experiment and bench step are, docs/distributed.md); run it "
+               "without mpirun");
     }
   } catch (const std::exception& e) {
     return cpoison::distributed::report_error(e.what());

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "algorithms/data_parallel.h"
 #include "algorithms/losses.h"
 #include "engine/distributed/ops.h"
@@ -310,4 +312,85 @@ TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round with MoCo v2 (
 TEST_CASE("distributed: mpirun -np 2 cpoison poison, a CP-S round with BYOL equals one process") {
   compare_poison("cp-s (BYOL, one round: an epoch of model steps, a pass of noise batches x 3 PGD steps)",
                  "--attack cp-s --algo byol --rounds 1 --model-steps 0 --noise-batches 0 --pgd-steps 3");
+}
+
+namespace {
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+// `cpoison experiment` under mpirun: every rank runs every cell of a small preset (a CP-C poison;
+// SimCLR and supervised victims, clean and poisoned: 5 cells) with data-parallel generation and
+// training, and rank 0 alone writes and prints. Against one process on the same preset: the same
+// cells finish under the same configuration (a one-process dry run over the 2-rank folder finds
+// every cell done, so the cache does not depend on the rank count), every table value within one
+// test image of one process's (2 ranks agree with one to rounding, tests above; the probe of 16
+// test images can move by one image), a 2-rank rerun runs nothing, and no temporary file is left.
+TEST_CASE("distributed: mpirun -np 2 cpoison experiment runs a preset's cells as one process does") {
+  testing::TempDir dir("mpi-experiment");
+  const data::Dataset train = testing::tiny_dataset(32, 4242u), test = testing::tiny_dataset(16, 77u);
+  data::save_datasets_h5(dir / "tiny.h5", {{data::Split::train, &train}, {data::Split::test, &test}});
+  {
+    std::ofstream scales(dir / "scales.toml");
+    scales << "[tiny]\nwidth = 2\n[tiny.data]\ndataset = \"" << (dir / "tiny.h5") << "\"\nsubset = 0\n"
+           << "[tiny.victim]\nepochs = 1\nbatch_size = 16\naugment = \"crop-flip\"\ncheckpoint_every = 1\n"
+           << "[tiny.supervised]\nepochs = 1\nbatch_size = 16\naugment = \"crop-flip\"\n"
+           << "[tiny.poison]\ncp_c_rounds = 1\ncp_c_model_steps = 1\ncp_c_noise_batches = 1\nbatch_size = 16\n"
+           << "[tiny.eval]\niterations = 10\nalignment_images = 8\nbatch_size = 16\n";
+    std::ofstream preset(dir / "smoke.toml");
+    preset << "title = \"smoke\"\n"
+              "columns = [ { label = \"SimCLR\", victim = \"simclr\" }, { label = \"Supervised\", victim = \"supervised\" } ]\n"
+              "rows = [ { label = \"None\", attack = \"none\" }, { label = \"CP-C\", attack = \"cp-c\", attacker = \"simclr\" } ]\n"
+              "[scale.tiny]\n";
+  }
+  const std::string args = " --deterministic experiment --preset '" + (dir / "smoke.toml") + "' --presets '" +
+                           dir.path.string() + "' --scale tiny --progress-seconds -1 --results ";
+  if (!run_one_and_two_ranks(dir, args, "5 cells: 5 run now")) return;  // results under one.h5/ and two.h5/ (folders)
+  const fs::path one = dir / "one.h5/smoke/tiny", two = dir / "two.h5/smoke/tiny";
+  REQUIRE(fs::exists(two / "results.json"));
+  REQUIRE(fs::exists(two / "poison-cp-c-simclr/poison.h5"));
+  nlohmann::json a = nlohmann::json::parse(read_file(one / "results.json"));
+  nlohmann::json b = nlohmann::json::parse(read_file(two / "results.json"));
+  REQUIRE(a["rows"].size() == 2);
+  REQUIRE(b["rows"].size() == a["rows"].size());
+  std::string values;
+  size_t differing = 0;
+  for (size_t r = 0; r < a["rows"].size(); ++r)
+    for (size_t c = 0; c < a["rows"][r]["values"].size(); ++c) {
+      const double x = a["rows"][r]["values"][c].get<double>(), y = b["rows"][r]["values"][c].get<double>();
+      values += " " + std::to_string(x) + "/" + std::to_string(y);
+      differing += x != y;
+      CHECK(std::fabs(x - y) <= 100.0 / 16 + 1e-9);
+    }
+  const std::string line = "cpoison experiment, 1 rank/2 ranks:" + values + " (" + std::to_string(differing) + " differ)";
+  MESSAGE(line);
+  std::printf("%s\n", line.c_str());
+  CHECK(b["cells"]["victim-simclr-cp-c-simclr"]["ranks"] == 2);
+  for (const auto& e : fs::recursive_directory_iterator(two))
+    CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
+
+  // The cache does not depend on the rank count: one process finds every 2-rank cell done.
+  const testing::RunResult listed = testing::run_cpoison(args + "'" + dir / "two.h5" + "' --dry-run");
+  INFO(listed.output);
+  CHECK(listed.code == 0);
+  CHECK(listed.output.find("5 cells, 0 to run") != std::string::npos);
+
+  // A 2-rank rerun over the finished folder runs nothing (every rank sees the same cells done).
+  const std::string log = dir / "again.log";
+  const int rc = std::system((mpirun_two(find_on_path("mpirun")) + "'" + testing::cpoison_exe() + "'" + args + "'" +
+                              dir / "two.h5" + "' > '" + log + "' 2>&1").c_str());
+  const std::string again = read_file(log);
+  INFO(again);
+  CHECK(rc == 0);
+  CHECK(count_of(again, "running") == 0);
 }

@@ -14,6 +14,7 @@
 #include "algorithms/train.h"
 #include "defense/defense.h"
 #include "engine/autograd.h"
+#include "engine/distributed/comm.h"
 #include "engine/error.h"
 #include "engine/io/hdf5.h"
 #include "engine/nn/module.h"
@@ -466,6 +467,16 @@ std::string changed_message(const nlohmann::json& old, const nlohmann::json& now
          "); pass --redo-changed to discard it, or remove the folder";
 }
 
+// issue #15 (docs/distributed.md): under `mpirun -np K cpoison experiment` every rank runs every
+// cell, in the same order: poisoning and training are data-parallel inside. Rank 0 alone writes a
+// cell's files and evaluates a victim (the probes have no collectives); the ranks meet before a
+// cell's folder changes (no rank still reads its old state) and after a cell (every rank then
+// reads what rank 0 wrote: the poison a victim trains on, the result).
+bool writes_files() { return distributed::is_root(); }
+void sync_ranks() {
+  if (distributed::size() > 1) distributed::barrier();
+}
+
 }  // namespace
 
 nlohmann::json Runner::cached(const std::string& id, const nlohmann::json& config) const {
@@ -508,20 +519,26 @@ std::string Runner::status(const std::string& id, const nlohmann::json& config) 
 std::string Runner::prepare(const std::string& id, const nlohmann::json& config) {
   fs::path d = dir(id);
   fs::path cfg = d / "config.json";
+  ConfigChange change = ConfigChange::same;
   if (fs::exists(cfg)) {
     nlohmann::json old = read_json(cfg.string());
-    switch (compare_config(old, config)) {
+    change = compare_config(old, config);
+    CP_CHECK(change != ConfigChange::changed || options_.redo_changed, d.string(), changed_message(old, config));
+  }
+  sync_ranks();  // every rank has read the cell's old state
+  if (writes_files()) {
+    switch (change) {
       case ConfigChange::same: break;
       case ConfigChange::eval_only: fs::remove(d / "result.json"); break;
       case ConfigChange::changed:
-        CP_CHECK(options_.redo_changed, d.string(), changed_message(old, config));
         std::fprintf(stderr, "[experiment] %s: settings changed, discarding its old results\n", id.c_str());
         fs::remove_all(d);
         break;
     }
+    fs::create_directories(d);
+    write_json(cfg.string(), config);
   }
-  fs::create_directories(d);
-  write_json(cfg.string(), config);
+  sync_ranks();
   return d.string();
 }
 
@@ -650,9 +667,11 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
   poison::PoisonResult res = poison::generate_poison(train, cfg, job.data.dataset, job.data.subset);
   const double seconds = seconds_since(t0);
   CP_CHECK(res.finished, job.id, "poison generation stopped before its last round");
-  io::Attrs extra{{"data_fingerprint", data_fingerprint(train)}, {"experiment_cell", job.id}};
-  save_poison_with_attrs(poison_path(job.id), res.poison, extra);
-  write_poison_overview((fs::path(d) / "noise.png").string(), res.poison, train);
+  if (writes_files()) {
+    io::Attrs extra{{"data_fingerprint", data_fingerprint(train)}, {"experiment_cell", job.id}};
+    save_poison_with_attrs(poison_path(job.id), res.poison, extra);
+    write_poison_overview((fs::path(d) / "noise.png").string(), res.poison, train);
+  }
 
   nlohmann::json history = nlohmann::json::array();
   double round_seconds = 0;
@@ -685,10 +704,14 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
                         {"poison_file", poison_path(job.id)},
                         {"device", options_.device == Device::cuda ? "cuda" : "cpu"},
                         {"measured", nlohmann::json::object()}};
+  if (distributed::size() > 1) result["ranks"] = distributed::size();
   if (views > 0 && round_seconds > 0.5)
     result["measured"]["poison_views_per_s"] = views / round_seconds * settings_.cost.model_factor.of(job.model);
-  fs::remove(cfg.checkpoint_path);
-  write_json((fs::path(d) / "result.json").string(), result);
+  if (writes_files()) {
+    fs::remove(cfg.checkpoint_path);
+    write_json((fs::path(d) / "result.json").string(), result);
+  }
+  sync_ranks();  // the poison file is in place for every rank's victims
   return result;
 }
 
@@ -705,13 +728,15 @@ nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
   // apply_poison checks the image count, classes and shape: a poison of another size stops here.
   (void)poison::apply_poison(train, p);
   std::string d = prepare(job.id, job.config);
-  const std::string tmp = poison_path(job.id) + ".tmp";
-  std::error_code ec;
-  fs::copy_file(job.file, tmp, fs::copy_options::overwrite_existing, ec);
-  CP_CHECK(!ec, tmp, "cannot copy ", job.file, " here: ", ec.message());
-  fs::rename(tmp, poison_path(job.id), ec);
-  CP_CHECK(!ec, poison_path(job.id), "cannot rename ", tmp, " into place: ", ec.message());
-  write_poison_overview((fs::path(d) / "noise.png").string(), p, train);
+  if (writes_files()) {
+    const std::string tmp = poison_path(job.id) + ".tmp";
+    std::error_code ec;
+    fs::copy_file(job.file, tmp, fs::copy_options::overwrite_existing, ec);
+    CP_CHECK(!ec, tmp, "cannot copy ", job.file, " here: ", ec.message());
+    fs::rename(tmp, poison_path(job.id), ec);
+    CP_CHECK(!ec, poison_path(job.id), "cannot rename ", tmp, " into place: ", ec.message());
+    write_poison_overview((fs::path(d) / "noise.png").string(), p, train);
+  }
   nlohmann::json result{{"id", job.id},
                         {"job", "poison"},
                         {"attack", "file"},
@@ -724,7 +749,8 @@ nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
                         {"seconds", seconds_since(t0)},
                         {"poison_file", poison_path(job.id)},
                         {"measured", nlohmann::json::object()}};
-  write_json((fs::path(d) / "result.json").string(), result);
+  if (writes_files()) write_json((fs::path(d) / "result.json").string(), result);
+  sync_ranks();
   return result;
 }
 
@@ -834,7 +860,7 @@ TrainedVictim train_or_load_victim(algorithms::TrainConfig& tc, const data::Data
             {"images", seen.size()},
             {"seconds", seconds_since(t_train)},
             {"images_per_s", secs > 0 ? img_s / secs : 0.0}};
-  write_json(train_done, v.info);
+  if (writes_files()) write_json(train_done, v.info);
   return v;
 }
 
@@ -965,6 +991,11 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   const defense::Defense def = defense::parse_defense(job.defense);
   algorithms::TrainConfig tc = victim_train_config(job, settings_, seen.images, clean, def, options_);
   const TrainedVictim trained = train_or_load_victim(tc, seen.images, def, d, options_.device);
+  const std::string result_path = (fs::path(d) / "result.json").string();
+  if (!writes_files()) {  // rank 0 evaluates the (replicated) victim alone
+    sync_ranks();
+    return read_json(result_path);
+  }
 
   const auto t_eval = Clock::now();
   VictimData v{clean, seen.images, test, seen.poisoned_rows, {}, {}};
@@ -979,7 +1010,9 @@ nlohmann::json Runner::run_victim(const VictimJob& job, const std::map<std::stri
   result["eval_seconds"] = eval_seconds;
   result["seconds"] = trained.info.value("seconds", 0.0) + eval_seconds;
   result["measured"] = victim_rates(job, contrastive, trained.info, def, forwarded, eval_seconds, settings_);
-  write_json((fs::path(d) / "result.json").string(), result);
+  if (distributed::size() > 1) result["ranks"] = distributed::size();
+  write_json(result_path, result);
+  sync_ranks();
   return result;
 }
 
@@ -1035,7 +1068,8 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
   }
   nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},
                         {"seconds", seconds_since(t0)}, {"measured", nlohmann::json::object()}};
-  write_json((fs::path(d) / "result.json").string(), result);
+  if (writes_files()) write_json((fs::path(d) / "result.json").string(), result);
+  sync_ranks();
   return result;
 }
 

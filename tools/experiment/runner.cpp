@@ -7,11 +7,13 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <set>
 
+#include "engine/distributed/comm.h"
 #include "engine/error.h"
 #include "tools/common.h"
 
@@ -452,9 +454,21 @@ ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& o
   }
 
   fs::create_directories(rep.root);
+  // issue #15: under mpirun every rank runs the same cells in the same order (cells.cpp), so every
+  // rank must see the same results folder: a rank that found a cell done while another did not
+  // would leave the others waiting in a collective.
+  if (distributed::size() > 1) {
+    std::string states;
+    for (const auto& it : items) states += it.id + "=" + it.state + ";";
+    const int64_t digest = (int64_t)std::hash<std::string>{}(states);
+    const std::vector<int64_t> all = distributed::all_gather(digest);
+    for (size_t r = 0; r < all.size(); ++r)
+      CP_CHECK(all[r] == digest, rep.root, "rank ", r, " sees other cells finished than rank ", distributed::rank(),
+               " does: under mpirun the results folder must be one folder every rank shares (docs/distributed.md)");
+  }
   auto save_tables = [&] {
     write_tables();
-    if (!opt.save_tables) return;
+    if (!opt.save_tables || !distributed::is_root()) return;  // issue #15: rank 0 alone writes
     {
       std::ofstream out((fs::path(rep.root) / "table.md.tmp").string());
       CP_CHECK(out.good(), rep.root, "cannot write table.md");
