@@ -102,9 +102,14 @@ data::Dataset load_train(const DataOptions& o) {
   CP_CHECK(!o.data.empty(), "--data", "no dataset given (a built-in name or an HDF5 dataset file)");
   CP_CHECK(o.subset >= 0, "--subset", "must be >= 0, got ", o.subset);
   CP_CHECK(o.pad_to >= 0, "--pad-to", "must be >= 0, got ", o.pad_to);
+  data::Dataset ds = load_train_subset(o);
+  apply_normalize_option(ds, o.normalize);
+  return ds;
+}
+
+data::Dataset load_train_subset(const DataOptions& o) {
   data::Dataset ds = data::load_dataset(o.data, data::Split::train, o.load_options());
   if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
-  apply_normalize_option(ds, o.normalize);
   return ds;
 }
 

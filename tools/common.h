@@ -73,6 +73,10 @@ CLI::Option* add_normalize_option(CLI::App& app, std::string& value);
 // Errors (from data::load_dataset / balanced_subset) name the dataset and what is wrong; an
 // empty o.data is an Error asking for --data.
 data::Dataset load_train(const DataOptions& o);
+// The same without --normalize and without checking the options first (load_dataset's and
+// balanced_subset's errors only): for commands that poison the images before they normalise
+// them, or never normalise them.
+data::Dataset load_train_subset(const DataOptions& o);
 // The test split with pad_to/channels applied (never subset: evaluations use the whole test
 // set), or its first `limit` images when limit > 0.
 data::Dataset load_test(const DataOptions& o, int64_t limit = 0);
