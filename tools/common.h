@@ -55,6 +55,9 @@ struct DataOptions {
 // as the default), --data-root, --subset, --subset-seed, --pad-to and --channels on `app`, bound
 // to `o` (which must outlive the parse, e.g. held by a shared_ptr captured in the callback).
 void add_data_options(CLI::App& app, DataOptions& o, bool data_required = false);
+// Only --pad-to and --channels, for commands that describe their other data options in their
+// own words (cpoison train, defend).
+void add_pad_and_channels_options(CLI::App& app, DataOptions& o);
 
 // --normalize TEXT on a loaded training set: "" changes nothing (the constants the file records,
 // else the built-in name's); "data": the images' own per-channel statistics; a built-in dataset

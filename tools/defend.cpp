@@ -119,12 +119,7 @@ void setup(CLI::App& app) {
       ->check(tools::int_range(0, kMaxAxis))
       ->capture_default_str();
   app.add_option("--subset-seed", o->data.subset_seed, "Seed of the subset's choice")->capture_default_str();
-  app.add_option("--pad-to", o->data.pad_to, "Zero-pad images centrally to this size (0: as stored)")
-      ->check(tools::int_range(0, kMaxImageSide))
-      ->capture_default_str();
-  app.add_option("--channels", o->data.channels, "0: as stored; 3: replicate grayscale to colour")
-      ->check(tools::one_of({0, 1, 3}))
-      ->capture_default_str();
+  tools::add_pad_and_channels_options(app, o->data);
   app.add_option("--out", o->out, "Output HDF5 dataset file (training split)")->required();
   app.add_option("--seed", o->seed, "Seed of the defence's random draws (Philox stream 0xDEF0)")->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();

@@ -115,12 +115,7 @@ void add_data_flags(CLI::App& app, const std::shared_ptr<Options>& o, PresetOver
                  "augmentations); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
                  "\"adv:eps=8/255,steps=5\"")
       ->capture_default_str();
-  app.add_option("--pad-to", o->data.pad_to, "Zero-pad images centrally to this size (0: as stored)")
-      ->check(tools::int_range(0, kMaxImageSide))
-      ->capture_default_str();
-  app.add_option("--channels", o->data.channels, "0: as stored; 3: replicate grayscale to colour")
-      ->check(tools::one_of({0, 1, 3}))
-      ->capture_default_str();
+  tools::add_pad_and_channels_options(app, o->data);
 }
 
 // The backbone, the training settings (TrainSettings' field list) and the algorithm's
