@@ -10,8 +10,8 @@
 
 #include "algorithms/data_parallel.h"  // issue #15: mpirun -np K
 #include "algorithms/settings.h"
+#include "algorithms/training_state.h"
 #include "engine/progress_log.h"
-#include "engine/autograd.h"
 #include "engine/io/resume.h"
 #include "engine/size.h"
 #include "engine/nn/module.h"
@@ -215,14 +215,11 @@ std::map<std::string, Tensor> module_entries(const io::Checkpoint& ck, const std
   return out;
 }
 
-void save(const TrainConfig& cfg, const std::string& settings, const Learner& learner, const optim::SGD& opt,
+void save(const TrainConfig& cfg, const std::string& settings, const TrainingState& state,
           const data::BatchSampler& sampler, const Generator& aug_gen, int64_t epochs_done, int64_t step) {
   io::Checkpoint ck;
-  io::add_module(ck, learner);
-  {
-    autograd::NoGradGuard no_grad;
-    for (auto& [key, t] : opt.state_dict()) ck.tensors.emplace(key, t.detach().clone());
-  }
+  state.save(ck);
+  const Learner& learner = state.learner();
   ck.attrs = cfg.extra_attrs;
   put_learner_attrs(ck.attrs, cfg.algo, cfg.model, learner.encoder().options(), learner.config(),
                     learner.encoder().feature_dim());
@@ -348,8 +345,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   so.momentum = cfg.momentum;
   so.weight_decay = cfg.weight_decay;
   so.nesterov = cfg.nesterov;
-  optim::SGD opt(learner->named_online_parameters(), so);
-  const std::vector<Tensor> dp_params = dp ? parameter_list(learner->named_online_parameters()) : std::vector<Tensor>{};
+  TrainingState state(learner, so);
 
   data::Dataset ds = train_set.to(cfg.device);
   data::BatchSampler sampler(ds.size(), cfg.batch_size, cfg.seed, /*shuffle=*/true, cfg.drop_last);
@@ -392,7 +388,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     } catch (const Error& e) {
       fail(resume_path, "cannot resume: ", e.what());
     }
-    opt.load_state_dict(ck.tensors);
+    io::load_optimizer(ck, state.sgd());
     sampler.restore({io::attr_int(ck.attrs, "sampler_epoch", resume_path),
                      io::attr_int(ck.attrs, "sampler_batch", resume_path)});
     aug_gen.set_offset((uint64_t)io::attr_int(ck.attrs, "augment_offset", resume_path));
@@ -414,8 +410,6 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
   if (start_epoch > 0) progress.note("resuming " + resume_path + " after epoch " + std::to_string(start_epoch) + " of " +
                                      std::to_string(cfg.epochs));
 
-  const int64_t h = ds.height(), w = ds.width();
-
   for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
     learner->train();
     progress.begin_unit(epoch);
@@ -423,23 +417,14 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const int64_t step = epoch * steps_per_epoch + s;
       current_lr = schedule.at((double)step);
-      opt.set_lr(current_lr);
+      state.sgd().set_lr(current_lr);
       data::Batch batch = data::gather_batch(ds, sampler.next());
       Tensor x = data::to_float_nchw(batch.images, cfg.device);
       if (cfg.batch_hook) x = cfg.batch_hook(x, batch, aug_gen);
-      const int64_t b = x.size(0);
-      // The learner's views of the batch (a draw of augmentation parameters each) and its labels.
-      Batch views;
-      views.view1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      if (learner->views_per_batch() == 2) views.view2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      else views.labels = batch.labels;
+      Batch views = state.views(x, batch.labels, cfg.augment, aug_gen);
       Tensor loss;
       distributed::DataParallelScope dp_scope;  // issue #15: SyncBN, global negatives (inert with one rank)
-      if (dp) {  // issue #15: this rank's rows of the global batch
-        views.view1 = distributed::local_rows(views.view1);
-        if (views.view2.defined()) views.view2 = distributed::local_rows(views.view2);
-        if (views.labels.defined()) views.labels = distributed::local_rows(views.labels);
-      }
+      if (dp) views = local_views(views);  // issue #15: this rank's rows of the global batch
       if (cfg.step_loss) {
         loss = cfg.step_loss(*learner, views, aug_gen);
         CP_CHECK(loss.defined() && loss.numel() == 1, where, "the step_loss hook must return a scalar, got ",
@@ -450,11 +435,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       const double loss_value = dp ? global_mean(loss) : loss.item();  // issue #15
       CP_CHECK(std::isfinite(loss_value), where, "the loss became ", loss_value, " at epoch ", epoch + 1, " step ",
                s + 1, " (lr ", current_lr, ")");
-      opt.zero_grad();
-      autograd::backward(loss);
-      if (dp) distributed::all_reduce_gradients(dp_params);  // issue #15: the global batch's gradient
-      opt.step();
-      learner->momentum_update();
+      state.step(loss, /*average_over_ranks=*/dp);  // issue #15: the global batch's gradient
       loss_sum += loss_value;
       progress.step(s + 1, steps_per_epoch, double((s + 1) * cfg.batch_size),
                     [&] { return metrics(loss_sum / (s + 1), current_lr); });
@@ -477,7 +458,7 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
                         {"model", cfg.model}});
     const bool last = epoch + 1 == cfg.epochs;
     if (distributed::is_root() && !cfg.checkpoint_path.empty() && (last || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0)))
-      save(cfg, settings, *learner, opt, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
+      save(cfg, settings, state, sampler, aug_gen, epoch + 1, (epoch + 1) * steps_per_epoch);
     if (cfg.on_epoch_end && !cfg.on_epoch_end(epoch + 1)) break;
   }
   learner->eval();

@@ -10,6 +10,7 @@
 #include "algorithms/data_parallel.h"
 #include "algorithms/losses.h"
 #include "algorithms/settings.h"
+#include "algorithms/training_state.h"
 #include "engine/progress_log.h"
 #include "engine/size.h"
 #include "engine/distributed/ops.h"
@@ -336,7 +337,6 @@ private:
     if (!needs_model()) return;
     distributed::local_slice(cfg_.batch_size, "poison");  // an Error unless the batch splits evenly
     dp_ = true;
-    dp_params_ = algorithms::parameter_list(learner_->named_online_parameters());
   }
 
   // Whether a batch of n rows is computed in slices, one per rank: the attacker's training steps
@@ -415,7 +415,7 @@ private:
     so.lr = cfg_.lr > 0 ? cfg_.lr : 0.1;
     so.momentum = cfg_.momentum;
     so.weight_decay = cfg_.weight_decay;
-    sgd_ = std::make_unique<optim::SGD>(learner_->named_online_parameters(), so);
+    state_ = std::make_unique<algorithms::TrainingState>(learner_, so);
     schedule_ = cfg_.cosine ? optim::LrSchedule::warmup_cosine(so.lr, (double)cfg_.rounds, 0, 0, so.lr * cfg_.final_lr_fraction)
                             : optim::LrSchedule::constant(so.lr);
   }
@@ -440,16 +440,9 @@ private:
   // draws and applies, so that the generator stays in step with one process; the loss is then
   // the mean over this rank's rows of the views (issue #15).
   Tensor attack_loss(const Tensor& x, const Tensor& labels, Tensor* first_view = nullptr, bool split = false) {
-    algorithms::Batch views;
-    views.view1 = apply_augment(x);
-    if (learner_->views_per_batch() == 2) views.view2 = apply_augment(x);
-    else views.labels = labels;
+    algorithms::Batch views = state_->views(x, labels, augment_, aug_gen_);
     if (first_view) *first_view = views.view1;
-    if (split) {
-      views.view1 = distributed::local_rows(views.view1, "poison");
-      if (views.view2.defined()) views.view2 = distributed::local_rows(views.view2, "poison");
-      if (views.labels.defined()) views.labels = distributed::local_rows(views.labels, "poison");
-    }
+    if (split) views = algorithms::local_views(views, "poison");
     return learner_->loss(views);
   }
 
@@ -532,22 +525,22 @@ private:
   // ---- phases
   double model_phase(int64_t round) {
     learner_->train();
-    sgd_->set_lr(schedule_.at((double)round));
+    state_->sgd().set_lr(schedule_.at((double)round));
     int64_t steps = cfg_.model_steps > 0 ? cfg_.model_steps : model_sampler_.batches_per_epoch();
     double total = 0;
     images_this_round_ = 0;
     for (int64_t s = 0; s < steps; ++s) {
       std::vector<int64_t> idx = model_sampler_.next();
       total += model_step(idx);
-      learner_->momentum_update();
       images_this_round_ += (double)idx.size();
       views_this_round_ += (double)idx.size() * views_per_image();
     }
     return total / (double)std::max<int64_t>(steps, 1);
   }
 
-  // One SGD step of the attacker on the poisoned images idx (model phase, pre-training); returns
-  // the loss of the whole batch. Split over the ranks (split_batch), each rank's loss is the mean
+  // One SGD step of the attacker on the poisoned images idx, then the EMA update of its momentum
+  // copies (model phase; pre-training, whose classifier has none); returns the loss of the whole
+  // batch. Split over the ranks (split_batch), each rank's loss is the mean
   // over its rows and the gradients are averaged, which is the whole batch's gradient.
   double model_step(const std::vector<int64_t>& idx) {
     Tensor idx_t = index_tensor(idx);
@@ -558,10 +551,7 @@ private:
     if (split) scope.emplace();
     autograd::clear_tape();
     Tensor loss = attack_loss(x, labels, nullptr, split);
-    autograd::backward(loss);
-    if (split) distributed::all_reduce_gradients(dp_params_);
-    sgd_->step();
-    sgd_->zero_grad();
+    state_->step(loss, /*average_over_ranks=*/split);
     return split ? algorithms::global_mean(loss) : loss.item();
   }
 
@@ -654,17 +644,17 @@ private:
     delta_ = Tensor::zeros(delta_.shape(), DType::f32, cfg_.device);
     int64_t steps = cfg_.pretrain_epochs * model_sampler_.batches_per_epoch();
     int64_t warmup = cfg_.pretrain_warmup_epochs * model_sampler_.batches_per_epoch();
-    optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(sgd_->lr(), (double)std::max<int64_t>(steps, 1), (double)warmup);
-    double base = sgd_->lr();
+    optim::LrSchedule sched = optim::LrSchedule::warmup_cosine(state_->sgd().lr(), (double)std::max<int64_t>(steps, 1), (double)warmup);
+    double base = state_->sgd().lr();
     learner_->train();
     const int64_t last_epoch = std::max<int64_t>(0, steps - model_sampler_.batches_per_epoch());
     double last_total = 0;
     for (int64_t s = 0; s < steps; ++s) {
-      sgd_->set_lr(sched.at((double)s));
+      state_->sgd().set_lr(sched.at((double)s));
       const double loss = model_step(model_sampler_.next());
       if (s >= last_epoch) last_total += loss;
     }
-    sgd_->set_lr(base);
+    state_->sgd().set_lr(base);
     delta_ = saved;
     return last_total / (double)std::max<int64_t>(1, steps - last_epoch);
   }
@@ -674,8 +664,7 @@ private:
     io::Checkpoint ck;
     ck.tensors["delta"] = delta_.to(Device::cpu);
     if (learner_) {
-      io::add_module(ck, *learner_, "learner");
-      io::add_optimizer(ck, *sgd_);
+      state_->save(ck, "learner");
     }
     ck.attrs["attack"] = std::string(attack_name(cfg_.attack));
     ck.attrs["kind"] = cfg_.kind;
@@ -727,8 +716,7 @@ private:
     io::check_values(it->second, -1.0, 1.0, where, "delta");  // the noise itself, not only finite
     delta_ = it->second.to(DType::f32).to(cfg_.device).clone();
     if (learner_) {
-      io::load_module(ck, *learner_, "learner");
-      io::load_optimizer(ck, *sgd_);
+      state_->load(ck, "learner");
     }
     aug_gen_.set_offset((uint64_t)io::attr_int(ck.attrs, "aug_offset", where));
     model_sampler_.restore({io::attr_int(ck.attrs, "model_sampler_epoch", where), io::attr_int(ck.attrs, "model_sampler_batch", where)});
@@ -765,16 +753,14 @@ private:
   std::vector<int64_t> labels_host_;
   std::vector<int64_t> poisoned_list_;
   std::shared_ptr<algorithms::Learner> learner_;
-  std::unique_ptr<optim::SGD> sgd_;
+  std::unique_ptr<algorithms::TrainingState> state_;  // learner_'s SGD and model step
   optim::LrSchedule schedule_ = optim::LrSchedule::constant(0);
   Generator aug_gen_;
   data::BatchSampler model_sampler_;
   int64_t rounds_done_ = 0;
   double images_this_round_ = 0, views_this_round_ = 0;
-  // issue #15: whether batches may be split over the ranks (more than one rank, an attacker
-  // model), and the parameters whose gradients are averaged over them.
+  // issue #15: whether batches may be split over the ranks (more than one rank, an attacker model).
   bool dp_ = false;
-  std::vector<Tensor> dp_params_;
 };
 
 }  // namespace

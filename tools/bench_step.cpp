@@ -20,7 +20,7 @@
 
 #include "algorithms/data_parallel.h"
 #include "algorithms/learner.h"
-#include "engine/autograd.h"
+#include "algorithms/training_state.h"
 #include "engine/backend/cpu/allocator.h"
 #include "engine/backend/cpu/conv.h"
 #include "engine/backend/settings.h"
@@ -87,7 +87,7 @@ void run_step(const StepOptions& o) {
   so.lr = 0.1;
   so.momentum = 0.9;
   so.weight_decay = 1e-4;
-  optim::SGD sgd(learner->named_online_parameters(), so);
+  algorithms::TrainingState state(learner, so);  // the step `cpoison train` and the poisoner take
   const std::vector<Tensor> params = learner->online_parameters();
   int64_t num_parameters = 0;
   for (const Tensor& p : params) num_parameters += p.numel();
@@ -110,12 +110,8 @@ void run_step(const StepOptions& o) {
   double last_loss = 0;
   auto step = [&] {
     distributed::DataParallelScope scope;  // SyncBN, global negatives, MoCo's keys (inert with one rank)
-    sgd.zero_grad();
     Tensor loss = learner->loss(batch);
-    autograd::backward(loss);
-    if (data_parallel) distributed::all_reduce_gradients(params);
-    sgd.step();
-    learner->momentum_update();
+    state.step(loss, /*average_over_ranks=*/data_parallel);
     // Reading one updated weight waits for the whole step's device work.
     sync_device(probe);
     last_loss = data_parallel ? algorithms::global_mean(loss) : loss.item();

@@ -98,13 +98,27 @@ void add_data_options(CLI::App& app, DataOptions& o, bool data_required) {
   o.options["--normalize"] = add_normalize_option(app, o.normalize);
 }
 
+void add_pad_and_channels_options(CLI::App& app, DataOptions& o) {
+  o.options["--pad-to"] = app.add_option("--pad-to", o.pad_to, "Zero-pad images centrally to this size (0: as stored)")
+                              ->check(int_range(0, kMaxImageSide))
+                              ->capture_default_str();
+  o.options["--channels"] = app.add_option("--channels", o.channels, "0: as stored; 3: replicate grayscale to colour")
+                                ->check(one_of({0, 1, 3}))
+                                ->capture_default_str();
+}
+
 data::Dataset load_train(const DataOptions& o) {
   CP_CHECK(!o.data.empty(), "--data", "no dataset given (a built-in name or an HDF5 dataset file)");
   CP_CHECK(o.subset >= 0, "--subset", "must be >= 0, got ", o.subset);
   CP_CHECK(o.pad_to >= 0, "--pad-to", "must be >= 0, got ", o.pad_to);
+  data::Dataset ds = load_train_subset(o);
+  apply_normalize_option(ds, o.normalize);
+  return ds;
+}
+
+data::Dataset load_train_subset(const DataOptions& o) {
   data::Dataset ds = data::load_dataset(o.data, data::Split::train, o.load_options());
   if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
-  apply_normalize_option(ds, o.normalize);
   return ds;
 }
 

@@ -55,6 +55,9 @@ struct DataOptions {
 // as the default), --data-root, --subset, --subset-seed, --pad-to and --channels on `app`, bound
 // to `o` (which must outlive the parse, e.g. held by a shared_ptr captured in the callback).
 void add_data_options(CLI::App& app, DataOptions& o, bool data_required = false);
+// Only --pad-to and --channels, for commands that describe their other data options in their
+// own words (cpoison train, defend).
+void add_pad_and_channels_options(CLI::App& app, DataOptions& o);
 
 // --normalize TEXT on a loaded training set: "" changes nothing (the constants the file records,
 // else the built-in name's); "data": the images' own per-channel statistics; a built-in dataset
@@ -73,6 +76,10 @@ CLI::Option* add_normalize_option(CLI::App& app, std::string& value);
 // Errors (from data::load_dataset / balanced_subset) name the dataset and what is wrong; an
 // empty o.data is an Error asking for --data.
 data::Dataset load_train(const DataOptions& o);
+// The same without --normalize and without checking the options first (load_dataset's and
+// balanced_subset's errors only): for commands that poison the images before they normalise
+// them, or never normalise them.
+data::Dataset load_train_subset(const DataOptions& o);
 // The test split with pad_to/channels applied (never subset: evaluations use the whole test
 // set), or its first `limit` images when limit > 0.
 data::Dataset load_test(const DataOptions& o, int64_t limit = 0);

@@ -22,9 +22,10 @@ namespace {
 using namespace cpoison;
 
 struct Options {
-  std::string method, data, data_root, poison, out, device = "cpu";
-  int64_t subset = 0, pad_to = 0, channels = 0, batch = 256;
-  uint64_t seed = 0, subset_seed = 0;
+  std::string method, poison, out, device = "cpu";
+  tools::DataOptions data;  // --data, --data-root, --subset, --subset-seed, --pad-to, --channels
+  int64_t batch = 256;
+  uint64_t seed = 0;
   bool ignore_fingerprint = false;
   // Method parameters as text, passed through to parse_defense (which checks them).
   std::string p, keep, threshold, eta, mode, std, clip, kernel, sigma, size, quality, bits;
@@ -73,18 +74,13 @@ void run(const Options& o, const std::string& spec) {
   CP_CHECK(d.is_batch_transform(), "--method", d.spec(), " is a training mode, not a preprocessing step (methods: usvt, ",
            "noise, smooth, cutout, jpeg, grayscale, bits)");
   CP_CHECK(o.batch >= 1, "--batch", "must be >= 1, got ", o.batch);
-  CP_CHECK(o.subset >= 0, "--subset", "must be >= 0, got ", o.subset);
+  CP_CHECK(o.data.subset >= 0, "--subset", "must be >= 0, got ", o.data.subset);
   const Device device = tools::parse_device(o.device);
   namespace fs = std::filesystem;
-  CP_CHECK(!fs::exists(o.data) || !fs::exists(o.out) || !fs::equivalent(o.data, o.out), "--out",
-           "would overwrite the input dataset ", o.data);
+  CP_CHECK(!fs::exists(o.data.data) || !fs::exists(o.out) || !fs::equivalent(o.data.data, o.out), "--out",
+           "would overwrite the input dataset ", o.data.data);
 
-  data::LoadOptions lo;
-  lo.root = o.data_root;
-  lo.pad_to = o.pad_to;
-  lo.channels = o.channels;
-  data::Dataset ds = data::load_dataset(o.data, data::Split::train, lo);
-  if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
+  data::Dataset ds = tools::load_train_subset(o.data);
   if (!o.poison.empty()) ds = poison::apply_poison_file(ds, o.poison, o.ignore_fingerprint);
   std::fprintf(stderr, "defend %s: %s%s%s, %lld images %lldx%lldx%lld on %s\n", d.spec().c_str(), ds.name.c_str(),
                o.poison.empty() ? "" : " poisoned by ", o.poison.c_str(), (long long)ds.size(), (long long)ds.height(),
@@ -115,20 +111,15 @@ void setup(CLI::App& app) {
                  "usvt | noise | smooth | cutout | jpeg | grayscale | bits, or a full specification such as "
                  "\"usvt:p=0.25,keep=0.8,mode=channel\" (docs/defenses.md)")
       ->required();
-  app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) or an HDF5 file")
+  app.add_option("--data", o->data.data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) or an HDF5 file")
       ->required();
-  app.add_option("--data-root", o->data_root, "Directory of the dataset's files (see data/README.md)");
+  app.add_option("--data-root", o->data.data_root, "Directory of the dataset's files (see data/README.md)");
   app.add_option("--poison", o->poison, "Poison file (HDF5) applied before the defence, as `cpoison train --poison`");
-  app.add_option("--subset", o->subset, "Class-balanced subset of N images, drawn before the poison (0: all)")
+  app.add_option("--subset", o->data.subset, "Class-balanced subset of N images, drawn before the poison (0: all)")
       ->check(tools::int_range(0, kMaxAxis))
       ->capture_default_str();
-  app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")
-      ->check(tools::int_range(0, kMaxImageSide))
-      ->capture_default_str();
-  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")
-      ->check(tools::one_of({0, 1, 3}))
-      ->capture_default_str();
+  app.add_option("--subset-seed", o->data.subset_seed, "Seed of the subset's choice")->capture_default_str();
+  tools::add_pad_and_channels_options(app, o->data);
   app.add_option("--out", o->out, "Output HDF5 dataset file (training split)")->required();
   app.add_option("--seed", o->seed, "Seed of the defence's random draws (Philox stream 0xDEF0)")->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();

@@ -49,6 +49,9 @@ struct Options {
 };
 
 bool uses_supervised_model(Attack a) { return supervised_attack(a); }
+// The supervised baselines (unlearnable examples, adversarial poisoning) train with crop-flip at
+// the supervised lr; AUE and AAP take the contrastive augmentations (at their strength).
+bool crop_flip_baseline(Attack a) { return a == Attack::unlearnable || a == Attack::adversarial; }
 
 // The PoisonConfig recipe behind --recipe for this attack. CP-S takes the sample-wise schedule;
 // every other attack the class-wise one (its rounds x (model steps, noise batches) loop).
@@ -79,90 +82,106 @@ std::string recipe_for(const std::string& recipe, Attack attack) {
        "' (choose paper, cpu-small, cp-c, cp-s, cpu-small-cp-c, cpu-small-cp-s, aue, aap, cpu-small-aue or cpu-small-aap)");
 }
 
-void setup(CLI::App& app) {
-  auto o = std::make_shared<Options>();
+// The options whose value applies only when given (the recipe's or the attack's default
+// otherwise), read through CLI::Option::count() once the command line is parsed.
+struct Given {
+  CLI::Option *algo = nullptr, *recipe = nullptr, *kind = nullptr, *step = nullptr, *init = nullptr, *width = nullptr,
+              *lr = nullptr, *augment = nullptr;
   // Options that override the recipe: applied after the recipe, only when given.
-  auto overrides = std::make_shared<std::vector<std::pair<CLI::Option*, std::function<void(PoisonConfig&)>>>>();
-  auto overriding = [overrides](CLI::Option* opt, std::function<void(PoisonConfig&)> apply) {
-    overrides->emplace_back(opt, std::move(apply));
-    return opt;
-  };
+  std::vector<std::pair<CLI::Option*, std::function<void(PoisonConfig&)>>> overrides;
+  // The recipe's knobs (PoisonConfig::visit), by field key.
+  tools::FieldFlags knobs;
 
-  // ---- attack
+  CLI::Option* overriding(CLI::Option* opt, std::function<void(PoisonConfig&)> apply) {
+    overrides.emplace_back(opt, std::move(apply));
+    return opt;
+  }
+};
+
+void add_attack_flags(CLI::App& app, const std::shared_ptr<Options>& o, Given& given) {
   app.add_option("--attack", o->attack,
                  "cp-s | cp-c | random | unlearnable | adversarial | aue | aap | pattern (class-wise gratings, "
                  "docs/attacks.md)")
       ->required();
-  auto* algo_opt = app.add_option("--algo", o->algo,
-                 "Attacker's algorithm: simclr | moco | byol (unlearnable and adversarial always train a supervised "
-                 "classifier)")
-      ->capture_default_str();
+  given.algo = app.add_option("--algo", o->algo,
+                              "Attacker's algorithm: simclr | moco | byol (unlearnable and adversarial always train a "
+                              "supervised classifier)")
+                   ->capture_default_str();
   app.add_flag("--dual-branch", o->dual_branch, "Gradients into the noise also through the momentum branch (MoCo, BYOL)");
   app.add_flag("--byol-detach-target", o->byol_detach_target,
                "BYOL: detach the target inside the loss as the authors' release does");
-  app.add_option("--recipe", o->recipe,
-                 "paper: docs/reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); cp-s: "
-                 "200 rounds x (one epoch, one pass x 5 PGD steps); batch 512, cosine lr); cpu-small: "
-                 "docs/cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, cp-s "
-                 "12); cp-c / cp-s: the paper's, named explicitly; --attack aue / aap: their papers' CIFAR-10 settings "
-                 "(aue, aap) or cpu-small-aue / cpu-small-aap (docs/attacks.md). Flags given explicitly win.")
-      ->capture_default_str();
-  auto* kind_opt = app.add_option("--kind", o->kind, "sample | class (random, unlearnable, aue, aap; default sample; pattern: class)");
-  // ---- noise
+  given.recipe =
+      app.add_option("--recipe", o->recipe,
+                     "paper: docs/reference-implementation.md §2 (cp-c: 1000 rounds x (20 model steps, 20 noise batches); "
+                     "cp-s: 200 rounds x (one epoch, one pass x 5 PGD steps); batch 512, cosine lr); cpu-small: "
+                     "docs/cpu-scale-reference.md (width 8, 5000-image subset, batch 256, constant lr 0.3, cp-c 10 rounds, "
+                     "cp-s 12); cp-c / cp-s: the paper's, named explicitly; --attack aue / aap: their papers' CIFAR-10 "
+                     "settings (aue, aap) or cpu-small-aue / cpu-small-aap (docs/attacks.md). Flags given explicitly win.")
+          ->capture_default_str();
+  given.kind =
+      app.add_option("--kind", o->kind, "sample | class (random, unlearnable, aue, aap; default sample; pattern: class)");
+}
+
+// The noise: eps, the PGD step, the start, and the recipe's knobs from PoisonConfig's field list
+// (AUE / AAP / TUE / pattern: docs/attacks.md).
+void add_noise_flags(CLI::App& app, const std::shared_ptr<Options>& o, Given& given) {
   app.add_option("--eps", o->eps, "L-infinity radius in pixel units, a number or a fraction (8/255)")
-                      ->capture_default_str();
-  overriding(app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)")
-                 ->check(tools::fraction_range({0, 2, true, false})),
-             [o](PoisonConfig& c) { c.step = tools::parse_fraction(o->step, "--step"); });
-  auto* init_opt = app.add_option("--init", o->init, "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
+      ->capture_default_str();
+  given.step = given.overriding(
+      app.add_option("--step", o->step, "PGD step in unit scale (0.1 = eps/10; fractions allowed)")
+          ->check(tools::fraction_range({0, 2, true, false})),
+      [o](PoisonConfig& c) { c.step = tools::parse_fraction(o->step, "--step"); });
+  given.init = app.add_option("--init", o->init,
+                              "Initial noise: uniform | zero | file (default: the recipe's, uniform; aue, aap: zero)");
   app.add_option("--init-file", o->init_file,
                  "Poison file to start from (implies --init file): class-wise noise is copied to each image by label");
-  // ---- the recipe's knobs, from PoisonConfig's field list (AUE / AAP / TUE / pattern: docs/attacks.md)
-  const auto knob_flags = std::make_shared<tools::FieldFlags>(tools::add_flags(app, o->knobs, {}, /*show_defaults=*/false));
-  {
-    const tools::FieldFlags& f = *knob_flags;
-    f.at("rounds")->check(tools::int_range(1, tools::kMaxEpochs));
-    f.at("model_steps")->check(tools::int_range(0, kMaxAxis));
-    f.at("noise_batches")->check(tools::int_range(0, kMaxAxis));
-    f.at("pgd_steps")->check(tools::int_range(1, tools::kMaxEpochs));
-    f.at("batch_size")->check(tools::int_range(2, kMaxAxis));
-    f.at("momentum")->check(tools::in_range({0, 1, false, true}));
-    f.at("weight_decay")->check(tools::real_range(0, 1));
-    f.at("final_lr_fraction")->check(tools::real_range(0, 1));
-    f.at("ratio")->check(tools::in_range({0, 1, true, false}));
-    f.at("pretrain_epochs")->check(tools::int_range(0, tools::kMaxEpochs));
-    f.at("pretrain_warmup_epochs")->check(CLI::NonNegativeNumber);
-    f.at("target_shift")->check(CLI::PositiveNumber);
-    f.at("augment_strength")->check(CLI::Range(0.0, 2.0));
-    f.at("separability")->check(CLI::NonNegativeNumber);
-    f.at("separability_space")->check(CLI::IsMember({"noise", "embedding", "features"}));
-    f.at("attack_loss_weight")->check(CLI::Range(0.0, 1e6));
-    f.at("pattern_period")->check(CLI::Range(2.0, 1e6));
-    f.at("pattern_blank")->check(CLI::Range(int64_t(-1), kMaxAxis));
-  }
-  // ---- attacker's model and optimiser
+  given.knobs = tools::add_flags(app, o->knobs, {}, /*show_defaults=*/false);
+  const tools::FieldFlags& f = given.knobs;
+  f.at("rounds")->check(tools::int_range(1, tools::kMaxEpochs));
+  f.at("model_steps")->check(tools::int_range(0, kMaxAxis));
+  f.at("noise_batches")->check(tools::int_range(0, kMaxAxis));
+  f.at("pgd_steps")->check(tools::int_range(1, tools::kMaxEpochs));
+  f.at("batch_size")->check(tools::int_range(2, kMaxAxis));
+  f.at("momentum")->check(tools::in_range({0, 1, false, true}));
+  f.at("weight_decay")->check(tools::real_range(0, 1));
+  f.at("final_lr_fraction")->check(tools::real_range(0, 1));
+  f.at("ratio")->check(tools::in_range({0, 1, true, false}));
+  f.at("pretrain_epochs")->check(tools::int_range(0, tools::kMaxEpochs));
+  f.at("pretrain_warmup_epochs")->check(CLI::NonNegativeNumber);
+  f.at("target_shift")->check(CLI::PositiveNumber);
+  f.at("augment_strength")->check(CLI::Range(0.0, 2.0));
+  f.at("separability")->check(CLI::NonNegativeNumber);
+  f.at("separability_space")->check(CLI::IsMember({"noise", "embedding", "features"}));
+  f.at("attack_loss_weight")->check(CLI::Range(0.0, 1e6));
+  f.at("pattern_period")->check(CLI::Range(2.0, 1e6));
+  f.at("pattern_blank")->check(CLI::Range(int64_t(-1), kMaxAxis));
+}
+
+// The attacker's model and optimiser.
+void add_model_flags(CLI::App& app, const std::shared_ptr<Options>& o, Given& given) {
   app.add_option("--model", o->model, "Backbone (resnet18, resnet34, resnet50, vgg19, densenet121, mobilenetv2)")
       ->capture_default_str();
-  auto* width_opt = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)")
-      ->check(tools::int_range(1, models::kMaxWidth));
-  auto* lr_opt = app.add_option("--lr", o->lr,
-                                "Attacker lr (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1; "
-                                "default: the recipe's)")->check(tools::real_range(0, 1000));
-  overriding(app.add_option("--schedule", o->schedule, "Attacker lr over the rounds: cosine | constant (default: the recipe's)")
-                 ->check(CLI::IsMember({"cosine", "constant"})),
-             [o](PoisonConfig& c) { c.cosine = o->schedule == "cosine"; });
-  auto* augment_opt = app.add_option("--augment", o->augment,
-                                     "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
-                                     "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
-                                     "--augment-strength)");
+  given.width = app.add_option("--width", o->width, "Base width (default: 64; recipe cpu-small: 8)")
+                    ->check(tools::int_range(1, models::kMaxWidth));
+  given.lr = app.add_option("--lr", o->lr,
+                            "Attacker lr (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1; "
+                            "default: the recipe's)")
+                 ->check(tools::real_range(0, 1000));
+  given.overriding(
+      app.add_option("--schedule", o->schedule, "Attacker lr over the rounds: cosine | constant (default: the recipe's)")
+          ->check(CLI::IsMember({"cosine", "constant"})),
+      [o](PoisonConfig& c) { c.cosine = o->schedule == "cosine"; });
+  given.augment = app.add_option("--augment", o->augment,
+                                 "simclr | cpu-small | crop-flip | none (default: simclr; recipe cpu-small: cpu-small; "
+                                 "unlearnable and adversarial: crop-flip; aue and aap: simclr / cpu-small at "
+                                 "--augment-strength)");
   tools::experiment::add_algo_flags(app, o->algo_settings);
   app.add_option("--loss-scale", o->loss_scale, "Multiply the loss (the release: temperature/0.07)")
       ->check(tools::in_range({0, 1e6, true, false}))
       ->capture_default_str();
-  // ---- data
-  tools::add_data_options(app, o->data, /*data_required=*/true);
-  o->data.option("--subset")->description("Use a class-balanced subset of N training images (0: all; recipe cpu-small: 5000)");
-  // ---- run
+}
+
+void add_run_flags(CLI::App& app, const std::shared_ptr<Options>& o) {
   app.add_option("--seed", o->seed, "Seed of the noise init, weights, batch order, augmentations, poisoned rows")
       ->capture_default_str();
   app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();
@@ -179,212 +198,256 @@ void setup(CLI::App& app) {
       ->capture_default_str();
   // For tests: stop after N rounds as a kill would (no poison file; the checkpoint stays).
   app.add_option("--stop-after-rounds", o->stop_after_rounds)->check(tools::int_range(0, tools::kMaxEpochs))->group("");
+}
 
-  CLI::Option* pgd_opt = app.get_option("--pgd-steps");
-  CLI::Option* step_opt = app.get_option("--step");
-  CLI::Option* recipe_opt = app.get_option("--recipe");
-  app.callback([o, overrides, knob_flags, algo_opt, kind_opt, width_opt, lr_opt, augment_opt, init_opt, pgd_opt, step_opt, recipe_opt] {
-    const auto t0 = std::chrono::steady_clock::now();
-    const Attack attack = parse_attack(o->attack);
-    const double eps = tools::parse_fraction(o->eps, "--eps");
-    CP_CHECK(eps > 0 && eps <= 1, "--eps", "eps ", o->eps, " outside (0, 1]: it is in pixel units, e.g. 8/255 (= 0.0314)");
-    const std::string recipe = recipe_for(o->recipe, attack);
-    const bool cpu_small = recipe.rfind("cpu-small", 0) == 0;
-    const Algo requested_algo = algorithms::parse_algo(o->algo);
-    const Algo algo = uses_supervised_model(attack) ? Algo::supervised : requested_algo;
-    Device device = tools::parse_device(o->device);
-    CP_CHECK(!o->out.empty(), "--out", "no output file given");
-    {
-      std::filesystem::path parent = std::filesystem::path(o->out).parent_path();
-      CP_CHECK(parent.empty() || std::filesystem::is_directory(parent), "--out", "directory '", parent.string(),
-               "' does not exist");
-    }
+// What the attack, recipe and algorithm flags resolve to, before the data is read.
+struct Resolved {
+  Attack attack;
+  double eps;
+  std::string recipe;  // a PoisonConfig recipe (recipe_for)
+  bool cpu_small;
+  Algo requested_algo, algo;  // --algo, and the algorithm the attacker trains
+  Device device;
+  std::string augment;  // the augmentation list's name
+};
 
-    // ---- data (cpu-small poisons the same 5000-image subset `cpoison train --preset cpu-small` uses)
-    if (cpu_small && !o->data.given("--subset")) o->data.subset = 5000;
-    data::Dataset ds = tools::load_train(o->data);
+Resolved resolve(const Options& o, const Given& given) {
+  Resolved r;
+  r.attack = parse_attack(o.attack);
+  r.eps = tools::parse_fraction(o.eps, "--eps");
+  CP_CHECK(r.eps > 0 && r.eps <= 1, "--eps", "eps ", o.eps, " outside (0, 1]: it is in pixel units, e.g. 8/255 (= 0.0314)");
+  r.recipe = recipe_for(o.recipe, r.attack);
+  r.cpu_small = r.recipe.rfind("cpu-small", 0) == 0;
+  r.requested_algo = algorithms::parse_algo(o.algo);
+  r.algo = uses_supervised_model(r.attack) ? Algo::supervised : r.requested_algo;
+  r.device = tools::parse_device(o.device);
+  CP_CHECK(!o.out.empty(), "--out", "no output file given");
+  {
+    std::filesystem::path parent = std::filesystem::path(o.out).parent_path();
+    CP_CHECK(parent.empty() || std::filesystem::is_directory(parent), "--out", "directory '", parent.string(),
+             "' does not exist");
+  }
+  r.augment = given.augment->count()          ? o.augment
+              : crop_flip_baseline(r.attack) ? "crop-flip"
+              : r.cpu_small                  ? "cpu-small"
+                                             : "simclr";
+  return r;
+}
 
-    // ---- config: recipe, then the defaults that depend on it, then every flag given
-    PoisonConfig cfg = PoisonConfig::recipe(recipe, algo);
-    cfg.attack = attack;
-    // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
-    cfg.kind = kind_opt->count() ? o->kind : attack == Attack::cp_class || attack == Attack::pattern ? "class" : "sample";
-    cfg.eps = eps;
-    cfg.model = o->model;
-    cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;
-    cfg.model_options.in_channels = ds.channels();
-    // The supervised baselines use crop-flip; AUE and AAP the contrastive list (at their strength).
-    const bool crop_flip_baseline = attack == Attack::unlearnable || attack == Attack::adversarial;
-    std::string aug = augment_opt->count()  ? o->augment
-                      : crop_flip_baseline ? "crop-flip"
-                      : cpu_small          ? "cpu-small"
-                                           : "simclr";
-    // Drawn noise (random, pattern) trains nothing, so it needs no normalisation constants (a hand-written file
-    // without them is refused only where the constants are used).
-    cfg.augment = synthetic_attack(attack) ? algorithms::make_augment(aug, "cifar10", ds.channels(), ds.height(), ds.width())
-                                           : algorithms::make_augment(aug, ds);
-    if (crop_flip_baseline) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
-    // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
-    if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
-    for (auto& [opt, apply] : *overrides)
-      if (opt->count()) apply(cfg);
-    tools::copy_given(cfg, o->knobs, *knob_flags);
-    // AAP's step is 2.5 eps / iterations (aap.py): it follows --pgd-steps unless --step is given.
-    // (At most 2, the width of [-1, 1]: one step then reaches any value.)
-    if (attack == Attack::aap && pgd_opt->count() && !step_opt->count())
-      cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
-    if (lr_opt->count()) cfg.lr = o->lr > 0 ? o->lr : algorithms::TrainConfig::default_lr(algo);
-    algorithms::AlgoConfig& ac = cfg.algo_config;
-    tools::experiment::apply_algo(o->algo_settings, ac);
-    ac.dual_branch = o->dual_branch;
-    ac.byol_detach_target = o->byol_detach_target;
-    ac.loss_scale = o->loss_scale;
-    ac.seed = o->seed;
-    // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
-    CP_CHECK(o->init_file.empty() || !init_opt->count() || o->init == "file", "--init-file",
-             "starts from a file; it cannot go with --init ", o->init);
-    if (!o->init_file.empty()) cfg.init = "file";
-    else if (init_opt->count()) cfg.init = o->init;
-    cfg.init_file = o->init_file;
-    cfg.seed = o->seed;
-    cfg.device = device;
-    cfg.checkpoint_path = tools::with_suffix(o->out, ".ckpt.h5");
-    cfg.checkpoint_every = o->checkpoint_every;
-    cfg.resume = o->resume;
-    cfg.allow_changed = o->allow_changed;
-    cfg.progress_seconds = o->progress_seconds;
-    if (o->stop_after_rounds > 0) {
-      int64_t stop = o->stop_after_rounds;
-      cfg.on_round_end = [stop](int64_t done) { return done < stop; };
-    }
-    cfg.validate();
+// The config: the recipe, then the defaults that depend on it, then every flag given.
+PoisonConfig poison_config(const Options& o, const Given& given, const Resolved& r, const data::Dataset& ds) {
+  const Attack attack = r.attack;
+  PoisonConfig cfg = PoisonConfig::recipe(r.recipe, r.algo);
+  cfg.attack = attack;
+  // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
+  cfg.kind = given.kind->count() ? o.kind : attack == Attack::cp_class || attack == Attack::pattern ? "class" : "sample";
+  cfg.eps = r.eps;
+  cfg.model = o.model;
+  cfg.model_options.width = given.width->count() ? o.width : r.cpu_small ? 8 : 64;
+  cfg.model_options.in_channels = ds.channels();
+  // Drawn noise (random, pattern) trains nothing, so it needs no normalisation constants (a hand-written file
+  // without them is refused only where the constants are used).
+  cfg.augment = synthetic_attack(attack)
+                    ? algorithms::make_augment(r.augment, "cifar10", ds.channels(), ds.height(), ds.width())
+                    : algorithms::make_augment(r.augment, ds);
+  if (crop_flip_baseline(attack)) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
+  // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
+  if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
+  for (auto& [opt, apply] : given.overrides)
+    if (opt->count()) apply(cfg);
+  tools::copy_given(cfg, o.knobs, given.knobs);
+  // AAP's step is 2.5 eps / iterations (aap.py): it follows --pgd-steps unless --step is given.
+  // (At most 2, the width of [-1, 1]: one step then reaches any value.)
+  if (attack == Attack::aap && given.knobs.at("pgd_steps")->count() && !given.step->count())
+    cfg.step = std::min(2.0, 2.5 / (double)std::max<int64_t>(1, cfg.pgd_steps));
+  if (given.lr->count()) cfg.lr = o.lr > 0 ? o.lr : algorithms::TrainConfig::default_lr(r.algo);
+  algorithms::AlgoConfig& ac = cfg.algo_config;
+  tools::experiment::apply_algo(o.algo_settings, ac);
+  ac.dual_branch = o.dual_branch;
+  ac.byol_detach_target = o.byol_detach_target;
+  ac.loss_scale = o.loss_scale;
+  ac.seed = o.seed;
+  // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
+  CP_CHECK(o.init_file.empty() || !given.init->count() || o.init == "file", "--init-file",
+           "starts from a file; it cannot go with --init ", o.init);
+  if (!o.init_file.empty()) cfg.init = "file";
+  else if (given.init->count()) cfg.init = o.init;
+  cfg.init_file = o.init_file;
+  cfg.seed = o.seed;
+  cfg.device = r.device;
+  cfg.checkpoint_path = tools::with_suffix(o.out, ".ckpt.h5");
+  cfg.checkpoint_every = o.checkpoint_every;
+  cfg.resume = o.resume;
+  cfg.allow_changed = o.allow_changed;
+  cfg.progress_seconds = o.progress_seconds;
+  if (o.stop_after_rounds > 0) {
+    int64_t stop = o.stop_after_rounds;
+    cfg.on_round_end = [stop](int64_t done) { return done < stop; };
+  }
+  cfg.validate();
+  return cfg;
+}
 
-    // ---- settings, printed and recorded in the poison file
-    const std::string picture = tools::with_suffix(o->out, ".png");
-    nlohmann::json settings{{"attack", attack_name(attack)},
-                            {"kind", cfg.kind},
-                            {"algorithm", algorithms::algo_name(algo)},
-                            {"dual_branch", ac.dual_branch},
-                            {"recipe", recipe},
-                            {"eps", cfg.eps},
-                            {"step", cfg.step},
-                            {"rounds", cfg.rounds},
-                            {"model_steps", cfg.model_steps},
-                            {"noise_batches", cfg.noise_batches},
-                            {"pgd_steps", cfg.pgd_steps},
-                            {"batch_size", cfg.batch_size},
-                            {"lr", cfg.lr},
-                            {"momentum", cfg.momentum},
-                            {"weight_decay", cfg.weight_decay},
-                            {"schedule", cfg.cosine ? "cosine" : "constant"},
-                            {"final_lr_fraction", cfg.final_lr_fraction},
-                            {"init", cfg.init},
-                            {"init_file", cfg.init_file},
-                            {"ratio", cfg.ratio},
-                            {"pretrain_epochs", cfg.pretrain_epochs},
-                            {"pretrain_warmup_epochs", cfg.pretrain_warmup_epochs},
-                            {"target_shift", cfg.target_shift},
-                            {"augment_strength", cfg.augment_strength},
-                            {"separability", cfg.separability},
-                            {"separability_space", cfg.separability_space},
-                            {"separability_detach_spread", cfg.separability_detach_spread},
-                            {"attack_loss_weight", cfg.attack_loss_weight},
-                            {"pattern_period", cfg.pattern_period},
-                            {"pattern_blank", cfg.pattern_blank},
-                            {"model", cfg.model},
-                            {"width", cfg.model_options.width},
-                            {"augment", aug},
-                            {"seed", cfg.seed},
-                            {"data", o->data.data},
-                            {"subset", o->data.subset},
-                            {"subset_seed", o->data.subset_seed},
-                            {"pad_to", o->data.pad_to},
-                            {"channels", o->data.channels}};
-    const std::string attacker = synthetic_attack(attack) ? std::string()
-                                : std::string(" against ") + algorithms::algo_name(algo) + (ac.dual_branch ? " (dual branch)" : "");
-    // The first line names the recipe (and says when it is the default), so that a run that took
-    // the paper's width-64 recipe without --recipe cpu-small shows it before it starts.
-    const std::string recipe_note =
-        attack == Attack::random ? std::string()
-                                 : ", recipe " + recipe + " (width " + std::to_string(cfg.model_options.width) +
-                                       (o->recipe == "paper" && !recipe_opt->count()
-                                            ? "; the default: --recipe cpu-small for the CPU scale)"
-                                            : ")");
-    std::fprintf(stderr, "poison %s (%s-wise)%s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
-                 cfg.kind.c_str(), attacker.c_str(), recipe_note.c_str(),
-                 o->data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
-                 (long long)ds.channels(), (long long)ds.classes);
-    if (uses_supervised_model(attack) && algo_opt->count() && requested_algo != Algo::supervised)
-      std::fprintf(stderr, "  note: %s trains a supervised classifier; --algo %s is not used\n", attack_name(attack),
-                   o->algo.c_str());
-    if (attack == Attack::random)
-      std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
-                   tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
-    else if (attack == Attack::pattern)
-      std::fprintf(stderr,
-                   "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, %s, ratio %g, seed %llu\n",
-                   tools::format_pixels(cfg.eps).c_str(), cfg.pattern_period,
-                   cfg.pattern_blank < 0 ? "every class a grating"
-                                         : ("class " + std::to_string(cfg.pattern_blank) + " without").c_str(),
-                   cfg.ratio, (unsigned long long)cfg.seed);
-    else
-      std::fprintf(stderr,
-                   "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
-                   "batch %lld, lr %g (%s), init %s, ratio %g\n",
-                   recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
-                   (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
-                   (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
-    if (!synthetic_attack(attack))
-      std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
-                   cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
-                   o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
-    if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
-      char line[256];
-      int at = std::snprintf(line, sizeof line, "  augment strength %g", cfg.augment_strength);
-      if (attack == Attack::aap)
-        at += std::snprintf(line + at, sizeof line - at, ", pre-training %lld epochs (warm-up %lld), target (y + %lld) mod classes",
-                            (long long)cfg.pretrain_epochs, (long long)cfg.pretrain_warmup_epochs, (long long)cfg.target_shift);
-      if (cfg.separability > 0)
-        std::snprintf(line + at, sizeof line - at, ", separability %g on the %s%s", cfg.separability,
-                      cfg.separability_space.c_str(), cfg.separability_detach_spread ? " (spreads detached)" : "");
-      std::fprintf(stderr, "%s\n", line);
-    }
-    if (!o->resume && std::filesystem::exists(cfg.checkpoint_path))
-      std::fprintf(stderr, "  note: %s exists; starting over (pass --resume to continue it)\n", cfg.checkpoint_path.c_str());
+// The settings recorded in the poison file (its `settings` attribute).
+nlohmann::json recorded_settings(const Options& o, const Resolved& r, const PoisonConfig& cfg) {
+  return {{"attack", attack_name(r.attack)},
+          {"kind", cfg.kind},
+          {"algorithm", algorithms::algo_name(r.algo)},
+          {"dual_branch", cfg.algo_config.dual_branch},
+          {"recipe", r.recipe},
+          {"eps", cfg.eps},
+          {"step", cfg.step},
+          {"rounds", cfg.rounds},
+          {"model_steps", cfg.model_steps},
+          {"noise_batches", cfg.noise_batches},
+          {"pgd_steps", cfg.pgd_steps},
+          {"batch_size", cfg.batch_size},
+          {"lr", cfg.lr},
+          {"momentum", cfg.momentum},
+          {"weight_decay", cfg.weight_decay},
+          {"schedule", cfg.cosine ? "cosine" : "constant"},
+          {"final_lr_fraction", cfg.final_lr_fraction},
+          {"init", cfg.init},
+          {"init_file", cfg.init_file},
+          {"ratio", cfg.ratio},
+          {"pretrain_epochs", cfg.pretrain_epochs},
+          {"pretrain_warmup_epochs", cfg.pretrain_warmup_epochs},
+          {"target_shift", cfg.target_shift},
+          {"augment_strength", cfg.augment_strength},
+          {"separability", cfg.separability},
+          {"separability_space", cfg.separability_space},
+          {"separability_detach_spread", cfg.separability_detach_spread},
+          {"attack_loss_weight", cfg.attack_loss_weight},
+          {"pattern_period", cfg.pattern_period},
+          {"pattern_blank", cfg.pattern_blank},
+          {"model", cfg.model},
+          {"width", cfg.model_options.width},
+          {"augment", r.augment},
+          {"seed", cfg.seed},
+          {"data", o.data.data},
+          {"subset", o.data.subset},
+          {"subset_seed", o.data.subset_seed},
+          {"pad_to", o.data.pad_to},
+          {"channels", o.data.channels}};
+}
 
-    PoisonResult res = generate_poison(ds, cfg, o->data.data, o->data.subset);
-    const Poison& p = res.poison;
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!res.finished) {
-      std::printf("stopped after round %lld of %lld, %.1f s; checkpoint %s (rerun with --resume to finish)\n",
-                  (long long)p.rounds_done, (long long)cfg.rounds, secs, cfg.checkpoint_path.c_str());
-      return;
-    }
+// The lines on stderr before the run: the attack and recipe, the noise's settings, the model's.
+void print_plan(const Options& o, const Given& given, const Resolved& r, const PoisonConfig& cfg, const data::Dataset& ds) {
+  const Attack attack = r.attack;
+  const std::string attacker = synthetic_attack(attack) ? std::string()
+                               : std::string(" against ") + algorithms::algo_name(r.algo) +
+                                     (cfg.algo_config.dual_branch ? " (dual branch)" : "");
+  // The first line names the recipe (and says when it is the default), so that a run that took
+  // the paper's width-64 recipe without --recipe cpu-small shows it before it starts.
+  const std::string recipe_note =
+      attack == Attack::random ? std::string()
+                               : ", recipe " + r.recipe + " (width " + std::to_string(cfg.model_options.width) +
+                                     (o.recipe == "paper" && !given.recipe->count()
+                                          ? "; the default: --recipe cpu-small for the CPU scale)"
+                                          : ")");
+  std::fprintf(stderr, "poison %s (%s-wise)%s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
+               cfg.kind.c_str(), attacker.c_str(), recipe_note.c_str(),
+               o.data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
+               (long long)ds.channels(), (long long)ds.classes);
+  if (uses_supervised_model(attack) && given.algo->count() && r.requested_algo != Algo::supervised)
+    std::fprintf(stderr, "  note: %s trains a supervised classifier; --algo %s is not used\n", attack_name(attack),
+                 o.algo.c_str());
+  if (attack == Attack::random)
+    std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
+                 tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
+  else if (attack == Attack::pattern)
+    std::fprintf(stderr,
+                 "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, %s, ratio %g, seed %llu\n",
+                 tools::format_pixels(cfg.eps).c_str(), cfg.pattern_period,
+                 cfg.pattern_blank < 0 ? "every class a grating"
+                                       : ("class " + std::to_string(cfg.pattern_blank) + " without").c_str(),
+                 cfg.ratio, (unsigned long long)cfg.seed);
+  else
+    std::fprintf(stderr,
+                 "  recipe %s: eps %s, step %g, rounds %lld, model steps %lld, noise batches %lld, pgd steps %lld, "
+                 "batch %lld, lr %g (%s), init %s, ratio %g\n",
+                 r.recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
+                 (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
+                 (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
+  if (!synthetic_attack(attack))
+    std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
+                 cfg.model.c_str(), (long long)cfg.model_options.width, r.augment.c_str(), (unsigned long long)cfg.seed,
+                 o.device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+  if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
+    char line[256];
+    int at = std::snprintf(line, sizeof line, "  augment strength %g", cfg.augment_strength);
+    if (attack == Attack::aap)
+      at += std::snprintf(line + at, sizeof line - at, ", pre-training %lld epochs (warm-up %lld), target (y + %lld) mod classes",
+                          (long long)cfg.pretrain_epochs, (long long)cfg.pretrain_warmup_epochs, (long long)cfg.target_shift);
+    if (cfg.separability > 0)
+      std::snprintf(line + at, sizeof line - at, ", separability %g on the %s%s", cfg.separability,
+                    cfg.separability_space.c_str(), cfg.separability_detach_spread ? " (spreads detached)" : "");
+    std::fprintf(stderr, "%s\n", line);
+  }
+  if (!o.resume && std::filesystem::exists(cfg.checkpoint_path))
+    std::fprintf(stderr, "  note: %s exists; starting over (pass --resume to continue it)\n", cfg.checkpoint_path.c_str());
+}
 
-    io::Attrs extra{{"dataset_name", ds.name},
-                    {"subset_seed", (int64_t)o->data.subset_seed},
-                    {"pad_to", o->data.pad_to},
-                    {"channels", o->data.channels},
-                    {"data_fingerprint", tools::data_fingerprint(ds)},
-                    {"recipe", recipe},
-                    {"model", cfg.model},
-                    {"width", cfg.model_options.width},
-                    {"augment", aug},
-                    {"settings", settings.dump()}};
-    const std::vector<int64_t> rows = ds.rows();
-    if (distributed::is_root()) {  // issue #15: under mpirun every rank holds the same poison; rank 0 writes it
-      tools::save_poison_with_attrs(o->out, p, extra, {{"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})}});
-      tools::write_poison_overview(picture, p, ds);
-    }
-    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    char loss[64] = "";
-    if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
-    std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
-                "picture %s\n",
-                o->data.describe().c_str(), attack_name(attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
-                (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
-                (long long)p.rounds_total, loss, secs, o->out.c_str(), picture.c_str());
-  });
+// The poison file (with the data's and the run's attributes) and its picture; rank 0 alone
+// writes them (issue #15: under mpirun every rank holds the same poison).
+void write_poison(const Options& o, const Resolved& r, const PoisonConfig& cfg, const Poison& p, const data::Dataset& ds,
+                  const nlohmann::json& settings, const std::string& picture) {
+  io::Attrs extra{{"dataset_name", ds.name},
+                  {"subset_seed", (int64_t)o.data.subset_seed},
+                  {"pad_to", o.data.pad_to},
+                  {"channels", o.data.channels},
+                  {"data_fingerprint", tools::data_fingerprint(ds)},
+                  {"recipe", r.recipe},
+                  {"model", cfg.model},
+                  {"width", cfg.model_options.width},
+                  {"augment", r.augment},
+                  {"settings", settings.dump()}};
+  const std::vector<int64_t> rows = ds.rows();
+  if (!distributed::is_root()) return;
+  tools::save_poison_with_attrs(o.out, p, extra, {{"source_rows", Tensor::from_vector(rows, {(int64_t)rows.size()})}});
+  tools::write_poison_overview(picture, p, ds);
+}
+
+void run(Options& o, const Given& given) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Resolved r = resolve(o, given);
+  // cpu-small poisons the same 5000-image subset `cpoison train --preset cpu-small` uses.
+  if (r.cpu_small && !o.data.given("--subset")) o.data.subset = 5000;
+  data::Dataset ds = tools::load_train(o.data);
+  const PoisonConfig cfg = poison_config(o, given, r, ds);
+  const std::string picture = tools::with_suffix(o.out, ".png");
+  const nlohmann::json settings = recorded_settings(o, r, cfg);
+  print_plan(o, given, r, cfg, ds);
+
+  PoisonResult res = generate_poison(ds, cfg, o.data.data, o.data.subset);
+  const Poison& p = res.poison;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!res.finished) {
+    std::printf("stopped after round %lld of %lld, %.1f s; checkpoint %s (rerun with --resume to finish)\n",
+                (long long)p.rounds_done, (long long)cfg.rounds, secs, cfg.checkpoint_path.c_str());
+    return;
+  }
+  write_poison(o, r, cfg, p, ds, settings, picture);
+  secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  char loss[64] = "";
+  if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
+  std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
+              "picture %s\n",
+              o.data.describe().c_str(), attack_name(r.attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
+              (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
+              (long long)p.rounds_total, loss, secs, o.out.c_str(), picture.c_str());
+}
+
+void setup(CLI::App& app) {
+  auto o = std::make_shared<Options>();
+  auto given = std::make_shared<Given>();
+  add_attack_flags(app, o, *given);
+  add_noise_flags(app, o, *given);
+  add_model_flags(app, o, *given);
+  tools::add_data_options(app, o->data, /*data_required=*/true);
+  o->data.option("--subset")->description("Use a class-balanced subset of N training images (0: all; recipe cpu-small: 5000)");
+  add_run_flags(app, o);
+  app.callback([o, given] { run(*o, *given); });
 }
 
 }  // namespace

@@ -135,21 +135,21 @@ void setup(CLI::App& app) {
     }
     io::Attrs attrs;
     if (!o->encoder.empty()) attrs = io::H5Reader(o->encoder).file_attrs();
-    std::string data = !o->data.empty() ? o->data : attr_or(attrs, "dataset", std::string("fashion-mnist"));
-    int64_t subset = o->subset >= 0 ? o->subset : attr_or(attrs, "subset", int64_t(0));
-    int64_t subset_seed = o->subset_seed >= 0 ? o->subset_seed : attr_or(attrs, "subset_seed", int64_t(0));
-    data::LoadOptions lo;
-    lo.root = o->data_root;
-    lo.pad_to = o->pad_to >= 0 ? o->pad_to : attr_or(attrs, "pad_to", int64_t(0));
-    lo.channels = o->channels >= 0 ? o->channels : attr_or(attrs, "channels", int64_t(0));
+    // The checkpoint's data unless given.
+    tools::DataOptions d;
+    d.data = !o->data.empty() ? o->data : attr_or(attrs, "dataset", std::string("fashion-mnist"));
+    d.data_root = o->data_root;
+    d.subset = o->subset >= 0 ? o->subset : attr_or(attrs, "subset", int64_t(0));
+    d.subset_seed = (uint64_t)(o->subset_seed >= 0 ? o->subset_seed : attr_or(attrs, "subset_seed", int64_t(0)));
+    d.pad_to = o->pad_to >= 0 ? o->pad_to : attr_or(attrs, "pad_to", int64_t(0));
+    d.channels = o->channels >= 0 ? o->channels : attr_or(attrs, "channels", int64_t(0));
     std::string mode = !o->mode.empty() ? o->mode
                        : (o->random_init || attr_or(attrs, "preset", std::string()) == "cpu-small") ? "features"
                                                                                                     : "sgd";
 
-    data::Dataset train_set = data::load_dataset(data, data::Split::train, lo);
-    if (subset > 0) train_set = data::balanced_subset(train_set, subset, (uint64_t)subset_seed);
+    data::Dataset train_set = tools::load_train_subset(d);
     if (!o->poison.empty()) train_set = poison::apply_poison_file(train_set, o->poison, o->ignore_fingerprint);
-    data::Dataset test_set = data::load_dataset(data, data::Split::test, lo);
+    data::Dataset test_set = data::load_dataset(d.data, data::Split::test, d.load_options());
     if (o->test_subset > 0) test_set = data::take_first(test_set, o->test_subset);
 
     models::EncoderPtr encoder;
@@ -215,8 +215,8 @@ void setup(CLI::App& app) {
       std::ofstream out(o->json, std::ios::app);
       CP_CHECK(out.good(), o->json, "cannot open for appending");
       nlohmann::json j{{"encoder", o->random_init ? std::string("random-init") : o->encoder},
-                       {"data", data},
-                       {"subset", subset},
+                       {"data", d.data},
+                       {"subset", d.subset},
                        {"poison", o->poison},
                        {"mode", mode},
                        {"final_accuracy", r.final_accuracy},

@@ -41,10 +41,13 @@ const std::set<std::string> kCpuSmallTraining{"epochs",          "batch_size",  
                                               "warmup_start_lr", "final_lr_fraction", "augment"};
 
 struct Options {
-  std::string algo = "simclr", data = "fashion-mnist", data_root, model = "resnet18", out, log, preset = "spec";
-  std::string device = "cpu", resume_from, poison, defense = "none", normalize;
-  int64_t subset = 0, width = 64, pad_to = 0, channels = 0;
-  uint64_t seed = 0, subset_seed = 0;
+  std::string algo = "simclr", model = "resnet18", out, log, preset = "spec";
+  std::string device = "cpu", resume_from, poison, defense = "none";
+  // The training images (--data, --data-root, --subset, --subset-seed, --pad-to, --channels,
+  // --normalize), under this command's own help texts and --preset cpu-small's subset.
+  tools::DataOptions data{.data = "fashion-mnist"};
+  int64_t width = 64;
+  uint64_t seed = 0;
   double progress_seconds = 10;
   bool resume = false, dual_branch = false, byol_detach_target = false;
   bool allow_changed = false, ignore_fingerprint = false;
@@ -90,18 +93,18 @@ CLI::Option* presettable(PresetOverrides& overrides, CLI::Option* opt, std::func
 }
 
 void add_data_flags(CLI::App& app, const std::shared_ptr<Options>& o, PresetOverrides& overrides) {
-  app.add_option("--data", o->data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) "
+  app.add_option("--data", o->data.data, "Dataset name (fashion-mnist, mnist, cifar10, cifar100, stl10) "
                                     "or an HDF5 dataset file")
       ->capture_default_str();
-  app.add_option("--data-root", o->data_root, "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
+  app.add_option("--data-root", o->data.data_root, "Directory of the dataset's files (default: $CPOISON_DATA/NAME, "
                                               "/usr/share/datasets/NAME, ./data/NAME)");
   presettable(overrides,
-              app.add_option("--subset", o->subset, "Train on a class-balanced subset of N images (0: all)")
+              app.add_option("--subset", o->data.subset, "Train on a class-balanced subset of N images (0: all)")
                   ->check(tools::int_range(0, kMaxAxis))
                   ->capture_default_str(),
-              [o] { o->subset = 5000; });
-  app.add_option("--subset-seed", o->subset_seed, "Seed of the subset's choice")->capture_default_str();
-  tools::add_normalize_option(app, o->normalize);
+              [o] { o->data.subset = 5000; });
+  app.add_option("--subset-seed", o->data.subset_seed, "Seed of the subset's choice")->capture_default_str();
+  tools::add_normalize_option(app, o->data.normalize);
   app.add_option("--poison", o->poison,
                  "Poison file (HDF5) applied to the training set (after --subset) as the victim sees it: "
                  "quantised to uint8");
@@ -112,12 +115,7 @@ void add_data_flags(CLI::App& app, const std::shared_ptr<Options>& o, PresetOver
                  "augmentations); NAME or NAME:KEY=VALUE,... such as \"usvt:p=0.25,keep=0.8\" or "
                  "\"adv:eps=8/255,steps=5\"")
       ->capture_default_str();
-  app.add_option("--pad-to", o->pad_to, "Zero-pad images centrally to this size (0: as stored)")
-      ->check(tools::int_range(0, kMaxImageSide))
-      ->capture_default_str();
-  app.add_option("--channels", o->channels, "0: as stored; 3: replicate grayscale to colour")
-      ->check(tools::one_of({0, 1, 3}))
-      ->capture_default_str();
+  tools::add_pad_and_channels_options(app, o->data);
 }
 
 // The backbone, the training settings (TrainSettings' field list) and the algorithm's
@@ -169,13 +167,8 @@ void add_run_flags(CLI::App& app, const std::shared_ptr<Options>& o) {
 // The training images as the victim sees them (subset, normalisation, poison) and the poison's
 // digest ("none" without one).
 std::pair<data::Dataset, std::string> load_training_set(const Options& o) {
-  data::LoadOptions lo;
-  lo.root = o.data_root;
-  lo.pad_to = o.pad_to;
-  lo.channels = o.channels;
-  data::Dataset ds = data::load_dataset(o.data, data::Split::train, lo);
-  if (o.subset > 0) ds = data::balanced_subset(ds, o.subset, o.subset_seed);
-  tools::apply_normalize_option(ds, o.normalize);
+  data::Dataset ds = tools::load_train_subset(o.data);
+  tools::apply_normalize_option(ds, o.data.normalize);
   std::string poison_digest = "none";
   if (!o.poison.empty()) {
     const poison::Poison p = poison::load_poison(o.poison);
@@ -213,20 +206,20 @@ TrainConfig train_config(const Options& o, Algo algo, const data::Dataset& ds, c
                                                                                    : o.out;
   cfg.log_path = o.log.empty() ? stem + ".jsonl" : o.log;
   cfg.progress_seconds = o.progress_seconds;
-  cfg.extra_attrs = {{"dataset", o.data},
+  cfg.extra_attrs = {{"dataset", o.data.data},
                      {"dataset_name", ds.name},
-                     {"subset", o.subset},
-                     {"subset_seed", (int64_t)o.subset_seed},
-                     {"pad_to", o.pad_to},
-                     {"channels", o.channels},
+                     {"subset", o.data.subset},
+                     {"subset_seed", (int64_t)o.data.subset_seed},
+                     {"pad_to", o.data.pad_to},
+                     {"channels", o.data.channels},
                      {"preset", o.preset},
                      {"poison", o.poison},
                      {"augment", training.augment},
                      {"defense", def.spec()},
                      {"software", std::string("cpoison ") + CPOISON_VERSION}};
   // What a resume must repeat (the data path may move; the images' fingerprint is compared).
-  cfg.settings = {{"subset", o.subset},   {"subset_seed", (int64_t)o.subset_seed},
-                  {"pad_to", o.pad_to},   {"channels", o.channels},
+  cfg.settings = {{"subset", o.data.subset},   {"subset_seed", (int64_t)o.data.subset_seed},
+                  {"pad_to", o.data.pad_to},   {"channels", o.data.channels},
                   {"poison", poison_digest}, {"defense", def.spec()}};
   return cfg;
 }

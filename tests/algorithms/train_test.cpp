@@ -1,6 +1,9 @@
 // The training loop: a run interrupted after a checkpoint and resumed ends with exactly the
 // weights of an uninterrupted run; config errors; and, on real data when it is installed, a
 // short SimCLR run that lowers its loss and beats a random-init encoder's kNN accuracy.
+// Its model step (algorithms::TrainingState, also the poisoner's): SGD on the online weights
+// then the EMA of the momentum copies; views in the order of the augmentation draws; save and
+// load carry weights and momentum buffers, so that a loaded state steps on as the saved one.
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -10,7 +13,10 @@
 
 #include "algorithms/eval.h"
 #include "algorithms/train.h"
+#include "algorithms/training_state.h"
+#include "engine/autograd.h"
 #include "engine/ops/ops.h"
+#include "engine/optim/sgd.h"
 #include "models/registry.h"
 #include "tests/support/skip.h"
 #include "tests/support/temp_path.h"
@@ -65,6 +71,40 @@ void check_same_state(const nn::Module& a, const nn::Module& b) {
     REQUIRE(sb.count(name));
     CHECK(t.to_vector<double>() == sb.at(name).to_vector<double>());
   }
+}
+
+std::shared_ptr<Learner> tiny_learner(Algo algo, uint64_t seed) {
+  models::ModelOptions mo;
+  mo.width = 2;
+  mo.in_channels = 1;
+  mo.num_classes = algo == Algo::supervised ? 3 : 0;
+  AlgoConfig ac = AlgoConfig::defaults(algo);
+  ac.proj_dim = 8;
+  ac.queue_size = 16;
+  ac.seed = seed;
+  nn::manual_seed(seed);
+  auto learner = make_learner(algo, "resnet18", mo, ac);
+  learner->train();
+  return learner;
+}
+
+optim::SGDOptions sgd_options() {
+  optim::SGDOptions so;
+  so.lr = 0.1;
+  so.momentum = 0.9;
+  so.weight_decay = 1e-4;
+  return so;
+}
+
+// Four 8x8 grayscale images in [0, 1], their labels, and the learner's views of them.
+Batch tiny_views(const Learner& learner, uint64_t seed) {
+  Generator gen(seed, 0);
+  Tensor x = uniform({4, 1, 8, 8}, 0.0, 1.0, gen);
+  Batch views;
+  views.view1 = x;
+  if (learner.views_per_batch() == 2) views.view2 = uniform({4, 1, 8, 8}, 0.0, 1.0, gen);
+  else views.labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0}, {4});
+  return views;
 }
 
 }  // namespace
@@ -238,4 +278,68 @@ TEST_CASE("dataset_normalization: a poisoned or defended set keeps its source's 
   dataset_normalization("cifar100", 3, mc, sc);
   CHECK(m2 == mc);
   CHECK(s2 == sc);
+}
+
+// ---------------------------------------------------------------- TrainingState (the model step)
+
+TEST_CASE("TrainingState: a step is SGD on the online weights, then the EMA of the momentum copies") {
+  for (Algo algo : {Algo::moco, Algo::byol, Algo::supervised}) {
+    CAPTURE(std::string(algo_name(algo)));
+    auto mine = tiny_learner(algo, 3), by_hand = tiny_learner(algo, 3);
+    TrainingState state(mine, sgd_options());
+    optim::SGD sgd(by_hand->named_online_parameters(), sgd_options());
+    for (uint64_t s = 0; s < 2; ++s) {
+      state.step(mine->loss(tiny_views(*mine, s)));
+      sgd.zero_grad();
+      autograd::backward(by_hand->loss(tiny_views(*by_hand, s)));
+      sgd.step();
+      by_hand->momentum_update();
+    }
+    check_same_state(*mine, *by_hand);
+  }
+}
+
+TEST_CASE("TrainingState: views are the augmentation draws in order; labels only for a one-view learner") {
+  const AugmentConfig augment = AugmentConfig::cpu_small();
+  Generator images(7, 0);
+  const Tensor x = uniform({4, 1, 8, 8}, 0.0, 1.0, images);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0}, {4});
+  for (Algo algo : {Algo::simclr, Algo::supervised}) {
+    CAPTURE(std::string(algo_name(algo)));
+    auto learner = tiny_learner(algo, 1);
+    TrainingState state(learner, sgd_options());
+    Generator gen(11, 0xA06), ref(11, 0xA06);
+    Batch views = state.views(x, labels, augment, gen);
+    Tensor first = apply(x, sample_params(augment, 4, 8, 8, ref), augment);
+    CHECK(views.view1.to_vector<float>() == first.to_vector<float>());
+    if (algo == Algo::supervised) {
+      CHECK_FALSE(views.view2.defined());
+      CHECK(views.labels.to_vector<int64_t>() == labels.to_vector<int64_t>());
+    } else {
+      Tensor second = apply(x, sample_params(augment, 4, 8, 8, ref), augment);
+      CHECK(views.view2.to_vector<float>() == second.to_vector<float>());
+      CHECK_FALSE(views.labels.defined());
+    }
+    CHECK(gen.offset() == ref.offset());  // the generator moved exactly as far as the draws
+  }
+}
+
+TEST_CASE("TrainingState: a loaded state steps on exactly as the saved one") {
+  auto saved = tiny_learner(Algo::moco, 3);
+  TrainingState a(saved, sgd_options());
+  a.step(saved->loss(tiny_views(*saved, 0)));
+  io::Checkpoint ck;
+  a.save(ck, "learner");
+  CHECK(ck.tensors.count("learner.encoder.conv1.weight") == 1);
+  bool has_momentum_buffer = false;
+  for (auto& [key, t] : ck.tensors) has_momentum_buffer |= key.rfind("optim/", 0) == 0;
+  CHECK(has_momentum_buffer);
+
+  auto loaded = tiny_learner(Algo::moco, 9);  // other weights until load
+  TrainingState b(loaded, sgd_options());
+  b.load(ck, "learner");
+  check_same_state(*saved, *loaded);
+  a.step(saved->loss(tiny_views(*saved, 1)));
+  b.step(loaded->loss(tiny_views(*loaded, 1)));
+  check_same_state(*saved, *loaded);
 }
