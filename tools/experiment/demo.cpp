@@ -65,7 +65,6 @@ double num(const nlohmann::json& j, const char* a, const char* b) {
 }
 
 nlohmann::json or_null(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
-double value_of(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : std::nan(""); }
 
 // docs/cpu-scale-reference.md, N = 5000 (8/255): the independent PyTorch implementation's numbers.
 struct Reference {
