@@ -93,10 +93,10 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.lr = algo == Algo::simclr ? 0.5 : algo == Algo::moco ? 0.3 : 1.0;
     c.cosine = true;
     if (name == "cp-c") {
-      c.attack = Attack::cp_class, c.kind = "class";
+      c.attack = Attack::cp_class, c.kind = NoiseKind::class_wise;
       c.rounds = 1000, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1, c.step = 0.1;
     } else {
-      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.attack = Attack::cp_sample, c.kind = NoiseKind::sample_wise;
       c.rounds = 200, c.model_steps = 0, c.noise_batches = 0;
       c.pgd_steps = algo == Algo::byol ? 1 : 5;
       c.step = algo == Algo::byol ? 0.02 : 0.1;
@@ -108,10 +108,10 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.cosine = false;
     c.step = 0.1;
     if (name == "cpu-small-cp-c") {
-      c.attack = Attack::cp_class, c.kind = "class";
+      c.attack = Attack::cp_class, c.kind = NoiseKind::class_wise;
       c.rounds = 10, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1;
     } else {
-      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.attack = Attack::cp_sample, c.kind = NoiseKind::sample_wise;
       c.rounds = 12, c.model_steps = 0, c.noise_batches = 0, c.pgd_steps = 5;
     }
   } else if (name == "aue" || name == "cpu-small-aue") {
@@ -120,7 +120,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     // 0.1, momentum 0.9, wd 1e-4, cosine over the rounds to 1e-6) with one pass of 5 PGD steps
     // of eps/10 (class-wise: 1) from zero noise, both under the contrastive augmentations at
     // strength 0.6. cpu-small keeps the structure with fewer rounds and PGD steps (docs/attacks.md).
-    c.attack = Attack::aue, c.kind = "sample";
+    c.attack = Attack::aue, c.kind = NoiseKind::sample_wise;
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
     c.batch_size = 128;
@@ -137,7 +137,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     // noise: 40 epochs of clean supervised training (batch 128, SGD lr 0.5, momentum 0.9, wd
     // 1e-4, 10 warm-up epochs then cosine), then one pass over the images with 250 PGD steps of
     // 2.5 eps / 250 from zero noise, minimising the cross-entropy towards label + 1.
-    c.attack = Attack::aap, c.kind = "sample";
+    c.attack = Attack::aap, c.kind = NoiseKind::sample_wise;
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
     c.batch_size = 128;
@@ -158,10 +158,9 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
 
 void PoisonConfig::validate() const {
   const char* w = "PoisonConfig";
-  CP_CHECK(kind == "sample" || kind == "class", w, "kind must be 'sample' or 'class', got '", kind, "'");
-  CP_CHECK(!(attack == Attack::cp_sample && kind != "sample"), w, "cp-s is sample-wise (kind 'sample')");
-  CP_CHECK(!(attack == Attack::cp_class && kind != "class"), w, "cp-c is class-wise (kind 'class')");
-  CP_CHECK(!(attack == Attack::adversarial && kind != "sample"), w, "adversarial poisoning is sample-wise");
+  CP_CHECK(!(attack == Attack::cp_sample && kind != NoiseKind::sample_wise), w, "cp-s is sample-wise (kind 'sample')");
+  CP_CHECK(!(attack == Attack::cp_class && kind != NoiseKind::class_wise), w, "cp-c is class-wise (kind 'class')");
+  CP_CHECK(!(attack == Attack::adversarial && kind != NoiseKind::sample_wise), w, "adversarial poisoning is sample-wise");
   bool contrastive = attack == Attack::cp_sample || attack == Attack::cp_class;
   CP_CHECK(!contrastive || algo != Algo::supervised, w, "contrastive poisoning needs --algo simclr, moco or byol");
   CP_CHECK(eps > 0 && eps <= 1, w, "eps ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
@@ -182,7 +181,8 @@ void PoisonConfig::validate() const {
   CP_CHECK(target_shift >= 1, w, "target_shift must be >= 1 (the target class is (y + shift) mod classes), got ",
            target_shift);
   CP_CHECK(std::isfinite(separability) && separability >= 0, w, "separability must be a weight >= 0, got ", separability);
-  CP_CHECK(attack != Attack::pattern || kind == "class", w, "pattern noise is class-wise (one grating per class), not ", kind);
+  CP_CHECK(attack != Attack::pattern || kind == NoiseKind::class_wise, w,
+           "pattern noise is class-wise (one grating per class), not ", noise_kind_name(kind));
   CP_CHECK(std::isfinite(pattern_period) && pattern_period >= 2 && pattern_period <= 1e6, w,
            "pattern_period must be in [2, 1e6] pixels, got ", pattern_period);
   CP_CHECK(pattern_blank >= -1 && pattern_blank <= kMaxAxis, w, "pattern_blank must be a class index or -1 (none), got ",
@@ -255,7 +255,7 @@ public:
   bool needs_model() const { return !synthetic_attack(cfg_.attack); }
   // Attacks with a clean pre-training and noise phases only (no model phase).
   bool pretrains() const { return cfg_.attack == Attack::adversarial || cfg_.attack == Attack::aap; }
-  bool class_wise() const { return cfg_.kind == "class"; }
+  bool class_wise() const { return cfg_.kind == NoiseKind::class_wise; }
 
   PoisonResult run(const std::string& dataset_name, int64_t subset) {
     PoisonResult res;
@@ -678,7 +678,7 @@ private:
       io::add_optimizer(ck, *sgd_);
     }
     ck.attrs["attack"] = std::string(attack_name(cfg_.attack));
-    ck.attrs["kind"] = cfg_.kind;
+    ck.attrs["kind"] = std::string(noise_kind_name(cfg_.kind));
     ck.attrs["rounds_done"] = rounds_done_;
     ck.attrs["rounds_total"] = cfg_.rounds;
     ck.attrs["seed"] = (int64_t)cfg_.seed;
@@ -693,7 +693,7 @@ private:
   // the images: their fingerprint.
   nlohmann::ordered_json settings_json() const {
     const PoisonConfig& c = cfg_;
-    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", c.kind},
+    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", noise_kind_name(c.kind)},
             {"algo", algorithms::algo_name(c.algo)}, {"learner", algorithms::algo_settings(c.algo_config)},
             {"model", algorithms::model_settings(c.model, c.model_options)},
             {"augment", algorithms::augment_settings(c.augment)},
@@ -715,8 +715,8 @@ private:
     std::string where = "poison checkpoint " + path;
     CP_CHECK(io::attr_string(ck.attrs, "attack", where) == attack_name(cfg_.attack), where, "was made by attack ",
              io::attr_string(ck.attrs, "attack", where), ", not ", attack_name(cfg_.attack));
-    CP_CHECK(io::attr_string(ck.attrs, "kind", where) == cfg_.kind, where, "holds ", io::attr_string(ck.attrs, "kind", where),
-             "-wise noise, not ", cfg_.kind);
+    CP_CHECK(io::attr_string(ck.attrs, "kind", where) == noise_kind_name(cfg_.kind), where, "holds ",
+             io::attr_string(ck.attrs, "kind", where), "-wise noise, not ", noise_kind_name(cfg_.kind));
     CP_CHECK((uint64_t)io::attr_int(ck.attrs, "seed", where) == cfg_.seed, where, "was made with another seed");
     auto it = ck.tensors.find("delta");
     CP_CHECK(it != ck.tensors.end(), where, "has no delta");

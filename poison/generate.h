@@ -53,9 +53,9 @@ Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64
 
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
-  // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random, unlearnable, aue and aap take
-  // either; adversarial is sample-wise; pattern is class-wise).
-  std::string kind = "class";
+  // Noise shape (cp-s / cp-c fix it; random, unlearnable, aue and aap take either; adversarial
+  // is sample-wise; pattern is class-wise).
+  NoiseKind kind = NoiseKind::class_wise;
   algorithms::Algo algo = algorithms::Algo::simclr;  // attacker's algorithm (supervised for UE / adversarial)
   algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
   std::string model = "resnet18";

@@ -208,7 +208,9 @@ void setup(CLI::App& app) {
     PoisonConfig cfg = PoisonConfig::recipe(recipe, algo);
     cfg.attack = attack;
     // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
-    cfg.kind = kind_opt->count() ? o->kind : attack == Attack::cp_class || attack == Attack::pattern ? "class" : "sample";
+    cfg.kind = kind_opt->count() ? parse_noise_kind(o->kind, "--kind")
+               : attack == Attack::cp_class || attack == Attack::pattern ? NoiseKind::class_wise
+                                                                         : NoiseKind::sample_wise;
     cfg.eps = eps;
     cfg.model = o->model;
     cfg.model_options.width = width_opt->count() ? o->width : cpu_small ? 8 : 64;
@@ -225,7 +227,7 @@ void setup(CLI::App& app) {
                                            : algorithms::make_augment(aug, ds);
     if (crop_flip_baseline) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
     // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
-    if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
+    if (attack == Attack::aue && cfg.kind == NoiseKind::class_wise) cfg.pgd_steps = 1;
     for (auto& [opt, apply] : *overrides)
       if (opt->count()) apply(cfg);
     tools::copy_given(cfg, o->knobs, *knob_flags);
@@ -262,7 +264,7 @@ void setup(CLI::App& app) {
     // ---- settings, printed and recorded in the poison file
     const std::string picture = tools::with_suffix(o->out, ".png");
     nlohmann::json settings{{"attack", attack_name(attack)},
-                            {"kind", cfg.kind},
+                            {"kind", noise_kind_name(cfg.kind)},
                             {"algorithm", algorithms::algo_name(algo)},
                             {"dual_branch", ac.dual_branch},
                             {"recipe", recipe},
@@ -311,7 +313,7 @@ void setup(CLI::App& app) {
                                             ? "; the default: --recipe cpu-small for the CPU scale)"
                                             : ")");
     std::fprintf(stderr, "poison %s (%s-wise)%s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
-                 cfg.kind.c_str(), attacker.c_str(), recipe_note.c_str(),
+                 noise_kind_name(cfg.kind), attacker.c_str(), recipe_note.c_str(),
                  o->data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                  (long long)ds.channels(), (long long)ds.classes);
     if (uses_supervised_model(attack) && algo_opt->count() && requested_algo != Algo::supervised)
@@ -381,7 +383,7 @@ void setup(CLI::App& app) {
     if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
     std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
                 "picture %s\n",
-                o->data.describe().c_str(), attack_name(attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
+                o->data.describe().c_str(), attack_name(attack), noise_kind_name(p.kind), tools::format_pixels(p.eps).c_str(),
                 (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
                 (long long)p.rounds_total, loss, secs, o->out.c_str(), picture.c_str());
   });

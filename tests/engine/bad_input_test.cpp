@@ -351,7 +351,7 @@ TEST_CASE("bad input 3: a poison records the fingerprint of its images; other im
   // generate_poison records it.
   poison::PoisonConfig c = poison::PoisonConfig::recipe("cpu-small-cp-s", algorithms::Algo::simclr);
   c.attack = poison::Attack::random;
-  c.kind = "sample";
+  c.kind = poison::NoiseKind::sample_wise;
   c.model_options.in_channels = 1;
   c.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
   c.progress_seconds = -1;

@@ -51,7 +51,7 @@ AugmentConfig tiny_augment() {
 }
 
 // A recipe shrunk to tiny sizes (the structure, schedule and strength stay the recipe's).
-PoisonConfig tiny(const std::string& recipe, const std::string& kind = "sample") {
+PoisonConfig tiny(const std::string& recipe, NoiseKind kind = NoiseKind::sample_wise) {
   PoisonConfig c = PoisonConfig::recipe(recipe, Algo::simclr);
   c.kind = kind;
   c.model_options.width = 2;
@@ -61,7 +61,7 @@ PoisonConfig tiny(const std::string& recipe, const std::string& kind = "sample")
   c.progress_seconds = -1;
   c.seed = 5;
   if (c.attack == Attack::aue) {
-    c.rounds = 4, c.model_steps = 4, c.noise_batches = 0, c.pgd_steps = kind == "class" ? 1 : 3;
+    c.rounds = 4, c.model_steps = 4, c.noise_batches = 0, c.pgd_steps = kind == NoiseKind::class_wise ? 1 : 3;
   } else if (c.attack == Attack::aap) {
     // A smaller lr than the recipe's 0.5 (meant for batch 128): 80 steps of batch 8 then fit the
     // classes without making the width-2 classifier too robust for the noise to move.
@@ -157,8 +157,8 @@ TEST_CASE("aue and aap: names, supervised attackers and the recipes' numbers") {
 
 TEST_CASE("AUE lowers its classifier's cross-entropy on the poisoned views; delta stays in [-1, 1]") {
   data::Dataset ds = quadrant_set();
-  for (const std::string kind : {"sample", "class"}) {
-    CAPTURE(kind);
+  for (const NoiseKind kind : {NoiseKind::sample_wise, NoiseKind::class_wise}) {
+    CAPTURE(noise_kind_name(kind));
     PoisonConfig c = tiny("cpu-small-aue", kind);
     c.eps = 32.0 / 255.0;
     PoisonResult r = generate_poison(ds, c, "quadrants", 32);
@@ -166,7 +166,7 @@ TEST_CASE("AUE lowers its classifier's cross-entropy on the poisoned views; delt
     REQUIRE(r.attacker);
     CHECK(r.poison.attack == "aue");
     CHECK(r.poison.algorithm == "supervised");
-    CHECK(r.poison.delta.size(0) == (kind == "class" ? 4 : 32));
+    CHECK(r.poison.delta.size(0) == (kind == NoiseKind::class_wise ? 4 : 32));
     CHECK(max_abs(r.poison.delta) <= 1.0);
     CHECK(max_abs(r.poison.delta) > 0.5);  // from zero, after several sign steps of 0.1
     // The noise is error-minimising: the attacker's loss on its (augmented) poisoned views is
@@ -214,7 +214,7 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
   PoisonResult r = generate_poison(ds, c, "quadrants", 32);
   REQUIRE(r.finished);
   CHECK(r.poison.attack == "aap");
-  CHECK(r.poison.kind == "sample");
+  CHECK(r.poison.kind == NoiseKind::sample_wise);
   CHECK(max_abs(r.poison.delta) <= 1.0);
   AugmentConfig aug = with_strength(c.augment, c.augment_strength);
   Tensor x = images(ds);
@@ -253,7 +253,7 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
     CHECK(m > 0);
   }
   // Class-wise AAP: one targeted pattern per class.
-  o.kind = "class";
+  o.kind = NoiseKind::class_wise;
   Poison qc = generate_poison(odd, o, "quadrants", 30).poison;
   CHECK(qc.delta.shape() == Shape{4, 1, 8, 8});
   CHECK(max_abs(qc.delta) > 0);
@@ -290,7 +290,7 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
   auto dir = cpoison::test::temp_path("cpoison_attacks_init_test");
   std::filesystem::create_directories(dir);
   // Sources: a class-wise AUE and a sample-wise AAP poison at 8/255.
-  PoisonConfig aue = tiny("cpu-small-aue", "class");
+  PoisonConfig aue = tiny("cpu-small-aue", NoiseKind::class_wise);
   aue.rounds = 1;
   aue.init = "uniform";  // so that every entry is non-zero and the copy is visible
   PoisonConfig aap = tiny("cpu-small-aap");
@@ -304,7 +304,7 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
       CAPTURE(file);
       CAPTURE(eps);
       Poison src = load_poison(file);
-      PoisonConfig c = tiny("cpu-small-cp-s", "sample");
+      PoisonConfig c = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
       c.rounds = 1, c.model_steps = 1, c.noise_batches = 0, c.pgd_steps = 1;  // each image moves once by 0.1
       c.eps = eps;
       c.init = "file";
@@ -318,14 +318,14 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
     }
   }
   // CP-C from the class-wise file copies it; from the sample-wise one it refuses, naming the file.
-  PoisonConfig cpc = tiny("cpu-small-cp-c", "class");
+  PoisonConfig cpc = tiny("cpu-small-cp-c", NoiseKind::class_wise);
   cpc.init = "file";
   cpc.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(ds, cpc, "quadrants", 32), doctest::Contains("holds sample-wise noise"), Error);
   cpc.init_file = aue_file;
   CHECK_NOTHROW(generate_poison(ds, cpc, "quadrants", 32));
   // A sample-wise file of other images is refused.
-  PoisonConfig cps = tiny("cpu-small-cp-s", "sample");
+  PoisonConfig cps = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
   cps.init = "file";
   cps.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(quadrant_set(16), cps, "quadrants", 16), doctest::Contains("same images"), Error);
@@ -350,7 +350,7 @@ TEST_CASE("the separability term makes the noise more class-separable; both spac
   // On a contrastive attacker's embeddings (CP-C), and on a classifier's (AUE).
   for (const std::string recipe : {"cpu-small-cp-c", "cpu-small-aue"}) {
     CAPTURE(recipe);
-    PoisonConfig e = tiny(recipe, recipe == "cpu-small-cp-c" ? "class" : "sample");
+    PoisonConfig e = tiny(recipe, recipe == "cpu-small-cp-c" ? NoiseKind::class_wise : NoiseKind::sample_wise);
     e.separability = 1.0;
     e.separability_space = "embedding";
     PoisonResult r = generate_poison(ds, e, "quadrants", 32);
@@ -380,8 +380,8 @@ TEST_CASE("bad AUE / AAP / separability settings are rejected by name") {
   c.separability = 1;
   c.separability_space = "pixels";
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("separability_space"), Error);
-  c = tiny("cpu-small-cp-c", "class");
-  c.attack = Attack::adversarial, c.kind = "sample";
+  c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
+  c.attack = Attack::adversarial, c.kind = NoiseKind::sample_wise;
   c.separability = 1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("not adversarial"), Error);
   CHECK_THROWS_WITH_AS(PoisonConfig::recipe("cpu-small-aux", Algo::simclr), doctest::Contains("cpu-small-aue"), Error);
@@ -421,7 +421,7 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
   data::Dataset ds = quadrant_set();
   PoisonConfig c;
   c.attack = Attack::pattern;
-  c.kind = "class";
+  c.kind = NoiseKind::class_wise;
   c.pattern_period = 4;
   c.seed = 3;
   c.progress_seconds = -1;
@@ -450,9 +450,9 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
   c.pattern_blank = -2;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_blank"), Error);
   c.pattern_blank = 0;
-  c.kind = "sample";
+  c.kind = NoiseKind::sample_wise;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern noise is class-wise"), Error);
-  c.kind = "class";
+  c.kind = NoiseKind::class_wise;
   c.pattern_period = 1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_period"), Error);
   c.pattern_period = 8;
@@ -466,7 +466,7 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
 
 TEST_CASE("separability on the backbone features, with or without the attack's own loss") {
   data::Dataset ds = quadrant_set();
-  PoisonConfig c = tiny("cpu-small-cp-c", "class");
+  PoisonConfig c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
   c.separability = 1.0;
   c.separability_space = "features";
   PoisonResult with_own = generate_poison(ds, c, "quadrants", 32);

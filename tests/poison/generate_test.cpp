@@ -41,7 +41,7 @@ AugmentConfig tiny_augment() {
 PoisonConfig tiny_config(Attack attack, Algo algo = Algo::simclr) {
   PoisonConfig c = PoisonConfig::recipe(attack == Attack::cp_sample ? "cpu-small-cp-s" : "cpu-small-cp-c", algo == Algo::supervised ? Algo::simclr : algo);
   c.attack = attack;
-  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? "sample" : "class";
+  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? NoiseKind::sample_wise : NoiseKind::class_wise;
   c.algo = algo;
   c.algo_config = algorithms::AlgoConfig::defaults(algo);
   c.algo_config.queue_size = 16;
@@ -86,7 +86,7 @@ TEST_CASE("cp-c generation keeps delta in [-1, 1] and records its settings") {
   REQUIRE(r.finished);
   CHECK(r.poison.delta.shape() == Shape{4, 1, 8, 8});
   CHECK(max_abs(r.poison.delta) <= 1.0);
-  CHECK(r.poison.kind == "class");
+  CHECK(r.poison.kind == NoiseKind::class_wise);
   CHECK(r.poison.attack == "cp-c");
   CHECK(r.poison.algorithm == "simclr");
   CHECK(r.poison.rounds_done == 2);
@@ -257,7 +257,7 @@ TEST_CASE("poison ratio: only the chosen rows carry or learn noise") {
 TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning") {
   data::Dataset ds = tiny_set();
   PoisonConfig rc = tiny_config(Attack::random);
-  rc.kind = "sample";
+  rc.kind = NoiseKind::sample_wise;
   PoisonResult rnd = generate_poison(ds, rc, "tiny", 32);
   CHECK(rnd.poison.algorithm == "none");
   auto v = rnd.poison.delta.to_vector<double>();
@@ -267,7 +267,7 @@ TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning"
   CHECK(max_abs(rnd.poison.delta) <= 1.0);
 
   PoisonConfig ue = tiny_config(Attack::unlearnable, Algo::supervised);
-  ue.kind = "class";
+  ue.kind = NoiseKind::class_wise;
   PoisonResult u = generate_poison(ds, ue, "tiny", 32);
   CHECK(u.poison.algorithm == "supervised");
   CHECK(u.history.size() == 2);
@@ -276,7 +276,7 @@ TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning"
   adv.pretrain_epochs = 1;
   adv.rounds = 1;
   PoisonResult a = generate_poison(ds, adv, "tiny", 32);
-  CHECK(a.poison.kind == "sample");
+  CHECK(a.poison.kind == NoiseKind::sample_wise);
   CHECK(max_abs(a.poison.delta) <= 1.0);
   CHECK(max_abs(a.poison.delta) > 0);
 }

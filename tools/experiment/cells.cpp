@@ -238,7 +238,7 @@ PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data
   PoisonJob j;
   j.attack = "file";
   j.attacker = "none";
-  j.kind = p.kind;
+  j.kind = poison::noise_kind_name(p.kind);
   j.eps = p.eps;
   j.ratio = p.ratio;
   j.model = s.model;
@@ -247,7 +247,7 @@ PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data
   j.id = "poison-file-" + digest.substr(0, 12);
   DataSettings d = data;
   j.config = {{"job", "poison"},       {"attack", "file"},   {"digest", digest},
-              {"kind", p.kind},        {"eps", p.eps},       {"ratio", p.ratio},
+              {"kind", j.kind},        {"eps", p.eps},       {"ratio", p.ratio},
               {"made_by", p.attack},   {"data_fingerprint", p.data_fingerprint},
               {"data", to_json_fields(d)}};
   return j;
@@ -565,12 +565,12 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   } else if (attack == Attack::aue || attack == Attack::aap) {
     // Supervised attackers under the victims' contrastive augmentations at the attack's strength.
     c = poison::PoisonConfig::recipe((ps.recipe == "paper" ? "" : "cpu-small-") + job.attack, Algo::supervised);
-    c.kind = job.kind;
+    c.kind = poison::parse_noise_kind(job.kind);
     c.augment = training_augment(s.victim, train);
     if (attack == Attack::aue) {
       if (ps.aue_rounds > 0) c.rounds = ps.aue_rounds;
       if (ps.aue_model_steps > 0) c.model_steps = ps.aue_model_steps;
-      if (job.kind == "class") c.pgd_steps = 1;  // aue.py's class-wise rule
+      if (c.kind == poison::NoiseKind::class_wise) c.pgd_steps = 1;  // aue.py's class-wise rule
       if (ps.aue_pgd_steps > 0) c.pgd_steps = ps.aue_pgd_steps;
       if (ps.aue_strength > 0) c.augment_strength = ps.aue_strength;
     } else {
@@ -583,7 +583,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     }
   } else {
     c.attack = attack;
-    c.kind = job.kind;
+    c.kind = poison::parse_noise_kind(job.kind);
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
     c.augment = algorithms::make_augment("crop-flip", train);
@@ -717,7 +717,7 @@ nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
                         {"attack", "file"},
                         {"made_by", p.attack},
                         {"attacker", p.algorithm},
-                        {"kind", p.kind},
+                        {"kind", poison::noise_kind_name(p.kind)},
                         {"eps", p.eps},
                         {"ratio", p.ratio},
                         {"source", fs::absolute(job.file).string()},

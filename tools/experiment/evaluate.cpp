@@ -174,7 +174,7 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
   const std::string stem = fs::path(o.file).stem().string();
   std::string poison_label;
   if (input == Input::poison) {
-    poison_label = "Poison " + stem + " (" + (made.attack.empty() ? std::string("?") : made.attack) + ", " + made.kind +
+    poison_label = "Poison " + stem + " (" + (made.attack.empty() ? std::string("?") : made.attack) + ", " + poison::noise_kind_name(made.kind) +
                    "-wise, eps " + format_pixels(made.eps) + ")";
     preset.rows.push_back(axis("Clean data (reference)"));
     preset.rows.push_back(axis(poison_label));
@@ -340,7 +340,7 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
     d["lowest"] = stat_json(drop[V]);
     d["mean"] = stat_json(drop[V + 1]);
     rep.json["drop"] = d;
-    rep.json["poison"] = {{"attack", made.attack}, {"kind", made.kind}, {"eps", made.eps}, {"ratio", made.ratio},
+    rep.json["poison"] = {{"attack", made.attack}, {"kind", poison::noise_kind_name(made.kind)}, {"eps", made.eps}, {"ratio", made.ratio},
                           {"algorithm", made.algorithm}, {"digest", poison::poison_digest(made)}};
   }
   if (!o.dry_run) {
