@@ -70,12 +70,13 @@ void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, s
   fit_channels(channels, mean, stddev);
 }
 
-AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w) {
-  AugmentConfig cfg;
+augment::AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h,
+                                    int64_t w) {
+  augment::AugmentConfig cfg;
   if (kind == "simclr") {
-    cfg = AugmentConfig::simclr_cifar(h);
+    cfg = augment::AugmentConfig::simclr_cifar(h);
   } else if (kind == "cpu-small") {
-    cfg = AugmentConfig::cpu_small();
+    cfg = augment::AugmentConfig::cpu_small();
   } else if (kind == "crop-flip") {
     cfg.jitter = false;
     cfg.grayscale = false;
@@ -91,9 +92,9 @@ AugmentConfig make_augment(const std::string& kind, const std::string& dataset, 
   return cfg;
 }
 
-AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds) {
+augment::AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds) {
   // The pipeline by name (with a built-in name's constants), then the dataset's own normalisation.
-  AugmentConfig cfg = make_augment(kind, "cifar10", ds.channels(), ds.height(), ds.width());
+  augment::AugmentConfig cfg = make_augment(kind, "cifar10", ds.channels(), ds.height(), ds.width());
   dataset_normalization(ds, cfg.mean, cfg.std);
   cfg.validate();
   return cfg;
@@ -430,9 +431,11 @@ TrainResult train(const data::Dataset& train_set, const TrainConfig& cfg_in) {
       const int64_t b = x.size(0);
       // The learner's views of the batch (a draw of augmentation parameters each) and its labels.
       Batch views;
-      views.view1 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      if (learner->views_per_batch() == 2) views.view2 = apply(x, sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
-      else views.labels = batch.labels;
+      views.view1 = augment::apply(x, augment::sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      if (learner->views_per_batch() == 2)
+        views.view2 = augment::apply(x, augment::sample_params(cfg.augment, b, h, w, aug_gen), cfg.augment);
+      else
+        views.labels = batch.labels;
       Tensor loss;
       distributed::DataParallelScope dp_scope;  // issue #15: SyncBN, global negatives (inert with one rank)
       if (dp) {  // issue #15: this rank's rows of the global batch

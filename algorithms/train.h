@@ -43,16 +43,17 @@ void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, s
 //   "crop-flip": crop 0.2-1 + flip (the linear probe's training transform)
 //   "none":      normalisation only
 // Output size h x w; normalisation from dataset_normalization. Error listing the names.
-AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w);
+augment::AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h,
+                                    int64_t w);
 // The same for a loaded dataset (its size, channels and dataset_normalization(ds)).
-AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds);
+augment::AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds);
 
 struct TrainConfig {
   Algo algo = Algo::simclr;
   std::string model = "resnet18";
   models::ModelOptions model_options;  // in_channels must match the dataset's channels
   AlgoConfig algo_config = AlgoConfig::defaults(Algo::simclr);
-  AugmentConfig augment;  // for both views (supervised: the one view)
+  augment::AugmentConfig augment;  // for both views (supervised: the one view)
 
   int64_t epochs = 1000;
   int64_t batch_size = 512;

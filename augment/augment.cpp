@@ -9,7 +9,7 @@
 #include "engine/ops/image.h"
 #include "engine/ops/shape.h"
 
-namespace cpoison {
+namespace cpoison::augment {
 
 AugmentConfig AugmentConfig::simclr_cifar(int64_t out_size) {
   AugmentConfig cfg;
@@ -230,4 +230,4 @@ Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen) {
   return resize_window(padded, Tensor::from_vector(boxes, {B, 4}, DType::f64), H, W);
 }
 
-}  // namespace cpoison
+}  // namespace cpoison::augment

@@ -20,7 +20,7 @@
 #include "engine/rng.h"
 #include "engine/tensor.h"
 
-namespace cpoison {
+namespace cpoison::augment {
 
 // Per-channel normalisation statistics of the datasets the spec names.
 inline const std::vector<double> kCifar10Mean{0.4914, 0.4822, 0.4465}, kCifar10Std{0.2023, 0.1994, 0.2010};
@@ -132,4 +132,4 @@ Tensor normalize(const Tensor& x, const std::vector<double>& mean, const std::ve
 // torchvision's RandomCrop(size, padding = max_shift). max_shift 0 returns x.
 Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen);
 
-}  // namespace cpoison
+}  // namespace cpoison::augment

@@ -227,7 +227,7 @@ public:
   Poisoner(const data::Dataset& train, const PoisonConfig& cfg)
       : train_(train.to(cfg.device)),
         cfg_(cfg),
-        augment_(cfg.augment_strength > 0 ? with_strength(cfg.augment, cfg.augment_strength) : cfg.augment),
+        augment_(cfg.augment_strength > 0 ? augment::with_strength(cfg.augment, cfg.augment_strength) : cfg.augment),
         aug_gen_(cfg.seed, kAugStream),
         model_sampler_(train.size(), cfg.batch_size, cfg.seed, true, train.size() > cfg.batch_size, kModelSamplerStream) {
     n_ = train_.size();
@@ -454,8 +454,8 @@ private:
   }
 
   Tensor apply_augment(const Tensor& x) {
-    AugmentParams p = sample_params(augment_, x.size(0), x.size(2), x.size(3), aug_gen_);
-    return apply(x, p, augment_);
+    augment::AugmentParams p = augment::sample_params(augment_, x.size(0), x.size(2), x.size(3), aug_gen_);
+    return augment::apply(x, p, augment_);
   }
 
   // TUE's class-separability term for one noise step: on the batch's perturbations (rows = the
@@ -467,8 +467,8 @@ private:
     if (cfg_.separability_space == "embedding") {
       feats = learner_->embed(view);
     } else if (cfg_.separability_space == "features") {
-      AugmentParams id = AugmentParams::identity(x.size(0), x.size(2), x.size(3));
-      feats = learner_->encoder().forward(apply(x, id, augment_));
+      augment::AugmentParams id = augment::AugmentParams::identity(x.size(0), x.size(2), x.size(3));
+      feats = learner_->encoder().forward(augment::apply(x, id, augment_));
     } else {
       Tensor rows = class_wise() ? index_select0(leaf, labels) : leaf;
       feats = mul_scalar(flatten(rows, 1), cfg_.eps);
@@ -513,11 +513,12 @@ private:
       Tensor poisoned = poisoned_batch(idx, idx_t, labels, Tensor());
       Tensor clean = data::to_float_nchw(data::gather_batch(train_, idx).images, cfg_.device);
       const int64_t H = clean.size(2), W = clean.size(3);
-      AugmentParams p1 = sample_params(cfg_.augment, bs, H, W, g), p2 = sample_params(cfg_.augment, bs, H, W, g);
+      augment::AugmentParams p1 = augment::sample_params(cfg_.augment, bs, H, W, g),
+                             p2 = augment::sample_params(cfg_.augment, bs, H, W, g);
       auto loss_of = [&](const Tensor& x) {
         algorithms::Batch views;
-        views.view1 = apply(x, p1, cfg_.augment);
-        if (learner_->views_per_batch() == 2) views.view2 = apply(x, p2, cfg_.augment);
+        views.view1 = augment::apply(x, p1, cfg_.augment);
+        if (learner_->views_per_batch() == 2) views.view2 = augment::apply(x, p2, cfg_.augment);
         else views.labels = labels;
         return learner_->loss(views).item();
       };
@@ -759,7 +760,7 @@ private:
 
   data::Dataset train_;
   PoisonConfig cfg_;
-  AugmentConfig augment_;  // cfg.augment at cfg.augment_strength
+  augment::AugmentConfig augment_;  // cfg.augment at cfg.augment_strength
   int64_t n_ = 0;
   Tensor poisoned_, row_mask_, labels_dev_, delta_;
   std::vector<int64_t> labels_host_;

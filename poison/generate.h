@@ -60,7 +60,7 @@ struct PoisonConfig {
   algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
   std::string model = "resnet18";
   models::ModelOptions model_options;
-  AugmentConfig augment;  // the attacker's (and victim's) augmentations
+  augment::AugmentConfig augment;  // the attacker's (and victim's) augmentations
   // > 0: the attacker uses with_strength(augment, augment_strength) (AUE / AAP's strength rule,
   // augment/augment.h); 0: augment as given.
   double augment_strength = 0;

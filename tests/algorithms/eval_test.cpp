@@ -139,7 +139,7 @@ TEST_CASE("alignment: same draws on both sets; no augmentation means perfect ali
   auto learner = ContrastiveLearner::make(Algo::simclr, "resnet18", mo, ac);
   data::Dataset clean = bright_dark(12, 4), other = bright_dark(12, 5);
   Generator g1(1, 0), g2(1, 0), g3(1, 0);
-  AugmentConfig aug = make_augment("simclr", "cifar10", 1, 8, 8);
+  augment::AugmentConfig aug = make_augment("simclr", "cifar10", 1, 8, 8);
   Alignment same = alignment(*learner, clean.images, clean.images, aug, g1, 0, 5);
   CHECK(same.images == 12);
   CHECK(same.poisoned == doctest::Approx(same.clean).epsilon(1e-12));

@@ -230,7 +230,7 @@ TEST_CASE("dataset_normalization: a poisoned or defended set keeps its source's 
   CHECK(s0 == std::vector<double>{0.3530});
   CHECK(m1 == m0);
   CHECK(s1 == s0);
-  AugmentConfig a = make_augment("none", "fashion-mnist+random", 1, 28, 28);
+  augment::AugmentConfig a = make_augment("none", "fashion-mnist+random", 1, 28, 28);
   CHECK(a.mean == m0);
   CHECK(a.std == s0);
   dataset_normalization("cifar100+cp-s", 3, m2, s2);

@@ -44,8 +44,8 @@ data::Dataset quadrant_set(int64_t n = 32) {
   return ds;
 }
 
-AugmentConfig tiny_augment() {
-  AugmentConfig a = AugmentConfig::cpu_small();
+augment::AugmentConfig tiny_augment() {
+  augment::AugmentConfig a = augment::AugmentConfig::cpu_small();
   a.out_h = a.out_w = 8;
   return a;
 }
@@ -87,23 +87,24 @@ Tensor rows_of(const Poison& p, const data::Dataset& ds) {
 }
 
 // Logits of the attacker's classifier, eval mode, on the normalised un-augmented images.
-Tensor classify(const PoisonResult& r, const Tensor& x, const AugmentConfig& aug) {
+Tensor classify(const PoisonResult& r, const Tensor& x, const augment::AugmentConfig& aug) {
   auto& sup = static_cast<algorithms::SupervisedLearner&>(*r.attacker);
   sup.eval();
   autograd::NoGradGuard ng;
-  return sup.encoder().logits(apply(x, AugmentParams::identity(x.size(0), 8, 8), aug));
+  return sup.encoder().logits(augment::apply(x, augment::AugmentParams::identity(x.size(0), 8, 8), aug));
 }
 
 // Mean cross-entropy of the attacker on augmented views of x (the same draws for every call).
-double attacker_ce(const PoisonResult& r, const Tensor& x, const Tensor& labels, const AugmentConfig& aug, uint64_t seed) {
+double attacker_ce(const PoisonResult& r, const Tensor& x, const Tensor& labels, const augment::AugmentConfig& aug,
+                   uint64_t seed) {
   auto& sup = static_cast<algorithms::SupervisedLearner&>(*r.attacker);
   sup.eval();
   autograd::NoGradGuard ng;
   Generator g(seed, 3);
   double total = 0;
   for (int k = 0; k < 4; ++k) {
-    AugmentParams p = sample_params(aug, x.size(0), 8, 8, g);
-    total += sup.loss({.view1 = apply(x, p, aug), .labels = labels}).item() / 4;
+    augment::AugmentParams p = augment::sample_params(aug, x.size(0), 8, 8, g);
+    total += sup.loss({.view1 = augment::apply(x, p, aug), .labels = labels}).item() / 4;
   }
   return total;
 }
@@ -171,7 +172,7 @@ TEST_CASE("AUE lowers its classifier's cross-entropy on the poisoned views; delt
     CHECK(max_abs(r.poison.delta) > 0.5);  // from zero, after several sign steps of 0.1
     // The noise is error-minimising: the attacker's loss on its (augmented) poisoned views is
     // below its loss on the same views of the clean images, i.e. with the initial (zero) noise.
-    AugmentConfig aug = with_strength(c.augment, c.augment_strength);
+    augment::AugmentConfig aug = augment::with_strength(c.augment, c.augment_strength);
     Tensor x = images(ds);
     double clean = attacker_ce(r, x, ds.labels, aug, 1);
     double poisoned = attacker_ce(r, perturb(x, rows_of(r.poison, ds), c.eps), ds.labels, aug, 1);
@@ -193,11 +194,11 @@ TEST_CASE("class-wise AUE: a class's pattern receives the summed cross-entropy g
   Tensor x = images(ds);
   Generator g0(1);
   Tensor cls = uniform({4, 1, 8, 8}, -1, 1, g0);
-  AugmentConfig aug = with_strength(tiny_augment(), 0.6);
+  augment::AugmentConfig aug = augment::with_strength(tiny_augment(), 0.6);
   Generator ga(9);
-  AugmentParams p = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p = augment::sample_params(aug, 8, 8, 8, ga);
   // The mean CE over the batch: the class gradient is the sum of the per-image gradients of that mean.
-  auto loss_of = [&](const Tensor& rows) { return learner->loss({.view1 = apply(perturb(x, rows, 8.0 / 255.0), p, aug), .labels = ds.labels}); };
+  auto loss_of = [&](const Tensor& rows) { return learner->loss({.view1 = augment::apply(perturb(x, rows, 8.0 / 255.0), p, aug), .labels = ds.labels}); };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
   Tensor rows = index_select0(cls, ds.labels).detach().set_requires_grad(true);
@@ -216,7 +217,7 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
   CHECK(r.poison.attack == "aap");
   CHECK(r.poison.kind == NoiseKind::sample_wise);
   CHECK(max_abs(r.poison.delta) <= 1.0);
-  AugmentConfig aug = with_strength(c.augment, c.augment_strength);
+  augment::AugmentConfig aug = augment::with_strength(c.augment, c.augment_strength);
   Tensor x = images(ds);
   Tensor clean = softmax(classify(r, x, aug), 1);
   Tensor poisoned = softmax(classify(r, perturb(x, r.poison.delta, c.eps), aug), 1);

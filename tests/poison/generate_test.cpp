@@ -32,8 +32,8 @@ data::Dataset tiny_set(int64_t n = 32) {
   return ds;
 }
 
-AugmentConfig tiny_augment() {
-  AugmentConfig a = AugmentConfig::cpu_small();
+augment::AugmentConfig tiny_augment() {
+  augment::AugmentConfig a = augment::AugmentConfig::cpu_small();
   a.out_h = a.out_w = 8;
   return a;
 }
@@ -105,12 +105,12 @@ TEST_CASE("a class-wise delta receives the summed gradient of its class's images
   Tensor x = data::to_float_nchw(ds.images, Device::cpu);
   Generator g0(1);
   Tensor cls = uniform({4, 1, 8, 8}, -1, 1, g0);
-  AugmentConfig aug = tiny_augment();
+  augment::AugmentConfig aug = tiny_augment();
   Generator ga(9);
-  AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
   auto loss_of = [&](const Tensor& rows) {
     Tensor xp = perturb(x, rows, 8.0 / 255.0);
-    return learner->loss({apply(xp, p1, aug), apply(xp, p2, aug)});
+    return learner->loss({augment::apply(xp, p1, aug), augment::apply(xp, p2, aug)});
   };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
@@ -134,14 +134,14 @@ TEST_CASE("dual branch: the delta gradient is the online-branch plus the momentu
     Tensor x = data::to_float_nchw(ds.images, Device::cpu).to(DType::f64);
     Generator g0(2);
     Tensor delta = uniform({8, 1, 8, 8}, -0.5, 0.5, g0, DType::f64);
-    AugmentConfig aug = tiny_augment();
+    augment::AugmentConfig aug = tiny_augment();
     Generator ga(4);
-    AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+    augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
     // Both views depend on delta; detaching one of them isolates one branch.
     auto grad_with = [&](bool keep1, bool keep2) {
       Tensor leaf = delta.detach().set_requires_grad(true);
       Tensor xp = perturb(x, leaf, 8.0 / 255.0);
-      Tensor v1 = apply(xp, p1, aug), v2 = apply(xp, p2, aug);
+      Tensor v1 = augment::apply(xp, p1, aug), v2 = augment::apply(xp, p2, aug);
       return autograd::grad(learner->loss({keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()}), {leaf})[0];
     };
     Tensor both = grad_with(true, true);
@@ -167,11 +167,11 @@ TEST_CASE("PGD sign steps lower the contrastive loss on a fixed batch") {
   learner->set_requires_grad(false);
   data::Dataset ds = tiny_set(8);
   Tensor x = data::to_float_nchw(ds.images, Device::cpu);
-  AugmentConfig aug = tiny_augment();
+  augment::AugmentConfig aug = tiny_augment();
   Generator ga(11);
-  AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
   Tensor delta = Tensor::zeros({8, 1, 8, 8});
-  auto loss_at = [&](const Tensor& d) { return learner->loss({apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
+  auto loss_at = [&](const Tensor& d) { return learner->loss({augment::apply(perturb(x, d, 16.0 / 255.0), p1, aug), augment::apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
   double before;
   {
     autograd::NoGradGuard ng;

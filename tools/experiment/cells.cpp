@@ -902,7 +902,8 @@ double probe_sgd(models::Encoder& enc, const VictimData& v, bool same, const Eva
 // alignment of the same augmentation draws applied to the poisoned and the clean version of each
 // image. Fills result["probe"] and result["alignment"]; returns the images forwarded.
 double evaluate_contrastive(algorithms::Learner& learner, const VictimJob& job, const VictimData& v,
-                            const AugmentConfig& augment, const Settings& s, Device device, nlohmann::json& result) {
+                            const augment::AugmentConfig& augment, const Settings& s, Device device,
+                            nlohmann::json& result) {
   const EvalSettings& ev = s.eval;
   nlohmann::json probe{{"mode", ev.probe}};
   const bool same = job.poison.empty() && !job.clean_only;  // the victim saw the clean images
