@@ -15,6 +15,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/rng.h"
@@ -71,6 +72,14 @@ struct AugmentConfig {
   // Throws cpoison::Error("AugmentConfig", ...) naming the first bad field.
   void validate() const;
 };
+
+// The named pipelines (algorithms::make_augment builds them for a dataset): the spec's §5
+// SimCLR list, docs/cpu-scale-reference.md's, crop + flip (the linear probe's training
+// transform), normalisation only.
+enum class Recipe { simclr, cpu_small, crop_flip, none };
+// "simclr" | "cpu-small" | "crop-flip" | "none"; Error listing them otherwise.
+Recipe parse_recipe(const std::string& name);
+const char* recipe_name(Recipe recipe);
 
 // The augmentation strength s of Wang et al.'s AUE / AAP ("Efficient Availability Attacks against
 // Supervised and Contrastive Learning Simultaneously", 2024; EhanW/AUE-AAP, utils.Augment):

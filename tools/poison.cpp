@@ -217,10 +217,10 @@ void setup(CLI::App& app) {
     cfg.model_options.in_channels = ds.channels();
     // The supervised baselines use crop-flip; AUE and AAP the contrastive list (at their strength).
     const bool crop_flip_baseline = attack == Attack::unlearnable || attack == Attack::adversarial;
-    std::string aug = augment_opt->count()  ? o->augment
-                      : crop_flip_baseline ? "crop-flip"
-                      : cpu_small          ? "cpu-small"
-                                           : "simclr";
+    const augment::Recipe aug = augment_opt->count() ? augment::parse_recipe(o->augment)
+                                : crop_flip_baseline ? augment::Recipe::crop_flip
+                                : cpu_small          ? augment::Recipe::cpu_small
+                                                     : augment::Recipe::simclr;
     // Drawn noise (random, pattern) trains nothing, so it needs no normalisation constants (a hand-written file
     // without them is refused only where the constants are used).
     cfg.augment = synthetic_attack(attack) ? algorithms::make_augment(aug, "cifar10", ds.channels(), ds.height(), ds.width())
@@ -295,7 +295,7 @@ void setup(CLI::App& app) {
                             {"pattern_blank", cfg.pattern_blank},
                             {"model", cfg.model},
                             {"width", cfg.model_options.width},
-                            {"augment", aug},
+                            {"augment", augment::recipe_name(aug)},
                             {"seed", cfg.seed},
                             {"data", o->data.data},
                             {"subset", o->data.subset},
@@ -338,8 +338,8 @@ void setup(CLI::App& app) {
                    (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
     if (!synthetic_attack(attack))
       std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
-                   cfg.model.c_str(), (long long)cfg.model_options.width, aug.c_str(), (unsigned long long)cfg.seed,
-                   o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+                   cfg.model.c_str(), (long long)cfg.model_options.width, augment::recipe_name(aug),
+                   (unsigned long long)cfg.seed, o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
     if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
       char line[256];
       int at = std::snprintf(line, sizeof line, "  augment strength %g", cfg.augment_strength);
@@ -371,7 +371,7 @@ void setup(CLI::App& app) {
                     {"recipe", recipe},
                     {"model", cfg.model},
                     {"width", cfg.model_options.width},
-                    {"augment", aug},
+                    {"augment", augment::recipe_name(aug)},
                     {"settings", settings.dump()}};
     const std::vector<int64_t> rows = ds.rows();
     if (distributed::is_root()) {  // issue #15: under mpirun every rank holds the same poison; rank 0 writes it

@@ -75,7 +75,7 @@ int main(int argc, char** argv) try {
   poison::PoisonConfig cfg = poison::PoisonConfig::recipe("cpu-small-cp-c", algorithms::Algo::simclr);
   cfg.model_options.width = 4;
   cfg.model_options.in_channels = train.channels();
-  cfg.augment = algorithms::make_augment("cpu-small", train);
+  cfg.augment = algorithms::make_augment(augment::Recipe::cpu_small, train);
   cfg.batch_size = 16;
   cfg.rounds = 2, cfg.model_steps = 2, cfg.noise_batches = 2;
   cfg.diagnose_images = 0;

@@ -43,7 +43,7 @@ TrainConfig tiny_config(Algo algo, const std::string& path) {
   cfg.algo_config = AlgoConfig::defaults(algo);
   cfg.algo_config.proj_dim = 8;
   cfg.algo_config.queue_size = 16;
-  cfg.augment = make_augment("simclr", "cifar10", 1, 8, 8);
+  cfg.augment = make_augment(augment::Recipe::simclr, "cifar10", 1, 8, 8);
   cfg.epochs = 3;
   cfg.batch_size = 8;
   cfg.warmup_epochs = 1;
@@ -134,7 +134,7 @@ TEST_CASE("train rejects bad configs and mismatched checkpoints") {
   other.resume = true;
   CHECK_THROWS_WITH_AS(train(ds, other), doctest::Contains("checkpoint holds a simclr"), Error);
   std::filesystem::remove(path);
-  CHECK_THROWS_AS(make_augment("autoaugment", "cifar10", 3, 32, 32), Error);
+  CHECK_THROWS_AS(make_augment(augment::parse_recipe("autoaugment"), "cifar10", 3, 32, 32), Error);
 }
 
 TEST_CASE("step_loss: train calls the hook once per step in place of learner.loss") {
@@ -193,7 +193,7 @@ TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a rando
   cfg.model_options.width = 4;
   cfg.model_options.in_channels = 1;
   cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
-  cfg.augment = make_augment("cpu-small", "fashion-mnist", 1, 28, 28);
+  cfg.augment = make_augment(augment::Recipe::cpu_small, "fashion-mnist", 1, 28, 28);
   cfg.epochs = 8;
   cfg.batch_size = 100;
   cfg.lr = 0.3;
@@ -230,7 +230,7 @@ TEST_CASE("dataset_normalization: a poisoned or defended set keeps its source's 
   CHECK(s0 == std::vector<double>{0.3530});
   CHECK(m1 == m0);
   CHECK(s1 == s0);
-  augment::AugmentConfig a = make_augment("none", "fashion-mnist+random", 1, 28, 28);
+  augment::AugmentConfig a = make_augment(augment::Recipe::none, "fashion-mnist+random", 1, 28, 28);
   CHECK(a.mean == m0);
   CHECK(a.std == s0);
   dataset_normalization("cifar100+cp-s", 3, m2, s2);

@@ -29,6 +29,16 @@ void check_close(const std::vector<double>& got, const std::vector<double>& want
 Tensor mid_images(const Shape& shape, uint64_t seed) { return rand64(shape, seed, true, 0.3, 0.7); }
 }  // namespace
 
+TEST_CASE("recipes: parse_recipe and recipe_name round-trip; a bad name's error lists them") {
+  for (Recipe r : {Recipe::simclr, Recipe::cpu_small, Recipe::crop_flip, Recipe::none})
+    CHECK(parse_recipe(recipe_name(r)) == r);
+  CHECK(std::string(recipe_name(Recipe::cpu_small)) == "cpu-small");
+  CHECK_THROWS_WITH_AS(parse_recipe("autoaugment"),
+                       "augment: unknown augmentation 'autoaugment' (choose simclr, cpu-small, crop-flip or none)", Error);
+  // translate-flip is cpoison train's and the experiment settings' (none + flip + a batch hook), not a recipe.
+  CHECK_THROWS_AS(parse_recipe("translate-flip"), Error);
+}
+
 TEST_CASE("rgb_to_grayscale uses 0.299, 0.587, 0.114") {
   check_close(rgb_to_grayscale(pixel(0.2, 0.4, 0.6)).to_vector<double>(), {0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6});
   check_close(rgb_to_grayscale(pixel(1, 0, 0)).to_vector<double>(), {0.299});

@@ -586,7 +586,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     c.kind = poison::parse_noise_kind(job.kind);
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
-    c.augment = algorithms::make_augment("crop-flip", train);
+    c.augment = algorithms::make_augment(augment::Recipe::crop_flip, train);
     c.lr = 0.1;
     c.batch_size = s.supervised.batch_size;
     if (attack == Attack::unlearnable) {
@@ -881,7 +881,7 @@ double probe_sgd(models::Encoder& enc, const VictimData& v, bool same, const Eva
   so.lr = ev.sgd_lr;
   so.seed = seed;
   so.device = device;
-  so.augment = algorithms::make_augment("crop-flip", v.clean);
+  so.augment = algorithms::make_augment(augment::Recipe::crop_flip, v.clean);
   auto r = algorithms::linear_probe_sgd(enc, v.seen, v.test, so);
   probe["poisoned"] = r.final_accuracy;
   probe["poisoned_best"] = r.best_accuracy;
@@ -1031,7 +1031,7 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
     so.lr = settings_.eval.sgd_lr;
     so.seed = settings_.seed;
     so.device = options_.device;
-    so.augment = algorithms::make_augment("crop-flip", train);
+    so.augment = algorithms::make_augment(augment::Recipe::crop_flip, train);
     probe["poisoned"] = probe["clean"] = algorithms::linear_probe_sgd(*enc, train, test, so).final_accuracy;
   }
   nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},

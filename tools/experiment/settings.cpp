@@ -173,7 +173,8 @@ std::vector<std::vector<std::string>> settings_reference() {
 
 augment::AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds) {
   const bool translate_flip = t.augment == "translate-flip";
-  augment::AugmentConfig a = algorithms::make_augment(translate_flip ? "none" : t.augment, ds);
+  augment::AugmentConfig a =
+      algorithms::make_augment(translate_flip ? augment::Recipe::none : augment::parse_recipe(t.augment), ds);
   if (translate_flip) a.flip = true;
   return a;
 }
