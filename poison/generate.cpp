@@ -37,6 +37,22 @@ Attack parse_attack(const std::string& name) {
   fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable, adversarial, aue, aap or pattern)");
 }
 
+NoiseInit parse_noise_init(const std::string& name, const std::string& where) {
+  if (name == "uniform") return NoiseInit::uniform;
+  if (name == "zero") return NoiseInit::zero;
+  if (name == "file") return NoiseInit::file;
+  fail(where, "init must be uniform, zero or file, got '", name, "'");
+}
+
+const char* noise_init_name(NoiseInit init) {
+  switch (init) {
+    case NoiseInit::uniform: return "uniform";
+    case NoiseInit::zero: return "zero";
+    case NoiseInit::file: return "file";
+  }
+  return "uniform";
+}
+
 const char* attack_name(Attack a) {
   switch (a) {
     case Attack::cp_sample: return "cp-s";
@@ -128,7 +144,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.cosine = true, c.final_lr_fraction = 1e-5;
     c.model_steps = 0, c.noise_batches = 0;
     c.step = 0.1;
-    c.init = "zero";
+    c.init = NoiseInit::zero;
     c.augment_strength = 0.6;
     if (name == "aue") c.rounds = 60, c.pgd_steps = 5;
     else c.rounds = 8, c.pgd_steps = 3;
@@ -143,7 +159,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.batch_size = 128;
     c.lr = 0.5, c.momentum = 0.9, c.weight_decay = 1e-4;
     c.rounds = 1, c.model_steps = 0, c.noise_batches = 0;
-    c.init = "zero";
+    c.init = NoiseInit::zero;
     c.augment_strength = 0.4;
     c.target_shift = 1;
     if (name == "aap") c.pretrain_epochs = 40, c.pretrain_warmup_epochs = 10, c.pgd_steps = 250;
@@ -170,8 +186,7 @@ void PoisonConfig::validate() const {
   CP_CHECK(batch_size >= 2, w, "batch_size must be >= 2, got ", batch_size);
   CP_CHECK(lr >= 0 && momentum >= 0 && weight_decay >= 0, w, "lr, momentum and weight decay must be >= 0");
   CP_CHECK(ratio > 0 && ratio <= 1, w, "ratio ", ratio, " outside (0, 1]");
-  CP_CHECK(init == "uniform" || init == "zero" || init == "file", w, "init must be uniform, zero or file, got '", init, "'");
-  CP_CHECK(init != "file" || !init_file.empty(), w, "init 'file' needs init_file");
+  CP_CHECK(init != NoiseInit::file || !init_file.empty(), w, "init 'file' needs init_file");
   CP_CHECK(checkpoint_every >= 0, w, "checkpoint_every must be >= 0");
   CP_CHECK(std::isfinite(augment_strength) && augment_strength >= 0 && augment_strength <= 2, w, "augment_strength ",
            augment_strength, " outside [0, 2] (0: the augmentations as given)");
@@ -367,9 +382,9 @@ private:
       CP_CHECK(cfg_.pattern_blank < rows, "poison", "pattern_blank ", cfg_.pattern_blank, " is not a class of the data (",
                rows, " classes)");
       delta_ = grating_patterns(rows, C, H, W, cfg_.pattern_period, cfg_.seed, cfg_.pattern_blank).to(cfg_.device);
-    } else if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
+    } else if (cfg_.init == NoiseInit::zero || cfg_.attack == Attack::adversarial) {
       delta_ = Tensor::zeros(shape, DType::f32, cfg_.device);
-    } else if (cfg_.init == "uniform") {
+    } else if (cfg_.init == NoiseInit::uniform) {
       Generator g(cfg_.seed, kInitStream);
       delta_ = uniform(shape, -1.0, 1.0, g, DType::f32, cfg_.device);
     } else {
@@ -701,7 +716,8 @@ private:
             {"eps", c.eps}, {"step", c.step}, {"model_steps", c.model_steps}, {"noise_batches", c.noise_batches},
             {"pgd_steps", c.pgd_steps}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
             {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
-            {"init", c.init}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs}, {"seed", c.seed},
+            {"init", noise_init_name(c.init)}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs},
+            {"seed", c.seed},
             {"separability", c.separability}, {"separability_space", c.separability_space},
             {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};

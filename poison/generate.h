@@ -51,6 +51,12 @@ bool synthetic_attack(Attack a);
 Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed,
                         int64_t blank = -1);
 
+// Where the noise starts: U[-1, 1) (the release's), zero, or a poison file.
+enum class NoiseInit { uniform, zero, file };
+// "uniform" | "zero" | "file"; Error(where, ...) listing them otherwise.
+NoiseInit parse_noise_init(const std::string& name, const std::string& where = "init");
+const char* noise_init_name(NoiseInit init);
+
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
   // Noise shape (cp-s / cp-c fix it; random, unlearnable, aue and aap take either; adversarial
@@ -81,11 +87,10 @@ struct PoisonConfig {
   bool cosine = false;
   double final_lr_fraction = 0.001;
 
-  // Initial delta: "uniform" (U[-1, 1), the release's), "zero", or "file" (init_file: any poison
-  // file, e.g. AUE -> CP-S: a class-wise poison is copied to every image by its label, a
-  // sample-wise one must be of the same images; its noise is rescaled from its eps to this run's,
-  // so the pixel perturbation is kept, clipped to [-1, 1]).
-  std::string init = "uniform";
+  // Initial delta; file: init_file, any poison file (e.g. AUE -> CP-S: a class-wise poison is
+  // copied to every image by its label, a sample-wise one must be of the same images; its noise
+  // is rescaled from its eps to this run's, so the pixel perturbation is kept, clipped to [-1, 1]).
+  NoiseInit init = NoiseInit::uniform;
   std::string init_file;
   double ratio = 1.0;  // poisoned fraction of the training set
 

@@ -245,8 +245,8 @@ void setup(CLI::App& app) {
     // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
     CP_CHECK(o->init_file.empty() || !init_opt->count() || o->init == "file", "--init-file",
              "starts from a file; it cannot go with --init ", o->init);
-    if (!o->init_file.empty()) cfg.init = "file";
-    else if (init_opt->count()) cfg.init = o->init;
+    if (!o->init_file.empty()) cfg.init = NoiseInit::file;
+    else if (init_opt->count()) cfg.init = parse_noise_init(o->init, "--init");
     cfg.init_file = o->init_file;
     cfg.seed = o->seed;
     cfg.device = device;
@@ -280,7 +280,7 @@ void setup(CLI::App& app) {
                             {"weight_decay", cfg.weight_decay},
                             {"schedule", cfg.cosine ? "cosine" : "constant"},
                             {"final_lr_fraction", cfg.final_lr_fraction},
-                            {"init", cfg.init},
+                            {"init", noise_init_name(cfg.init)},
                             {"init_file", cfg.init_file},
                             {"ratio", cfg.ratio},
                             {"pretrain_epochs", cfg.pretrain_epochs},
@@ -321,7 +321,8 @@ void setup(CLI::App& app) {
                    o->algo.c_str());
     if (attack == Attack::random)
       std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
-                   tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
+                   tools::format_pixels(cfg.eps).c_str(), noise_init_name(cfg.init), cfg.ratio,
+                   (unsigned long long)cfg.seed);
     else if (attack == Attack::pattern)
       std::fprintf(stderr,
                    "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, %s, ratio %g, seed %llu\n",
@@ -335,7 +336,8 @@ void setup(CLI::App& app) {
                    "batch %lld, lr %g (%s), init %s, ratio %g\n",
                    recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
                    (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
-                   (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
+                   (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", noise_init_name(cfg.init),
+                   cfg.ratio);
     if (!synthetic_attack(attack))
       std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
                    cfg.model.c_str(), (long long)cfg.model_options.width, augment::recipe_name(aug),

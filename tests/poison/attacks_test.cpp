@@ -137,7 +137,7 @@ TEST_CASE("aue and aap: names, supervised attackers and the recipes' numbers") {
   CHECK(aue.lr == doctest::Approx(0.1));
   CHECK(aue.cosine);
   CHECK(aue.final_lr_fraction == doctest::Approx(1e-5));
-  CHECK(aue.init == "zero");
+  CHECK(aue.init == NoiseInit::zero);
   CHECK(aue.augment_strength == doctest::Approx(0.6));
   PoisonConfig aap = PoisonConfig::recipe("aap", Algo::simclr);
   CHECK(aap.attack == Attack::aap);
@@ -293,10 +293,10 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
   // Sources: a class-wise AUE and a sample-wise AAP poison at 8/255.
   PoisonConfig aue = tiny("cpu-small-aue", NoiseKind::class_wise);
   aue.rounds = 1;
-  aue.init = "uniform";  // so that every entry is non-zero and the copy is visible
+  aue.init = NoiseInit::uniform;  // so that every entry is non-zero and the copy is visible
   PoisonConfig aap = tiny("cpu-small-aap");
   aap.pretrain_epochs = 1, aap.pgd_steps = 2;
-  aap.init = "uniform";
+  aap.init = NoiseInit::uniform;
   const std::string aue_file = (dir / "aue.h5").string(), aap_file = (dir / "aap.h5").string();
   save_poison(aue_file, generate_poison(ds, aue, "quadrants", 32).poison);
   save_poison(aap_file, generate_poison(ds, aap, "quadrants", 32).poison);
@@ -308,7 +308,7 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
       PoisonConfig c = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
       c.rounds = 1, c.model_steps = 1, c.noise_batches = 0, c.pgd_steps = 1;  // each image moves once by 0.1
       c.eps = eps;
-      c.init = "file";
+      c.init = NoiseInit::file;
       c.init_file = file;
       PoisonResult r = generate_poison(ds, c, "quadrants", 32);
       // The start: the source's rows (by label for class-wise), its pixel perturbation kept.
@@ -320,14 +320,14 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
   }
   // CP-C from the class-wise file copies it; from the sample-wise one it refuses, naming the file.
   PoisonConfig cpc = tiny("cpu-small-cp-c", NoiseKind::class_wise);
-  cpc.init = "file";
+  cpc.init = NoiseInit::file;
   cpc.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(ds, cpc, "quadrants", 32), doctest::Contains("holds sample-wise noise"), Error);
   cpc.init_file = aue_file;
   CHECK_NOTHROW(generate_poison(ds, cpc, "quadrants", 32));
   // A sample-wise file of other images is refused.
   PoisonConfig cps = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
-  cps.init = "file";
+  cps.init = NoiseInit::file;
   cps.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(quadrant_set(16), cps, "quadrants", 16), doctest::Contains("same images"), Error);
   std::filesystem::remove_all(dir);
@@ -337,7 +337,7 @@ TEST_CASE("the separability term makes the noise more class-separable; both spac
   data::Dataset ds = quadrant_set();
   // Sample-wise unlearnable examples from uniform noise, with and without TUE's term on the noise.
   PoisonConfig c = tiny("cpu-small-aue");
-  c.init = "uniform";
+  c.init = NoiseInit::uniform;
   c.augment_strength = 0;
   PoisonResult plain = generate_poison(ds, c, "quadrants", 32);
   c.separability = 5.0;

@@ -80,6 +80,14 @@ double max_abs(const Tensor& t) {
 }
 }  // namespace
 
+TEST_CASE("noise inits: parse_noise_init and noise_init_name round-trip; a bad name's error lists them") {
+  for (NoiseInit i : {NoiseInit::uniform, NoiseInit::zero, NoiseInit::file})
+    CHECK(parse_noise_init(noise_init_name(i)) == i);
+  CHECK(std::string(noise_init_name(NoiseInit::zero)) == "zero");
+  CHECK_THROWS_WITH_AS(parse_noise_init("gaussian", "--init"),
+                       "--init: init must be uniform, zero or file, got 'gaussian'", Error);
+}
+
 TEST_CASE("cp-c generation keeps delta in [-1, 1] and records its settings") {
   data::Dataset ds = tiny_set();
   PoisonResult r = generate_poison(ds, tiny_config(Attack::cp_class), "tiny", 32);
@@ -232,7 +240,7 @@ TEST_CASE("poison ratio: only the chosen rows carry or learn noise") {
   data::Dataset ds = tiny_set();
   PoisonConfig c = tiny_config(Attack::cp_sample);
   c.ratio = 0.25;
-  c.init = "zero";
+  c.init = NoiseInit::zero;
   PoisonResult r = generate_poison(ds, c, "tiny", 32);
   auto idx = r.poison.indices.to_vector<int64_t>();
   CHECK(idx.size() == 8);

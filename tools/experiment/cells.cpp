@@ -636,7 +636,7 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
     CP_CHECK(it != poisons.end(), job.id, "needs poison ", job.init_from, " first");
     std::string init = poison_path(job.init_from);
     CP_CHECK(fs::exists(init), job.id, "starts from ", init, ", which has not been made");
-    cfg.init = "file";
+    cfg.init = poison::NoiseInit::file;
     cfg.init_file = init;
   }
   std::string d = prepare(job.id, job.config);
