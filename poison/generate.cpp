@@ -176,7 +176,8 @@ void PoisonConfig::validate() const {
   const char* w = "PoisonConfig";
   CP_CHECK(!(attack == Attack::cp_sample && kind != NoiseKind::sample_wise), w, "cp-s is sample-wise (kind 'sample')");
   CP_CHECK(!(attack == Attack::cp_class && kind != NoiseKind::class_wise), w, "cp-c is class-wise (kind 'class')");
-  CP_CHECK(!(attack == Attack::adversarial && kind != NoiseKind::sample_wise), w, "adversarial poisoning is sample-wise");
+  CP_CHECK(!(attack == Attack::adversarial && kind != NoiseKind::sample_wise), w,
+           "adversarial poisoning is sample-wise");
   bool contrastive = attack == Attack::cp_sample || attack == Attack::cp_class;
   CP_CHECK(!contrastive || algo != Algo::supervised, w, "contrastive poisoning needs --algo simclr, moco or byol");
   CP_CHECK(eps > 0 && eps <= 1, w, "eps ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");

@@ -341,7 +341,8 @@ void setup(CLI::App& app) {
     if (!synthetic_attack(attack))
       std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
                    cfg.model.c_str(), (long long)cfg.model_options.width, augment::recipe_name(aug),
-                   (unsigned long long)cfg.seed, o->device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
+                   (unsigned long long)cfg.seed, o->device.c_str(), cfg.checkpoint_path.c_str(),
+                   (long long)cfg.checkpoint_every);
     if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
       char line[256];
       int at = std::snprintf(line, sizeof line, "  augment strength %g", cfg.augment_strength);
@@ -385,9 +386,9 @@ void setup(CLI::App& app) {
     if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
     std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
                 "picture %s\n",
-                o->data.describe().c_str(), attack_name(attack), noise_kind_name(p.kind), tools::format_pixels(p.eps).c_str(),
-                (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
-                (long long)p.rounds_total, loss, secs, o->out.c_str(), picture.c_str());
+                o->data.describe().c_str(), attack_name(attack), noise_kind_name(p.kind),
+                tools::format_pixels(p.eps).c_str(), (long long)p.indices.numel(), (long long)p.image_count,
+                (long long)p.rounds_done, (long long)p.rounds_total, loss, secs, o->out.c_str(), picture.c_str());
   });
 }
 

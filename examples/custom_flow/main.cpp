@@ -54,7 +54,8 @@ int main(int argc, char** argv) try {
     std::printf("round %lld: model loss %.4f, noise loss %.4f\n", (long long)r.round, r.model_loss, r.noise_loss);
   poison::save_poison(out, res.poison);
   std::printf("flow %s: %s-wise poison %s of %lld images written to %s\n", cfg.flow->name().c_str(),
-              poison::noise_kind_name(res.poison.kind), res.poison.delta.describe().c_str(), (long long)train.size(), out.c_str());
+              poison::noise_kind_name(res.poison.kind), res.poison.delta.describe().c_str(), (long long)train.size(),
+              out.c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "custom_flow: %s\n", e.what());

@@ -34,7 +34,8 @@ TEST_CASE("recipes: parse_recipe and recipe_name round-trip; a bad name's error 
     CHECK(parse_recipe(recipe_name(r)) == r);
   CHECK(std::string(recipe_name(Recipe::cpu_small)) == "cpu-small");
   CHECK_THROWS_WITH_AS(parse_recipe("autoaugment"),
-                       "augment: unknown augmentation 'autoaugment' (choose simclr, cpu-small, crop-flip or none)", Error);
+                       "augment: unknown augmentation 'autoaugment' (choose simclr, cpu-small, crop-flip or none)",
+                       Error);
   // translate-flip is cpoison train's and the experiment settings' (none + flip + a batch hook), not a recipe.
   CHECK_THROWS_AS(parse_recipe("translate-flip"), Error);
 }

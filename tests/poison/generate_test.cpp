@@ -41,7 +41,8 @@ augment::AugmentConfig tiny_augment() {
 PoisonConfig tiny_config(Attack attack, Algo algo = Algo::simclr) {
   PoisonConfig c = PoisonConfig::recipe(attack == Attack::cp_sample ? "cpu-small-cp-s" : "cpu-small-cp-c", algo == Algo::supervised ? Algo::simclr : algo);
   c.attack = attack;
-  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? NoiseKind::sample_wise : NoiseKind::class_wise;
+  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? NoiseKind::sample_wise
+                                                                        : NoiseKind::class_wise;
   c.algo = algo;
   c.algo_config = algorithms::AlgoConfig::defaults(algo);
   c.algo_config.queue_size = 16;

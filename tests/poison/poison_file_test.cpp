@@ -150,7 +150,8 @@ TEST_CASE("poison files round-trip with their attributes") {
 TEST_CASE("noise kinds: parse_noise_kind and noise_kind_name round-trip; a bad name or file attribute lists both") {
   for (NoiseKind k : {NoiseKind::sample_wise, NoiseKind::class_wise}) CHECK(parse_noise_kind(noise_kind_name(k)) == k);
   CHECK(std::string(noise_kind_name(NoiseKind::class_wise)) == "class");
-  CHECK_THROWS_WITH_AS(parse_noise_kind("pixel", "--kind"), "--kind: kind must be 'sample' or 'class', got 'pixel'", Error);
+  CHECK_THROWS_WITH_AS(parse_noise_kind("pixel", "--kind"), "--kind: kind must be 'sample' or 'class', got 'pixel'",
+                       Error);
 
   // The file attribute is parsed where the file is read; the error names the file.
   auto path = cpoison::test::temp_path("cpoison_poison_kind_test.h5").string();
