@@ -53,6 +53,22 @@ const char* noise_init_name(NoiseInit init) {
   return "uniform";
 }
 
+SeparabilitySpace parse_separability_space(const std::string& name, const std::string& where) {
+  if (name == "noise") return SeparabilitySpace::noise;
+  if (name == "embedding") return SeparabilitySpace::embedding;
+  if (name == "features") return SeparabilitySpace::features;
+  fail(where, "separability_space must be 'noise', 'embedding' or 'features', got '", name, "'");
+}
+
+const char* separability_space_name(SeparabilitySpace space) {
+  switch (space) {
+    case SeparabilitySpace::noise: return "noise";
+    case SeparabilitySpace::embedding: return "embedding";
+    case SeparabilitySpace::features: return "features";
+  }
+  return "noise";
+}
+
 const char* attack_name(Attack a) {
   switch (a) {
     case Attack::cp_sample: return "cp-s";
@@ -206,8 +222,6 @@ void PoisonConfig::validate() const {
   CP_CHECK(separability == 0 || (!synthetic_attack(attack) && attack != Attack::adversarial), w,
            "separability applies to attacks that minimise their loss (cp-s, cp-c, unlearnable, aue, aap), not ",
            attack_name(attack));
-  CP_CHECK(separability_space == "noise" || separability_space == "embedding" || separability_space == "features", w,
-           "separability_space must be 'noise', 'embedding' or 'features', got '", separability_space, "'");
   CP_CHECK(std::isfinite(attack_loss_weight) && attack_loss_weight >= 0 && attack_loss_weight <= 1e6, w,
            "attack_loss_weight must be in [0, 1e6], got ", attack_loss_weight);
   CP_CHECK(attack_loss_weight > 0 || separability > 0, w,
@@ -480,9 +494,9 @@ private:
   // (normalised as the views are; the learner is in eval mode here, as a probe's encoder is).
   Tensor separability_term(const Tensor& leaf, const Tensor& labels, const Tensor& view, const Tensor& x) {
     Tensor feats;
-    if (cfg_.separability_space == "embedding") {
+    if (cfg_.separability_space == SeparabilitySpace::embedding) {
       feats = learner_->embed(view);
-    } else if (cfg_.separability_space == "features") {
+    } else if (cfg_.separability_space == SeparabilitySpace::features) {
       augment::AugmentParams id = augment::AugmentParams::identity(x.size(0), x.size(2), x.size(3));
       feats = learner_->encoder().forward(augment::apply(x, id, augment_));
     } else {
@@ -623,7 +637,7 @@ private:
         if (cfg_.attack_loss_weight > 0) {
           loss = attack_loss(x, targets, separate ? &view : nullptr, split);
           if (cfg_.attack_loss_weight != 1) loss = mul_scalar(loss, cfg_.attack_loss_weight);
-        } else if (cfg_.separability_space == "embedding") {
+        } else if (cfg_.separability_space == SeparabilitySpace::embedding) {
           view = apply_augment(x);  // the embedding term's view (the same draw count as with the own loss)
         }
         if (separate) {
@@ -719,7 +733,7 @@ private:
             {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
             {"init", noise_init_name(c.init)}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs},
             {"seed", c.seed},
-            {"separability", c.separability}, {"separability_space", c.separability_space},
+            {"separability", c.separability}, {"separability_space", separability_space_name(c.separability_space)},
             {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};
     // Only when set, so that checkpoints written before the hooks existed still resume.

@@ -288,7 +288,7 @@ void setup(CLI::App& app) {
                             {"target_shift", cfg.target_shift},
                             {"augment_strength", cfg.augment_strength},
                             {"separability", cfg.separability},
-                            {"separability_space", cfg.separability_space},
+                            {"separability_space", separability_space_name(cfg.separability_space)},
                             {"separability_detach_spread", cfg.separability_detach_spread},
                             {"attack_loss_weight", cfg.attack_loss_weight},
                             {"pattern_period", cfg.pattern_period},
@@ -351,7 +351,8 @@ void setup(CLI::App& app) {
                             (long long)cfg.pretrain_epochs, (long long)cfg.pretrain_warmup_epochs, (long long)cfg.target_shift);
       if (cfg.separability > 0)
         std::snprintf(line + at, sizeof line - at, ", separability %g on the %s%s", cfg.separability,
-                      cfg.separability_space.c_str(), cfg.separability_detach_spread ? " (spreads detached)" : "");
+                      separability_space_name(cfg.separability_space),
+                      cfg.separability_detach_spread ? " (spreads detached)" : "");
       std::fprintf(stderr, "%s\n", line);
     }
     if (!o->resume && std::filesystem::exists(cfg.checkpoint_path))

@@ -353,7 +353,7 @@ TEST_CASE("the separability term makes the noise more class-separable; both spac
     CAPTURE(recipe);
     PoisonConfig e = tiny(recipe, recipe == "cpu-small-cp-c" ? NoiseKind::class_wise : NoiseKind::sample_wise);
     e.separability = 1.0;
-    e.separability_space = "embedding";
+    e.separability_space = SeparabilitySpace::embedding;
     PoisonResult r = generate_poison(ds, e, "quadrants", 32);
     CHECK(r.finished);
     CHECK(std::isfinite(r.history.back().noise_loss));
@@ -378,9 +378,13 @@ TEST_CASE("bad AUE / AAP / separability settings are rejected by name") {
   c = tiny("cpu-small-aue");
   c.separability = -1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("separability must be a weight >= 0"), Error);
-  c.separability = 1;
-  c.separability_space = "pixels";
-  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("separability_space"), Error);
+  // The space is named where it is read (flags, settings): parse and name round-trip.
+  for (SeparabilitySpace s : {SeparabilitySpace::noise, SeparabilitySpace::embedding, SeparabilitySpace::features})
+    CHECK(parse_separability_space(separability_space_name(s)) == s);
+  CHECK_THROWS_WITH_AS(parse_separability_space("pixels", "--separability-space"),
+                       "--separability-space: separability_space must be 'noise', 'embedding' or 'features', got "
+                       "'pixels'",
+                       Error);
   c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
   c.attack = Attack::adversarial, c.kind = NoiseKind::sample_wise;
   c.separability = 1;
@@ -469,7 +473,7 @@ TEST_CASE("separability on the backbone features, with or without the attack's o
   data::Dataset ds = quadrant_set();
   PoisonConfig c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
   c.separability = 1.0;
-  c.separability_space = "features";
+  c.separability_space = SeparabilitySpace::features;
   PoisonResult with_own = generate_poison(ds, c, "quadrants", 32);
   CHECK(with_own.finished);
   CHECK(max_abs(with_own.poison.delta) <= 1.0);

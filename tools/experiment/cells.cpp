@@ -618,7 +618,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   c.checkpoint_every = ps.checkpoint_every;
   if (!poison::synthetic_attack(attack) && attack != Attack::adversarial) {
     c.separability = ps.separability;
-    c.separability_space = ps.separability_space;
+    c.separability_space = poison::parse_separability_space(ps.separability_space);
   }
   return c;
 }
