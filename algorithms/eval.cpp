@@ -68,7 +68,7 @@ Tensor extract_features(models::Encoder& encoder, const data::Dataset& ds, const
   Tensor out = Tensor::empty({ds.size(), encoder.feature_dim()}, DType::f32);
   for (int64_t i = 0; i < ds.size(); i += batch_size) {
     int64_t j = std::min(ds.size(), i + batch_size);
-    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), channel_mean, channel_std);
+    Tensor x = augment::normalize(data::to_float_nchw(ds.images.slice0(i, j), device), channel_mean, channel_std);
     out.slice0(i, j).copy_(encoder.forward(x));
   }
   return out;
@@ -195,7 +195,8 @@ ProbeResult linear_probe_sgd(models::Encoder& encoder, const data::Dataset& trai
       {
         autograd::NoGradGuard no_grad;
         Tensor x = data::to_float_nchw(batch.images, options.device);
-        x = apply(x, sample_params(options.augment, x.size(0), x.size(2), x.size(3), gen), options.augment);
+        x = augment::apply(x, augment::sample_params(options.augment, x.size(0), x.size(2), x.size(3), gen),
+                           options.augment);
         features = encoder.forward(x).detach();
       }
       Tensor logits = head->forward(features);
@@ -266,8 +267,9 @@ double knn_accuracy(const Tensor& train_features, const Tensor& train_labels, co
 
 // ---------------------------------------------------------------- alignment / uniformity
 
-Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& clean_u8, const AugmentConfig& augment,
-                    Generator& gen, int64_t n, int64_t batch_size, Device device) {
+Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& clean_u8,
+                    const augment::AugmentConfig& augment, Generator& gen, int64_t n, int64_t batch_size,
+                    Device device) {
   const char* where = "alignment";
   CP_CHECK(poisoned_u8.defined() && clean_u8.defined() && poisoned_u8.dim() == 4 &&
                poisoned_u8.shape() == clean_u8.shape(),
@@ -288,9 +290,10 @@ Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& c
     int64_t j = std::min(total, i + batch_size);
     Tensor xp = data::to_float_nchw(poisoned_u8.slice0(i, j), device);
     Tensor xc = data::to_float_nchw(clean_u8.slice0(i, j), device);
-    AugmentParams p1 = sample_params(augment, j - i, h, w, gen), p2 = sample_params(augment, j - i, h, w, gen);
+    augment::AugmentParams p1 = augment::sample_params(augment, j - i, h, w, gen),
+                           p2 = augment::sample_params(augment, j - i, h, w, gen);
     auto dist = [&](const Tensor& x) {
-      Tensor z1 = learner.embed(apply(x, p1, augment)), z2 = learner.embed(apply(x, p2, augment));
+      Tensor z1 = learner.embed(augment::apply(x, p1, augment)), z2 = learner.embed(augment::apply(x, p2, augment));
       return sum(square(sub(z1, z2))).item();
     };
     sum_p += dist(xp);
@@ -341,7 +344,7 @@ double classifier_accuracy(Learner& learner, const data::Dataset& ds, const std:
   int64_t right = 0;
   for (int64_t i = 0; i < ds.size(); i += batch_size) {
     int64_t j = std::min(ds.size(), i + batch_size);
-    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, std);
+    Tensor x = augment::normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, std);
     auto pred = argmax(enc.logits(x), 1).to(Device::cpu).to_vector<int64_t>();
     for (int64_t k = 0; k < j - i; ++k) right += pred[k] == labels[i + k];
   }

@@ -56,7 +56,7 @@ struct SgdProbeOptions {
   std::vector<double> milestones{60, 75, 90};  // lr x gamma after these epochs
   double gamma = 0.2;
   uint64_t seed = 0;
-  AugmentConfig augment;  // training transform: crop (scale 0.2-1) + flip + normalize
+  augment::AugmentConfig augment;  // training transform: crop (scale 0.2-1) + flip + normalize
   Device device = Device::cpu;
   // Called after each epoch with (epoch, test accuracy); may print progress.
   std::function<void(int64_t, double)> on_epoch;
@@ -84,8 +84,9 @@ struct Alignment {
 // is the poisoned version of row i of `clean`), draws two augmentations per image from gen and
 // applies the same draws to both sets; z = learner.embed (unit length). The learner runs in
 // eval mode (its mode is restored). Error naming the shapes when the sets differ.
-Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& clean_u8, const AugmentConfig& augment,
-                    Generator& gen, int64_t n = 1000, int64_t batch_size = 256, Device device = Device::cpu);
+Alignment alignment(Learner& learner, const Tensor& poisoned_u8, const Tensor& clean_u8,
+                    const augment::AugmentConfig& augment, Generator& gen, int64_t n = 1000, int64_t batch_size = 256,
+                    Device device = Device::cpu);
 
 // log mean_{i<j} exp(-t ||z_i - z_j||^2) over the rows of z [N, D] (N >= 2), Wang & Isola's
 // uniformity (lower is more uniform). Rows are used as given (pass unit-length embeddings).

@@ -2,7 +2,7 @@
 
 namespace cpoison::algorithms {
 
-nlohmann::ordered_json augment_settings(const AugmentConfig& a) {
+nlohmann::ordered_json augment_settings(const augment::AugmentConfig& a) {
   return {{"out_h", a.out_h},
           {"out_w", a.out_w},
           {"crop", a.crop},

@@ -10,7 +10,7 @@
 namespace cpoison::algorithms {
 
 // Every field of the augmentation pipeline (sizes, probabilities, strengths, normalisation).
-nlohmann::ordered_json augment_settings(const AugmentConfig& a);
+nlohmann::ordered_json augment_settings(const augment::AugmentConfig& a);
 // Every field of the learner's configuration (temperature, EMA, queue, heads, loss scale, seed).
 nlohmann::ordered_json algo_settings(const AlgoConfig& c);
 // The backbone's options (width, in_channels, num_classes).

@@ -70,19 +70,17 @@ void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, s
   fit_channels(channels, mean, stddev);
 }
 
-AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w) {
-  AugmentConfig cfg;
-  if (kind == "simclr") {
-    cfg = AugmentConfig::simclr_cifar(h);
-  } else if (kind == "cpu-small") {
-    cfg = AugmentConfig::cpu_small();
-  } else if (kind == "crop-flip") {
-    cfg.jitter = false;
-    cfg.grayscale = false;
-  } else if (kind == "none") {
-    cfg.crop = cfg.flip = cfg.jitter = cfg.grayscale = false;
-  } else {
-    fail("augment", "unknown augmentation '", kind, "' (choose simclr, cpu-small, crop-flip or none)");
+augment::AugmentConfig make_augment(augment::Recipe recipe, const std::string& dataset, int64_t channels, int64_t h,
+                                    int64_t w) {
+  augment::AugmentConfig cfg;
+  switch (recipe) {
+    case augment::Recipe::simclr: cfg = augment::AugmentConfig::simclr_cifar(h); break;
+    case augment::Recipe::cpu_small: cfg = augment::AugmentConfig::cpu_small(); break;
+    case augment::Recipe::crop_flip:
+      cfg.jitter = false;
+      cfg.grayscale = false;
+      break;
+    case augment::Recipe::none: cfg.crop = cfg.flip = cfg.jitter = cfg.grayscale = false; break;
   }
   cfg.out_h = h;
   cfg.out_w = w;
@@ -91,9 +89,9 @@ AugmentConfig make_augment(const std::string& kind, const std::string& dataset, 
   return cfg;
 }
 
-AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds) {
+augment::AugmentConfig make_augment(augment::Recipe recipe, const data::Dataset& ds) {
   // The pipeline by name (with a built-in name's constants), then the dataset's own normalisation.
-  AugmentConfig cfg = make_augment(kind, "cifar10", ds.channels(), ds.height(), ds.width());
+  augment::AugmentConfig cfg = make_augment(recipe, "cifar10", ds.channels(), ds.height(), ds.width());
   dataset_normalization(ds, cfg.mean, cfg.std);
   cfg.validate();
   return cfg;

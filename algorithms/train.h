@@ -37,22 +37,23 @@ void dataset_normalization(const std::string& dataset, int64_t channels, std::ve
 // --normalize) first, then its name's; an Error naming the dataset and --normalize otherwise.
 void dataset_normalization(const data::Dataset& ds, std::vector<double>& mean, std::vector<double>& stddev);
 
-// Augmentation pipelines by name, for images of size h x w with `channels` channels:
-//   "simclr":    the spec's §5 pipeline (crop 0.2-1, flip, colour jitter p 0.8, grayscale p 0.2)
-//   "cpu-small": docs/cpu-scale-reference.md's (crop, flip, brightness then contrast with p 0.8)
-//   "crop-flip": crop 0.2-1 + flip (the linear probe's training transform)
-//   "none":      normalisation only
-// Output size h x w; normalisation from dataset_normalization. Error listing the names.
-AugmentConfig make_augment(const std::string& kind, const std::string& dataset, int64_t channels, int64_t h, int64_t w);
+// Augmentation pipelines, for images of size h x w with `channels` channels:
+//   simclr:    the spec's §5 pipeline (crop 0.2-1, flip, colour jitter p 0.8, grayscale p 0.2)
+//   cpu_small: docs/cpu-scale-reference.md's (crop, flip, brightness then contrast with p 0.8)
+//   crop_flip: crop 0.2-1 + flip (the linear probe's training transform)
+//   none:      normalisation only
+// Output size h x w; normalisation from dataset_normalization.
+augment::AugmentConfig make_augment(augment::Recipe recipe, const std::string& dataset, int64_t channels, int64_t h,
+                                    int64_t w);
 // The same for a loaded dataset (its size, channels and dataset_normalization(ds)).
-AugmentConfig make_augment(const std::string& kind, const data::Dataset& ds);
+augment::AugmentConfig make_augment(augment::Recipe recipe, const data::Dataset& ds);
 
 struct TrainConfig {
   Algo algo = Algo::simclr;
   std::string model = "resnet18";
   models::ModelOptions model_options;  // in_channels must match the dataset's channels
   AlgoConfig algo_config = AlgoConfig::defaults(Algo::simclr);
-  AugmentConfig augment;  // for both views (supervised: the one view)
+  augment::AugmentConfig augment;  // for both views (supervised: the one view)
 
   int64_t epochs = 1000;
   int64_t batch_size = 512;

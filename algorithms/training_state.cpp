@@ -10,11 +10,11 @@ namespace cpoison::algorithms {
 TrainingState::TrainingState(std::shared_ptr<Learner> learner, const optim::SGDOptions& options)
     : learner_(std::move(learner)), sgd_(learner_->named_online_parameters(), options) {}
 
-Batch TrainingState::views(const Tensor& x, const Tensor& labels, const AugmentConfig& augment, Generator& gen) const {
+Batch TrainingState::views(const Tensor& x, const Tensor& labels, const augment::AugmentConfig& aug, Generator& gen) const {
   const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
   Batch views;
-  views.view1 = apply(x, sample_params(augment, b, h, w, gen), augment);
-  if (learner_->views_per_batch() == 2) views.view2 = apply(x, sample_params(augment, b, h, w, gen), augment);
+  views.view1 = augment::apply(x, augment::sample_params(aug, b, h, w, gen), aug);
+  if (learner_->views_per_batch() == 2) views.view2 = augment::apply(x, augment::sample_params(aug, b, h, w, gen), aug);
   else views.labels = labels;
   return views;
 }

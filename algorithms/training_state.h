@@ -30,7 +30,7 @@ public:
   // The learner's views of float images x [B,C,H,W] in [0,1]: view1, then (contrastive) view2,
   // each with augmentation parameters freshly drawn from gen; a supervised learner's one view
   // comes with `labels`.
-  Batch views(const Tensor& x, const Tensor& labels, const AugmentConfig& augment, Generator& gen) const;
+  Batch views(const Tensor& x, const Tensor& labels, const augment::AugmentConfig& aug, Generator& gen) const;
 
   // One optimisation step on `loss`, a scalar recorded for backward: gradients cleared and
   // back-propagated, averaged over the ranks when average_over_ranks (each rank's loss being the

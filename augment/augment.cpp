@@ -9,7 +9,23 @@
 #include "engine/ops/image.h"
 #include "engine/ops/shape.h"
 
-namespace cpoison {
+namespace cpoison::augment {
+
+Recipe parse_recipe(const std::string& name) {
+  for (Recipe r : {Recipe::simclr, Recipe::cpu_small, Recipe::crop_flip, Recipe::none})
+    if (name == recipe_name(r)) return r;
+  fail("augment", "unknown augmentation '", name, "' (choose simclr, cpu-small, crop-flip or none)");
+}
+
+const char* recipe_name(Recipe recipe) {
+  switch (recipe) {
+    case Recipe::simclr: return "simclr";
+    case Recipe::cpu_small: return "cpu-small";
+    case Recipe::crop_flip: return "crop-flip";
+    case Recipe::none: return "none";
+  }
+  return "none";
+}
 
 AugmentConfig AugmentConfig::simclr_cifar(int64_t out_size) {
   AugmentConfig cfg;
@@ -230,4 +246,4 @@ Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen) {
   return resize_window(padded, Tensor::from_vector(boxes, {B, 4}, DType::f64), H, W);
 }
 
-}  // namespace cpoison
+}  // namespace cpoison::augment

@@ -15,12 +15,13 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/rng.h"
 #include "engine/tensor.h"
 
-namespace cpoison {
+namespace cpoison::augment {
 
 // Per-channel normalisation statistics of the datasets the spec names.
 inline const std::vector<double> kCifar10Mean{0.4914, 0.4822, 0.4465}, kCifar10Std{0.2023, 0.1994, 0.2010};
@@ -71,6 +72,14 @@ struct AugmentConfig {
   // Throws cpoison::Error("AugmentConfig", ...) naming the first bad field.
   void validate() const;
 };
+
+// The named pipelines (algorithms::make_augment builds them for a dataset): the spec's §5
+// SimCLR list, docs/cpu-scale-reference.md's, crop + flip (the linear probe's training
+// transform), normalisation only.
+enum class Recipe { simclr, cpu_small, crop_flip, none };
+// "simclr" | "cpu-small" | "crop-flip" | "none"; Error listing them otherwise.
+Recipe parse_recipe(const std::string& name);
+const char* recipe_name(Recipe recipe);
 
 // The augmentation strength s of Wang et al.'s AUE / AAP ("Efficient Availability Attacks against
 // Supervised and Contrastive Learning Simultaneously", 2024; EhanW/AUE-AAP, utils.Augment):
@@ -132,4 +141,4 @@ Tensor normalize(const Tensor& x, const std::vector<double>& mean, const std::ve
 // torchvision's RandomCrop(size, padding = max_shift). max_shift 0 returns x.
 Tensor random_translate(const Tensor& x, int64_t max_shift, Generator& gen);
 
-}  // namespace cpoison
+}  // namespace cpoison::augment

@@ -8,7 +8,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 
-namespace cpoison {
+namespace cpoison::augment {
 
 namespace {
 
@@ -100,4 +100,4 @@ Tensor normalize(const Tensor& x, const std::vector<double>& mean_values, const 
   return div(sub(x, m), s);
 }
 
-}  // namespace cpoison
+}  // namespace cpoison::augment

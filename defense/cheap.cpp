@@ -124,7 +124,7 @@ Tensor grayscale_images(const Tensor& x) {
   check_batch(x, "grayscale");
   CP_CHECK(x.size(1) == 3, "grayscale", "needs colour images (3 channels), got ", x.describe(),
            ": grey data has nothing to remove");
-  Tensor g = rgb_to_grayscale(x);  // [N, 1, H, W]
+  Tensor g = augment::rgb_to_grayscale(x);  // [N, 1, H, W]
   return concat({g, g, g}, 1);
 }
 
@@ -159,7 +159,7 @@ namespace {
 
 struct UEraserRun {
   UEraserOptions opt;
-  AugmentConfig jitter;  // colour jitter with probability 1 and a flip, no crop, no normalisation
+  augment::AugmentConfig jitter;  // colour jitter with probability 1 and a flip, no crop, no normalisation
   std::vector<double> mean, std;
 
   UEraserRun(const algorithms::TrainConfig& cfg, const UEraserOptions& o) : opt(o) {
@@ -188,9 +188,9 @@ struct UEraserRun {
       x = add(mul(v, s), m);
     }
     x = clamp(x, 0.0, 1.0);
-    AugmentConfig a = jitter;
+    augment::AugmentConfig a = jitter;
     a.out_h = v.size(2), a.out_w = v.size(3);
-    x = augment(x, a, gen);
+    x = augment::augment(x, a, gen);
     if (opt.noise > 0) {
       autograd::NoGradGuard no_grad;
       Tensor n = uniform(x.shape(), -opt.noise, opt.noise, gen, x.dtype(), x.device());

@@ -100,7 +100,8 @@ std::string poison_digest(const Poison& p) {
     const auto* b = static_cast<const uint8_t*>(bytes);
     for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
   };
-  mix(p.kind.data(), p.kind.size());
+  const std::string kind = noise_kind_name(p.kind);  // the name, as digests made before the enum hashed it
+  mix(kind.data(), kind.size());
   mix(&p.eps, sizeof p.eps);
   Tensor delta = p.delta.to(Device::cpu).contiguous(), indices = p.indices.to(Device::cpu).contiguous();
   for (int64_t d : delta.shape()) mix(&d, sizeof d);

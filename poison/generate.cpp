@@ -38,6 +38,38 @@ Attack parse_attack(const std::string& name) {
   fail("attack", "unknown attack '", name, "' (choose cp-s, cp-c, random, unlearnable, adversarial, aue, aap or pattern)");
 }
 
+NoiseInit parse_noise_init(const std::string& name, const std::string& where) {
+  if (name == "uniform") return NoiseInit::uniform;
+  if (name == "zero") return NoiseInit::zero;
+  if (name == "file") return NoiseInit::file;
+  fail(where, "init must be uniform, zero or file, got '", name, "'");
+}
+
+const char* noise_init_name(NoiseInit init) {
+  switch (init) {
+    case NoiseInit::uniform: return "uniform";
+    case NoiseInit::zero: return "zero";
+    case NoiseInit::file: return "file";
+  }
+  return "uniform";
+}
+
+SeparabilitySpace parse_separability_space(const std::string& name, const std::string& where) {
+  if (name == "noise") return SeparabilitySpace::noise;
+  if (name == "embedding") return SeparabilitySpace::embedding;
+  if (name == "features") return SeparabilitySpace::features;
+  fail(where, "separability_space must be 'noise', 'embedding' or 'features', got '", name, "'");
+}
+
+const char* separability_space_name(SeparabilitySpace space) {
+  switch (space) {
+    case SeparabilitySpace::noise: return "noise";
+    case SeparabilitySpace::embedding: return "embedding";
+    case SeparabilitySpace::features: return "features";
+  }
+  return "noise";
+}
+
 const char* attack_name(Attack a) {
   switch (a) {
     case Attack::cp_sample: return "cp-s";
@@ -94,10 +126,10 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.lr = algo == Algo::simclr ? 0.5 : algo == Algo::moco ? 0.3 : 1.0;
     c.cosine = true;
     if (name == "cp-c") {
-      c.attack = Attack::cp_class, c.kind = "class";
+      c.attack = Attack::cp_class, c.kind = NoiseKind::class_wise;
       c.rounds = 1000, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1, c.step = 0.1;
     } else {
-      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.attack = Attack::cp_sample, c.kind = NoiseKind::sample_wise;
       c.rounds = 200, c.model_steps = 0, c.noise_batches = 0;
       c.pgd_steps = algo == Algo::byol ? 1 : 5;
       c.step = algo == Algo::byol ? 0.02 : 0.1;
@@ -109,10 +141,10 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.cosine = false;
     c.step = 0.1;
     if (name == "cpu-small-cp-c") {
-      c.attack = Attack::cp_class, c.kind = "class";
+      c.attack = Attack::cp_class, c.kind = NoiseKind::class_wise;
       c.rounds = 10, c.model_steps = 20, c.noise_batches = 20, c.pgd_steps = 1;
     } else {
-      c.attack = Attack::cp_sample, c.kind = "sample";
+      c.attack = Attack::cp_sample, c.kind = NoiseKind::sample_wise;
       c.rounds = 12, c.model_steps = 0, c.noise_batches = 0, c.pgd_steps = 5;
     }
   } else if (name == "aue" || name == "cpu-small-aue") {
@@ -121,7 +153,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     // 0.1, momentum 0.9, wd 1e-4, cosine over the rounds to 1e-6) with one pass of 5 PGD steps
     // of eps/10 (class-wise: 1) from zero noise, both under the contrastive augmentations at
     // strength 0.6. cpu-small keeps the structure with fewer rounds and PGD steps (docs/attacks.md).
-    c.attack = Attack::aue, c.kind = "sample";
+    c.attack = Attack::aue, c.kind = NoiseKind::sample_wise;
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
     c.batch_size = 128;
@@ -129,7 +161,7 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     c.cosine = true, c.final_lr_fraction = 1e-5;
     c.model_steps = 0, c.noise_batches = 0;
     c.step = 0.1;
-    c.init = "zero";
+    c.init = NoiseInit::zero;
     c.augment_strength = 0.6;
     if (name == "aue") c.rounds = 60, c.pgd_steps = 5;
     else c.rounds = 8, c.pgd_steps = 3;
@@ -138,13 +170,13 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
     // noise: 40 epochs of clean supervised training (batch 128, SGD lr 0.5, momentum 0.9, wd
     // 1e-4, 10 warm-up epochs then cosine), then one pass over the images with 250 PGD steps of
     // 2.5 eps / 250 from zero noise, minimising the cross-entropy towards label + 1.
-    c.attack = Attack::aap, c.kind = "sample";
+    c.attack = Attack::aap, c.kind = NoiseKind::sample_wise;
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
     c.batch_size = 128;
     c.lr = 0.5, c.momentum = 0.9, c.weight_decay = 1e-4;
     c.rounds = 1, c.model_steps = 0, c.noise_batches = 0;
-    c.init = "zero";
+    c.init = NoiseInit::zero;
     c.augment_strength = 0.4;
     c.target_shift = 1;
     if (name == "aap") c.pretrain_epochs = 40, c.pretrain_warmup_epochs = 10, c.pgd_steps = 250;
@@ -159,10 +191,10 @@ PoisonConfig PoisonConfig::recipe(const std::string& name, Algo algo) {
 
 void PoisonConfig::validate() const {
   const char* w = "PoisonConfig";
-  CP_CHECK(kind == "sample" || kind == "class", w, "kind must be 'sample' or 'class', got '", kind, "'");
-  CP_CHECK(!(attack == Attack::cp_sample && kind != "sample"), w, "cp-s is sample-wise (kind 'sample')");
-  CP_CHECK(!(attack == Attack::cp_class && kind != "class"), w, "cp-c is class-wise (kind 'class')");
-  CP_CHECK(!(attack == Attack::adversarial && kind != "sample"), w, "adversarial poisoning is sample-wise");
+  CP_CHECK(!(attack == Attack::cp_sample && kind != NoiseKind::sample_wise), w, "cp-s is sample-wise (kind 'sample')");
+  CP_CHECK(!(attack == Attack::cp_class && kind != NoiseKind::class_wise), w, "cp-c is class-wise (kind 'class')");
+  CP_CHECK(!(attack == Attack::adversarial && kind != NoiseKind::sample_wise), w,
+           "adversarial poisoning is sample-wise");
   bool contrastive = attack == Attack::cp_sample || attack == Attack::cp_class;
   CP_CHECK(!contrastive || algo != Algo::supervised, w, "contrastive poisoning needs --algo simclr, moco or byol");
   CP_CHECK(eps > 0 && eps <= 1, w, "eps ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
@@ -172,8 +204,7 @@ void PoisonConfig::validate() const {
   CP_CHECK(batch_size >= 2, w, "batch_size must be >= 2, got ", batch_size);
   CP_CHECK(lr >= 0 && momentum >= 0 && weight_decay >= 0, w, "lr, momentum and weight decay must be >= 0");
   CP_CHECK(ratio > 0 && ratio <= 1, w, "ratio ", ratio, " outside (0, 1]");
-  CP_CHECK(init == "uniform" || init == "zero" || init == "file", w, "init must be uniform, zero or file, got '", init, "'");
-  CP_CHECK(init != "file" || !init_file.empty(), w, "init 'file' needs init_file");
+  CP_CHECK(init != NoiseInit::file || !init_file.empty(), w, "init 'file' needs init_file");
   CP_CHECK(checkpoint_every >= 0, w, "checkpoint_every must be >= 0");
   CP_CHECK(std::isfinite(augment_strength) && augment_strength >= 0 && augment_strength <= 2, w, "augment_strength ",
            augment_strength, " outside [0, 2] (0: the augmentations as given)");
@@ -183,7 +214,8 @@ void PoisonConfig::validate() const {
   CP_CHECK(target_shift >= 1, w, "target_shift must be >= 1 (the target class is (y + shift) mod classes), got ",
            target_shift);
   CP_CHECK(std::isfinite(separability) && separability >= 0, w, "separability must be a weight >= 0, got ", separability);
-  CP_CHECK(attack != Attack::pattern || kind == "class", w, "pattern noise is class-wise (one grating per class), not ", kind);
+  CP_CHECK(attack != Attack::pattern || kind == NoiseKind::class_wise, w,
+           "pattern noise is class-wise (one grating per class), not ", noise_kind_name(kind));
   CP_CHECK(std::isfinite(pattern_period) && pattern_period >= 2 && pattern_period <= 1e6, w,
            "pattern_period must be in [2, 1e6] pixels, got ", pattern_period);
   CP_CHECK(pattern_blank >= -1 && pattern_blank <= kMaxAxis, w, "pattern_blank must be a class index or -1 (none), got ",
@@ -191,8 +223,6 @@ void PoisonConfig::validate() const {
   CP_CHECK(separability == 0 || (!synthetic_attack(attack) && attack != Attack::adversarial), w,
            "separability applies to attacks that minimise their loss (cp-s, cp-c, unlearnable, aue, aap), not ",
            attack_name(attack));
-  CP_CHECK(separability_space == "noise" || separability_space == "embedding" || separability_space == "features", w,
-           "separability_space must be 'noise', 'embedding' or 'features', got '", separability_space, "'");
   CP_CHECK(std::isfinite(attack_loss_weight) && attack_loss_weight >= 0 && attack_loss_weight <= 1e6, w,
            "attack_loss_weight must be in [0, 1e6], got ", attack_loss_weight);
   CP_CHECK(attack_loss_weight > 0 || separability > 0, w,
@@ -228,7 +258,7 @@ public:
   Poisoner(const data::Dataset& train, const PoisonConfig& cfg)
       : train_(train.to(cfg.device)),
         cfg_(cfg),
-        augment_(cfg.augment_strength > 0 ? with_strength(cfg.augment, cfg.augment_strength) : cfg.augment),
+        augment_(cfg.augment_strength > 0 ? augment::with_strength(cfg.augment, cfg.augment_strength) : cfg.augment),
         aug_gen_(cfg.seed, kAugStream),
         model_sampler_(train.size(), cfg.batch_size, cfg.seed, true, train.size() > cfg.batch_size, kModelSamplerStream) {
     n_ = train_.size();
@@ -256,7 +286,7 @@ public:
   bool needs_model() const { return !synthetic_attack(cfg_.attack); }
   // Attacks with a clean pre-training and noise phases only (no model phase).
   bool pretrains() const { return cfg_.attack == Attack::adversarial || cfg_.attack == Attack::aap; }
-  bool class_wise() const { return cfg_.kind == "class"; }
+  bool class_wise() const { return cfg_.kind == NoiseKind::class_wise; }
 
   PoisonResult run(const std::string& dataset_name, int64_t subset) {
     PoisonResult res;
@@ -367,9 +397,9 @@ private:
       CP_CHECK(cfg_.pattern_blank < rows, "poison", "pattern_blank ", cfg_.pattern_blank, " is not a class of the data (",
                rows, " classes)");
       delta_ = grating_patterns(rows, C, H, W, cfg_.pattern_period, cfg_.seed, cfg_.pattern_blank).to(cfg_.device);
-    } else if (cfg_.init == "zero" || cfg_.attack == Attack::adversarial) {
+    } else if (cfg_.init == NoiseInit::zero || cfg_.attack == Attack::adversarial) {
       delta_ = Tensor::zeros(shape, DType::f32, cfg_.device);
-    } else if (cfg_.init == "uniform") {
+    } else if (cfg_.init == NoiseInit::uniform) {
       Generator g(cfg_.seed, kInitStream);
       delta_ = uniform(shape, -1.0, 1.0, g, DType::f32, cfg_.device);
     } else {
@@ -447,8 +477,8 @@ private:
   }
 
   Tensor apply_augment(const Tensor& x) {
-    AugmentParams p = sample_params(augment_, x.size(0), x.size(2), x.size(3), aug_gen_);
-    return apply(x, p, augment_);
+    augment::AugmentParams p = augment::sample_params(augment_, x.size(0), x.size(2), x.size(3), aug_gen_);
+    return augment::apply(x, p, augment_);
   }
 
   // TUE's class-separability term for one noise step: on the batch's perturbations (rows = the
@@ -457,11 +487,11 @@ private:
   // (normalised as the views are; the learner is in eval mode here, as a probe's encoder is).
   Tensor separability_term(const Tensor& leaf, const Tensor& labels, const Tensor& view, const Tensor& x) {
     Tensor feats;
-    if (cfg_.separability_space == "embedding") {
+    if (cfg_.separability_space == SeparabilitySpace::embedding) {
       feats = learner_->embed(view);
-    } else if (cfg_.separability_space == "features") {
-      AugmentParams id = AugmentParams::identity(x.size(0), x.size(2), x.size(3));
-      feats = learner_->encoder().forward(apply(x, id, augment_));
+    } else if (cfg_.separability_space == SeparabilitySpace::features) {
+      augment::AugmentParams id = augment::AugmentParams::identity(x.size(0), x.size(2), x.size(3));
+      feats = learner_->encoder().forward(augment::apply(x, id, augment_));
     } else {
       Tensor rows = class_wise() ? index_select0(leaf, labels) : leaf;
       feats = mul_scalar(flatten(rows, 1), cfg_.eps);
@@ -506,11 +536,12 @@ private:
       Tensor poisoned = poisoned_batch(idx, idx_t, labels, Tensor());
       Tensor clean = data::to_float_nchw(data::gather_batch(train_, idx).images, cfg_.device);
       const int64_t H = clean.size(2), W = clean.size(3);
-      AugmentParams p1 = sample_params(cfg_.augment, bs, H, W, g), p2 = sample_params(cfg_.augment, bs, H, W, g);
+      augment::AugmentParams p1 = augment::sample_params(cfg_.augment, bs, H, W, g),
+                             p2 = augment::sample_params(cfg_.augment, bs, H, W, g);
       auto loss_of = [&](const Tensor& x) {
         algorithms::Batch views;
-        views.view1 = apply(x, p1, cfg_.augment);
-        if (learner_->views_per_batch() == 2) views.view2 = apply(x, p2, cfg_.augment);
+        views.view1 = augment::apply(x, p1, cfg_.augment);
+        if (learner_->views_per_batch() == 2) views.view2 = augment::apply(x, p2, cfg_.augment);
         else views.labels = labels;
         return learner_->loss(views).item();
       };
@@ -596,7 +627,7 @@ private:
         if (cfg_.attack_loss_weight > 0) {
           loss = attack_loss(x, targets, separate ? &view : nullptr, split);
           if (cfg_.attack_loss_weight != 1) loss = mul_scalar(loss, cfg_.attack_loss_weight);
-        } else if (cfg_.separability_space == "embedding") {
+        } else if (cfg_.separability_space == SeparabilitySpace::embedding) {
           view = apply_augment(x);  // the embedding term's view (the same draw count as with the own loss)
         }
         if (separate) {
@@ -667,7 +698,7 @@ private:
       state_->save(ck, "learner");
     }
     ck.attrs["attack"] = std::string(attack_name(cfg_.attack));
-    ck.attrs["kind"] = cfg_.kind;
+    ck.attrs["kind"] = std::string(noise_kind_name(cfg_.kind));
     ck.attrs["rounds_done"] = rounds_done_;
     ck.attrs["rounds_total"] = cfg_.rounds;
     ck.attrs["seed"] = (int64_t)cfg_.seed;
@@ -682,15 +713,16 @@ private:
   // the images: their fingerprint.
   nlohmann::ordered_json settings_json() const {
     const PoisonConfig& c = cfg_;
-    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", c.kind},
+    nlohmann::ordered_json j = {{"attack", attack_name(c.attack)}, {"kind", noise_kind_name(c.kind)},
             {"algo", algorithms::algo_name(c.algo)}, {"learner", algorithms::algo_settings(c.algo_config)},
             {"model", algorithms::model_settings(c.model, c.model_options)},
             {"augment", algorithms::augment_settings(c.augment)},
             {"eps", c.eps}, {"step", c.step}, {"model_steps", c.model_steps}, {"noise_batches", c.noise_batches},
             {"pgd_steps", c.pgd_steps}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
             {"weight_decay", c.weight_decay}, {"cosine", c.cosine}, {"final_lr_fraction", c.final_lr_fraction},
-            {"init", c.init}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs}, {"seed", c.seed},
-            {"separability", c.separability}, {"separability_space", c.separability_space},
+            {"init", noise_init_name(c.init)}, {"ratio", c.ratio}, {"pretrain_epochs", c.pretrain_epochs},
+            {"seed", c.seed},
+            {"separability", c.separability}, {"separability_space", separability_space_name(c.separability_space)},
             {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};
     // Only when set, so that checkpoints written before the hooks existed still resume.
@@ -704,8 +736,8 @@ private:
     std::string where = "poison checkpoint " + path;
     CP_CHECK(io::attr_string(ck.attrs, "attack", where) == attack_name(cfg_.attack), where, "was made by attack ",
              io::attr_string(ck.attrs, "attack", where), ", not ", attack_name(cfg_.attack));
-    CP_CHECK(io::attr_string(ck.attrs, "kind", where) == cfg_.kind, where, "holds ", io::attr_string(ck.attrs, "kind", where),
-             "-wise noise, not ", cfg_.kind);
+    CP_CHECK(io::attr_string(ck.attrs, "kind", where) == noise_kind_name(cfg_.kind), where, "holds ",
+             io::attr_string(ck.attrs, "kind", where), "-wise noise, not ", noise_kind_name(cfg_.kind));
     CP_CHECK((uint64_t)io::attr_int(ck.attrs, "seed", where) == cfg_.seed, where, "was made with another seed");
     auto it = ck.tensors.find("delta");
     CP_CHECK(it != ck.tensors.end(), where, "has no delta");
@@ -747,7 +779,7 @@ private:
 
   data::Dataset train_;
   PoisonConfig cfg_;
-  AugmentConfig augment_;  // cfg.augment at cfg.augment_strength
+  augment::AugmentConfig augment_;  // cfg.augment at cfg.augment_strength
   int64_t n_ = 0;
   Tensor poisoned_, row_mask_, labels_dev_, delta_;
   std::vector<int64_t> labels_host_;

@@ -51,16 +51,28 @@ bool synthetic_attack(Attack a);
 Tensor grating_patterns(int64_t classes, int64_t channels, int64_t height, int64_t width, double period, uint64_t seed,
                         int64_t blank = -1);
 
+// Where the noise starts: U[-1, 1) (the release's), zero, or a poison file.
+enum class NoiseInit { uniform, zero, file };
+// "uniform" | "zero" | "file"; Error(where, ...) listing them otherwise.
+NoiseInit parse_noise_init(const std::string& name, const std::string& where = "init");
+const char* noise_init_name(NoiseInit init);
+
+// Where TUE's class-separability term is measured (PoisonConfig::separability_space).
+enum class SeparabilitySpace { noise, embedding, features };
+// "noise" | "embedding" | "features"; Error(where, ...) listing them otherwise.
+SeparabilitySpace parse_separability_space(const std::string& name, const std::string& where = "separability_space");
+const char* separability_space_name(SeparabilitySpace space);
+
 struct PoisonConfig {
   Attack attack = Attack::cp_class;
-  // Noise shape: "sample" or "class" (cp-s / cp-c fix it; random, unlearnable, aue and aap take
-  // either; adversarial is sample-wise; pattern is class-wise).
-  std::string kind = "class";
+  // Noise shape (cp-s / cp-c fix it; random, unlearnable, aue and aap take either; adversarial
+  // is sample-wise; pattern is class-wise).
+  NoiseKind kind = NoiseKind::class_wise;
   algorithms::Algo algo = algorithms::Algo::simclr;  // attacker's algorithm (supervised for UE / adversarial)
   algorithms::AlgoConfig algo_config = algorithms::AlgoConfig::defaults(algorithms::Algo::simclr);
   std::string model = "resnet18";
   models::ModelOptions model_options;
-  AugmentConfig augment;  // the attacker's (and victim's) augmentations
+  augment::AugmentConfig augment;  // the attacker's (and victim's) augmentations
   // > 0: the attacker uses with_strength(augment, augment_strength) (AUE / AAP's strength rule,
   // augment/augment.h); 0: augment as given.
   double augment_strength = 0;
@@ -81,11 +93,10 @@ struct PoisonConfig {
   bool cosine = false;
   double final_lr_fraction = 0.001;
 
-  // Initial delta: "uniform" (U[-1, 1), the release's), "zero", or "file" (init_file: any poison
-  // file, e.g. AUE -> CP-S: a class-wise poison is copied to every image by its label, a
-  // sample-wise one must be of the same images; its noise is rescaled from its eps to this run's,
-  // so the pixel perturbation is kept, clipped to [-1, 1]).
-  std::string init = "uniform";
+  // Initial delta; file: init_file, any poison file (e.g. AUE -> CP-S: a class-wise poison is
+  // copied to every image by its label, a sample-wise one must be of the same images; its noise
+  // is rescaled from its eps to this run's, so the pixel perturbation is kept, clipped to [-1, 1]).
+  NoiseInit init = NoiseInit::uniform;
   std::string init_file;
   double ratio = 1.0;  // poisoned fraction of the training set
 
@@ -99,15 +110,15 @@ struct PoisonConfig {
 
   // TUE's class-separability term (algorithms::class_separability_loss): the noise phase minimises
   // loss + separability * CSD. 0: off. For attacks that minimise (cp-s, cp-c, unlearnable, aue, aap).
-  // separability_space: "noise" (TUE's release: the batch's perturbations eps * delta, flattened,
-  // grouped by the images' labels) or "embedding" (the attacker's unit-length embeddings of the
+  // separability_space: noise (TUE's release: the batch's perturbations eps * delta, flattened,
+  // grouped by the images' labels) or embedding (the attacker's unit-length embeddings of the
   // first augmented view: the contrastive head output, or a classifier's backbone features).
-  // "features": the attacker's backbone features (global-average-pooled, before any head) of the
+  // features: the attacker's backbone features (global-average-pooled, before any head) of the
   // un-augmented poisoned images in eval mode, i.e. what a victim's linear probe is fitted on:
   // noise that makes those features separable by class is a shortcut for the probe.
   // separability_detach_spread: the release's gradient (the within-class spreads held constant).
   double separability = 0;
-  std::string separability_space = "noise";
+  SeparabilitySpace separability_space = SeparabilitySpace::noise;
   bool separability_detach_spread = false;
   // Weight of the attack's own loss (InfoNCE, cross-entropy) in the noise objective: the noise
   // phase minimises attack_loss_weight * loss + separability * CSD. 0 drops the own loss (TUE's
@@ -149,11 +160,12 @@ struct PoisonConfig {
   // Called after each round (after its checkpoint); false stops there, as a kill would.
   std::function<bool(int64_t rounds_done)> on_round_end;
 
-  // The numeric and text knobs that a recipe sets and a caller may override one by one, listed
-  // once: v(key, member, help) (tools/fields.h makes `cpoison poison`'s flags of them, --model-steps
-  // for model_steps). The fields that need more than a value (attack, kind, eps and step as
-  // fractions, lr's default, cosine as --schedule, init, the attacker's algorithm, model and
-  // augmentation) and those of a run (seed, device, paths) are not listed.
+  // The numeric, text and named (enum) knobs that a recipe sets and a caller may override one by
+  // one, listed once: v(key, member, help), or v(key, member, parse, name, help) for an enum
+  // (tools/fields.h makes `cpoison poison`'s flags of them, --model-steps for model_steps). The
+  // fields that need more than a value (attack, kind, eps and step as fractions, lr's default,
+  // cosine as --schedule, init, the attacker's algorithm, model and augmentation) and those of a
+  // run (seed, device, paths) are not listed.
   template <class V>
   void visit(V& v) {
     v("rounds", rounds, "Rounds T of model phase + noise phase");
@@ -174,7 +186,7 @@ struct PoisonConfig {
       "min(0.99, 0.8 s), gray p 0.2 s (0: the --augment list as is; aue 0.6, aap 0.4)");
     v("separability", separability,
       "Weight of TUE's class-separability term added to the noise objective (0: off; cp-s, cp-c, unlearnable, aue, aap)");
-    v("separability_space", separability_space,
+    v("separability_space", separability_space, parse_separability_space, separability_space_name,
       "Where the separability term is measured: noise (TUE's: the perturbations) | embedding (the attacker's "
       "normalised embeddings of the views) | features (its backbone features of the un-augmented poisoned images, "
       "what a linear probe is fitted on)");

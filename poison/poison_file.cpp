@@ -9,13 +9,20 @@
 
 namespace cpoison::poison {
 
+NoiseKind parse_noise_kind(const std::string& name, const std::string& where) {
+  if (name == "sample") return NoiseKind::sample_wise;
+  if (name == "class") return NoiseKind::class_wise;
+  fail(where, "kind must be 'sample' or 'class', got '", name, "'");
+}
+
+const char* noise_kind_name(NoiseKind kind) { return kind == NoiseKind::class_wise ? "class" : "sample"; }
+
 void Poison::validate(const std::string& where) const {
   CP_CHECK(delta.defined() && delta.dim() == 4, where, "delta must be [N or classes, C, H, W], got ",
            delta.defined() ? delta.describe() : std::string("nothing"));
   CP_CHECK(delta.dtype() == DType::f32, where, "delta must be f32, got ", delta.describe());
   for (int64_t d = 0; d < 4; ++d)
     CP_CHECK(delta.size(d) > 0, where, "dataset 'delta' has shape ", delta.shape(), ": every dimension must be > 0");
-  CP_CHECK(kind == "sample" || kind == "class", where, "attribute 'kind' must be 'sample' or 'class', got '", kind, "'");
   CP_CHECK(eps > 0 && eps <= 1, where, "attribute 'eps' ", eps, " outside (0, 1] (pixel units: 8/255 = 0.0314)");
   CP_CHECK(ratio > 0 && ratio <= 1, where, "attribute 'ratio' ", ratio, " outside (0, 1]");
   CP_CHECK(image_count > 0 && image_count <= kMaxAxis, where, "attribute 'image_count' must be in [1, ", kMaxAxis,
@@ -43,7 +50,7 @@ void save_poison(const std::string& path, const Poison& p) {
   w.write("delta", p.delta.to(Device::cpu));
   w.write("indices", p.indices.to(Device::cpu));
   w.set_file_attr("eps", p.eps);
-  w.set_file_attr("kind", p.kind);
+  w.set_file_attr("kind", std::string(noise_kind_name(p.kind)));
   w.set_file_attr("attack", p.attack);
   w.set_file_attr("algorithm", p.algorithm);
   w.set_file_attr("dual_branch", (int64_t)p.dual_branch);
@@ -69,7 +76,7 @@ Poison load_poison(const std::string& path) {
   p.delta = r.read("delta", DType::f32);
   io::Attrs a = r.file_attrs();
   p.eps = io::attr_double(a, "eps", where);
-  p.kind = io::attr_string(a, "kind", where);
+  p.kind = parse_noise_kind(io::attr_string(a, "kind", where), where);
   p.attack = io::attr_string(a, "attack", where);
   p.algorithm = io::attr_string(a, "algorithm", where);
   p.dual_branch = io::attr_int(a, "dual_branch", where) != 0;

@@ -16,10 +16,17 @@
 
 namespace cpoison::poison {
 
+// The noise's shape: one perturbation per training image, or one per class (added to each
+// image of the class).
+enum class NoiseKind { sample_wise, class_wise };
+// "sample" | "class" (what files, settings and flags say); Error(where, ...) listing them otherwise.
+NoiseKind parse_noise_kind(const std::string& name, const std::string& where = "kind");
+const char* noise_kind_name(NoiseKind kind);
+
 struct Poison {
   Tensor delta;             // f32 [N or K, C, H, W], unit scale
   Tensor indices;           // i64 [M], ascending: rows of the training set that are poisoned
-  std::string kind = "sample";  // "sample" | "class"
+  NoiseKind kind = NoiseKind::sample_wise;
   double eps = 8.0 / 255.0;     // L-infinity radius in [0, 1] pixel units
   std::string attack;           // cp-s, cp-c, random, unlearnable, adversarial
   std::string algorithm;        // simclr, moco, byol, supervised, none
@@ -36,9 +43,9 @@ struct Poison {
   std::string data_fingerprint;
   int64_t subset_seed = -1;     // the seed of that subset; -1: not recorded
 
-  bool class_wise() const { return kind == "class"; }
+  bool class_wise() const { return kind == NoiseKind::class_wise; }
   // Error naming `where` and the field when the fields disagree with each other (delta's rank,
-  // kind, class count, indices out of [0, image_count), eps outside (0, 1]) or when delta holds
+  // class count, indices out of [0, image_count), eps outside (0, 1]) or when delta holds
   // a value that is not finite or outside [-1, 1] (naming its first such element).
   void validate(const std::string& where) const;
 };

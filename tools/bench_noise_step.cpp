@@ -73,7 +73,8 @@ void run_noise_step(const NoiseStepOptions& o) {
   learner->eval();
   for (auto& [name, p] : learner->named_online_parameters()) p.set_requires_grad(false);
   // The demo's pipeline for 1-channel 28x28 images, the paper's for 3-channel ones.
-  AugmentConfig aug = o.channels == 1 ? AugmentConfig::cpu_small() : AugmentConfig::simclr_cifar(o.image_size);
+  augment::AugmentConfig aug =
+      o.channels == 1 ? augment::AugmentConfig::cpu_small() : augment::AugmentConfig::simclr_cifar(o.image_size);
   aug.out_h = aug.out_w = o.image_size;
   const double eps = 8.0 / 255.0, step_size = 0.1;
 
@@ -87,8 +88,8 @@ void run_noise_step(const NoiseStepOptions& o) {
     leaf.set_requires_grad(true);
     autograd::clear_tape();
     Tensor x = poison::perturb(images, leaf, eps);
-    Tensor v1 = apply(x, sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
-    Tensor v2 = apply(x, sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
+    Tensor v1 = augment::apply(x, augment::sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
+    Tensor v2 = augment::apply(x, augment::sample_params(aug, o.batch, o.image_size, o.image_size, aug_gen), aug);
     Tensor loss = learner->loss({v1, v2});
     Tensor g = autograd::grad(loss, {leaf})[0];
     autograd::NoGradGuard ng;

@@ -295,7 +295,7 @@ void setup(CLI::App& app) {
         {"poison",
          {{"file", o->poison},
           {"attack", p.attack},
-          {"kind", p.kind},
+          {"kind", poison::noise_kind_name(p.kind)},
           {"algorithm", p.algorithm},
           {"dual_branch", p.dual_branch},
           {"eps", p.eps},
@@ -332,9 +332,9 @@ void setup(CLI::App& app) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("exported %s (%s, %s-wise, eps %s) applied to %s: %lld images %lldx%lldx%lld, %lld poisoned, "
                 "%zu noise pictures, %.1f s; in %s\n",
-                o->poison.c_str(), p.attack.c_str(), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
-                d.describe().c_str(), (long long)N, (long long)H, (long long)W, (long long)C,
-                (long long)p.indices.numel(), noise_files.size(), secs, o->out.c_str());
+                o->poison.c_str(), p.attack.c_str(), poison::noise_kind_name(p.kind),
+                tools::format_pixels(p.eps).c_str(), d.describe().c_str(), (long long)N, (long long)H, (long long)W,
+                (long long)C, (long long)p.indices.numel(), noise_files.size(), secs, o->out.c_str());
   });
 }
 

@@ -42,7 +42,7 @@ Tensor all_logits(models::Encoder& enc, const data::Dataset& ds, const std::vect
   std::vector<Tensor> parts;
   for (int64_t i = 0; i < ds.size(); i += batch) {
     const int64_t j = std::min(ds.size(), i + batch);
-    Tensor x = normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, stddev);
+    Tensor x = augment::normalize(data::to_float_nchw(ds.images.slice0(i, j), device), mean, stddev);
     parts.push_back(enc.logits(x).to(Device::cpu).to(DType::f32));
   }
   enc.train(was_training);

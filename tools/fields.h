@@ -4,7 +4,9 @@
 // the TOML keys (tools/experiment/preset.cpp), the JSON a cached cell is compared against and
 // `experiment --keys` (tools/experiment/settings.h), and, here, the command-line flags: field
 // `batch_size` is `--batch-size`, with the list's help text and the struct's value as the
-// default. A new setting is then one line of visit() (plus its use).
+// default. A new setting is then one line of visit() (plus its use). An enum member is listed
+// as v("key", member, parse, name, "help"), parse(text, flag) and name(value) turning it into
+// and out of its name; only the visitors here (the flags) take that form so far.
 #pragma once
 #include <CLI/CLI.hpp>
 
@@ -49,6 +51,16 @@ public:
     }
     out_[key] = o;
   }
+  // A field given by name (an enum): parse(text, flag) reads the flag's value, name(value) shows it.
+  template <class T, class Parse, class Name>
+  void operator()(const char* key, T& value, Parse parse, Name name, const char* help) {
+    if (skip_.count(key)) return;
+    const std::string flag = flag_name(key);
+    CLI::Option* o = app_.add_option_function<std::string>(
+        flag, [&value, parse, flag](const std::string& text) { value = parse(text, flag); }, help);
+    if (show_) o->default_str(name(value));
+    out_[key] = o;
+  }
   template <class S>
   void section(const char*, S&) {}  // flags are flat: a section is registered by its own add_flags call
 
@@ -66,6 +78,10 @@ public:
   template <class T>
   void operator()(const char* key, T& value, const char*) {
     out_[key] = &value;
+  }
+  template <class T, class Parse, class Name>
+  void operator()(const char* key, T& value, Parse, Name, const char* help) {
+    (*this)(key, value, help);
   }
   template <class S>
   void section(const char*, S&) {}
@@ -88,6 +104,10 @@ public:
     const bool was_given = f != flags_.end() && f->second->count() > 0;
     if (was_given == given_) value = *static_cast<const T*>(from_.at(key));
   }
+  template <class T, class Parse, class Name>
+  void operator()(const char* key, T& value, Parse, Name, const char* help) {
+    (*this)(key, value, help);
+  }
   template <class S>
   void section(const char*, S&) {}
 
@@ -103,6 +123,10 @@ public:
   explicit KeyLister(std::vector<std::string>& out) : out_(out) {}
   template <class T>
   void operator()(const char* key, T&, const char*) {
+    out_.push_back(key);
+  }
+  template <class T, class Parse, class Name>
+  void operator()(const char* key, T&, Parse, Name, const char*) {
     out_.push_back(key);
   }
   template <class S>

@@ -253,7 +253,7 @@ void import_images(const Options& o, const tools::DataOptions& d, const data::Da
           delta[((n * C + c) * H + y) * W + x] = (float)(((double)pb[hwc] - (double)pa[hwc]) / (255.0 * eps));
         }
   poison::Poison p = base_poison(o, d, clean, eps);
-  p.kind = "sample";
+  p.kind = poison::NoiseKind::sample_wise;
   p.delta = Tensor::from_vector(delta, {N, C, H, W});
   // Float rounding must not move a pixel: check the round trip before writing.
   data::Dataset back = poison::apply_poison(clean, p);
@@ -320,7 +320,7 @@ void import_delta(const Options& o, const tools::DataOptions& d, const data::Dat
           delta[((r * C + c) * H + y) * W + x] = (float)std::clamp(v[from] / divide, -1.0, 1.0);
         }
   poison::Poison p = base_poison(o, d, clean, eps);
-  p.kind = kind;
+  p.kind = poison::parse_noise_kind(kind, "--kind");
   p.delta = Tensor::from_vector(delta, {R, C, H, W});
   std::fprintf(stderr, "import %s: %s-wise delta %s (%s, %s scale, max |delta| %s) against %s\n", where.c_str(),
                kind.c_str(), shape_text(a.shape).c_str(), layout.c_str(), o.scale.c_str(), found, d.describe().c_str());

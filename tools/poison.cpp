@@ -208,7 +208,7 @@ struct Resolved {
   bool cpu_small;
   Algo requested_algo, algo;  // --algo, and the algorithm the attacker trains
   Device device;
-  std::string augment;  // the augmentation list's name
+  augment::Recipe augment;  // the augmentation list
 };
 
 Resolved resolve(const Options& o, const Given& given) {
@@ -227,10 +227,10 @@ Resolved resolve(const Options& o, const Given& given) {
     CP_CHECK(parent.empty() || std::filesystem::is_directory(parent), "--out", "directory '", parent.string(),
              "' does not exist");
   }
-  r.augment = given.augment->count()          ? o.augment
-              : crop_flip_baseline(r.attack) ? "crop-flip"
-              : r.cpu_small                  ? "cpu-small"
-                                             : "simclr";
+  r.augment = given.augment->count()          ? augment::parse_recipe(o.augment)
+              : crop_flip_baseline(r.attack) ? augment::Recipe::crop_flip
+              : r.cpu_small                  ? augment::Recipe::cpu_small
+                                             : augment::Recipe::simclr;
   return r;
 }
 
@@ -240,7 +240,9 @@ PoisonConfig poison_config(const Options& o, const Given& given, const Resolved&
   PoisonConfig cfg = PoisonConfig::recipe(r.recipe, r.algo);
   cfg.attack = attack;
   // A --kind that contradicts the attack (cp-c is class-wise) fails in cfg.validate().
-  cfg.kind = given.kind->count() ? o.kind : attack == Attack::cp_class || attack == Attack::pattern ? "class" : "sample";
+  cfg.kind = given.kind->count() ? parse_noise_kind(o.kind, "--kind")
+             : attack == Attack::cp_class || attack == Attack::pattern ? NoiseKind::class_wise
+                                                                       : NoiseKind::sample_wise;
   cfg.eps = r.eps;
   cfg.model = o.model;
   cfg.model_options.width = given.width->count() ? o.width : r.cpu_small ? 8 : 64;
@@ -252,7 +254,7 @@ PoisonConfig poison_config(const Options& o, const Given& given, const Resolved&
                     : algorithms::make_augment(r.augment, ds);
   if (crop_flip_baseline(attack)) cfg.lr = algorithms::TrainConfig::default_lr(Algo::supervised);
   // Class-wise AUE takes one PGD step per batch (aue.py sets perturb_iters = 1 for class-wise).
-  if (attack == Attack::aue && cfg.kind == "class") cfg.pgd_steps = 1;
+  if (attack == Attack::aue && cfg.kind == NoiseKind::class_wise) cfg.pgd_steps = 1;
   for (auto& [opt, apply] : given.overrides)
     if (opt->count()) apply(cfg);
   tools::copy_given(cfg, o.knobs, given.knobs);
@@ -270,8 +272,8 @@ PoisonConfig poison_config(const Options& o, const Given& given, const Resolved&
   // --init-file implies --init file; without either, the recipe's start (AUE and AAP: zero).
   CP_CHECK(o.init_file.empty() || !given.init->count() || o.init == "file", "--init-file",
            "starts from a file; it cannot go with --init ", o.init);
-  if (!o.init_file.empty()) cfg.init = "file";
-  else if (given.init->count()) cfg.init = o.init;
+  if (!o.init_file.empty()) cfg.init = NoiseInit::file;
+  else if (given.init->count()) cfg.init = parse_noise_init(o.init, "--init");
   cfg.init_file = o.init_file;
   cfg.seed = o.seed;
   cfg.device = r.device;
@@ -291,7 +293,7 @@ PoisonConfig poison_config(const Options& o, const Given& given, const Resolved&
 // The settings recorded in the poison file (its `settings` attribute).
 nlohmann::json recorded_settings(const Options& o, const Resolved& r, const PoisonConfig& cfg) {
   return {{"attack", attack_name(r.attack)},
-          {"kind", cfg.kind},
+          {"kind", noise_kind_name(cfg.kind)},
           {"algorithm", algorithms::algo_name(r.algo)},
           {"dual_branch", cfg.algo_config.dual_branch},
           {"recipe", r.recipe},
@@ -307,7 +309,7 @@ nlohmann::json recorded_settings(const Options& o, const Resolved& r, const Pois
           {"weight_decay", cfg.weight_decay},
           {"schedule", cfg.cosine ? "cosine" : "constant"},
           {"final_lr_fraction", cfg.final_lr_fraction},
-          {"init", cfg.init},
+          {"init", noise_init_name(cfg.init)},
           {"init_file", cfg.init_file},
           {"ratio", cfg.ratio},
           {"pretrain_epochs", cfg.pretrain_epochs},
@@ -315,14 +317,14 @@ nlohmann::json recorded_settings(const Options& o, const Resolved& r, const Pois
           {"target_shift", cfg.target_shift},
           {"augment_strength", cfg.augment_strength},
           {"separability", cfg.separability},
-          {"separability_space", cfg.separability_space},
+          {"separability_space", separability_space_name(cfg.separability_space)},
           {"separability_detach_spread", cfg.separability_detach_spread},
           {"attack_loss_weight", cfg.attack_loss_weight},
           {"pattern_period", cfg.pattern_period},
           {"pattern_blank", cfg.pattern_blank},
           {"model", cfg.model},
           {"width", cfg.model_options.width},
-          {"augment", r.augment},
+          {"augment", augment::recipe_name(r.augment)},
           {"seed", cfg.seed},
           {"data", o.data.data},
           {"subset", o.data.subset},
@@ -346,7 +348,7 @@ void print_plan(const Options& o, const Given& given, const Resolved& r, const P
                                           ? "; the default: --recipe cpu-small for the CPU scale)"
                                           : ")");
   std::fprintf(stderr, "poison %s (%s-wise)%s%s on %s: %lld images %lldx%lldx%lld, %lld classes\n", attack_name(attack),
-               cfg.kind.c_str(), attacker.c_str(), recipe_note.c_str(),
+               noise_kind_name(cfg.kind), attacker.c_str(), recipe_note.c_str(),
                o.data.describe().c_str(), (long long)ds.size(), (long long)ds.height(), (long long)ds.width(),
                (long long)ds.channels(), (long long)ds.classes);
   if (uses_supervised_model(attack) && given.algo->count() && r.requested_algo != Algo::supervised)
@@ -354,7 +356,7 @@ void print_plan(const Options& o, const Given& given, const Resolved& r, const P
                  o.algo.c_str());
   if (attack == Attack::random)
     std::fprintf(stderr, "  uniform random noise (no optimisation): eps %s, init %s, ratio %g, seed %llu\n",
-                 tools::format_pixels(cfg.eps).c_str(), cfg.init.c_str(), cfg.ratio, (unsigned long long)cfg.seed);
+                 tools::format_pixels(cfg.eps).c_str(), noise_init_name(cfg.init), cfg.ratio, (unsigned long long)cfg.seed);
   else if (attack == Attack::pattern)
     std::fprintf(stderr,
                  "  class-wise square-wave gratings (no optimisation): eps %s, period %g px, %s, ratio %g, seed %llu\n",
@@ -368,10 +370,10 @@ void print_plan(const Options& o, const Given& given, const Resolved& r, const P
                  "batch %lld, lr %g (%s), init %s, ratio %g\n",
                  r.recipe.c_str(), tools::format_pixels(cfg.eps).c_str(), cfg.step, (long long)cfg.rounds,
                  (long long)cfg.model_steps, (long long)cfg.noise_batches, (long long)cfg.pgd_steps,
-                 (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.init.c_str(), cfg.ratio);
+                 (long long)cfg.batch_size, cfg.lr, cfg.cosine ? "cosine" : "constant", noise_init_name(cfg.init), cfg.ratio);
   if (!synthetic_attack(attack))
     std::fprintf(stderr, "  model %s width %lld, augment %s, seed %llu, device %s; checkpoint %s every %lld rounds\n",
-                 cfg.model.c_str(), (long long)cfg.model_options.width, r.augment.c_str(), (unsigned long long)cfg.seed,
+                 cfg.model.c_str(), (long long)cfg.model_options.width, augment::recipe_name(r.augment), (unsigned long long)cfg.seed,
                  o.device.c_str(), cfg.checkpoint_path.c_str(), (long long)cfg.checkpoint_every);
   if (attack == Attack::aue || attack == Attack::aap || cfg.separability > 0) {
     char line[256];
@@ -381,7 +383,7 @@ void print_plan(const Options& o, const Given& given, const Resolved& r, const P
                           (long long)cfg.pretrain_epochs, (long long)cfg.pretrain_warmup_epochs, (long long)cfg.target_shift);
     if (cfg.separability > 0)
       std::snprintf(line + at, sizeof line - at, ", separability %g on the %s%s", cfg.separability,
-                    cfg.separability_space.c_str(), cfg.separability_detach_spread ? " (spreads detached)" : "");
+                    separability_space_name(cfg.separability_space), cfg.separability_detach_spread ? " (spreads detached)" : "");
     std::fprintf(stderr, "%s\n", line);
   }
   if (!o.resume && std::filesystem::exists(cfg.checkpoint_path))
@@ -400,7 +402,7 @@ void write_poison(const Options& o, const Resolved& r, const PoisonConfig& cfg, 
                   {"recipe", r.recipe},
                   {"model", cfg.model},
                   {"width", cfg.model_options.width},
-                  {"augment", r.augment},
+                  {"augment", augment::recipe_name(r.augment)},
                   {"settings", settings.dump()}};
   const std::vector<int64_t> rows = ds.rows();
   if (!distributed::is_root()) return;
@@ -433,7 +435,7 @@ void run(Options& o, const Given& given) {
   if (!res.history.empty()) std::snprintf(loss, sizeof loss, ", final noise loss %.4f", res.history.back().noise_loss);
   std::printf("poisoned %s with %s (%s-wise, eps %s, %lld of %lld images): rounds %lld/%lld%s, %.1f s; poison %s, "
               "picture %s\n",
-              o.data.describe().c_str(), attack_name(r.attack), p.kind.c_str(), tools::format_pixels(p.eps).c_str(),
+              o.data.describe().c_str(), attack_name(r.attack), noise_kind_name(p.kind), tools::format_pixels(p.eps).c_str(),
               (long long)p.indices.numel(), (long long)p.image_count, (long long)p.rounds_done,
               (long long)p.rounds_total, loss, secs, o.out.c_str(), picture.c_str());
 }

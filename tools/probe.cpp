@@ -203,7 +203,8 @@ void setup(CLI::App& app) {
       so.gamma = o->gamma;
       so.seed = o->seed;
       so.device = device;
-      so.augment = make_augment("crop-flip", "cifar10", train_set.channels(), train_set.height(), train_set.width());
+      so.augment = make_augment(augment::Recipe::crop_flip, "cifar10", train_set.channels(), train_set.height(),
+                                train_set.width());
       so.augment.mean = mean, so.augment.std = stddev;
       so.on_epoch = [&](int64_t epoch, double acc) {
         std::fprintf(stderr, "probe epoch %lld/%lld test accuracy %.2f%%\n", (long long)epoch, (long long)so.epochs, acc);

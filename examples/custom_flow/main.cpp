@@ -42,7 +42,7 @@ int main(int argc, char** argv) try {
   cfg.model_options.width = 4;
   cfg.model_options.in_channels = train.channels();
   cfg.algo_config.queue_size = 64;
-  cfg.augment = algorithms::make_augment("cpu-small", train);
+  cfg.augment = algorithms::make_augment(augment::Recipe::cpu_small, train);
   cfg.batch_size = 16;
   cfg.rounds = 2, cfg.model_steps = 2, cfg.noise_batches = 2;
   cfg.diagnose_images = 0;
@@ -54,7 +54,8 @@ int main(int argc, char** argv) try {
     std::printf("round %lld: model loss %.4f, noise loss %.4f\n", (long long)r.round, r.model_loss, r.noise_loss);
   poison::save_poison(out, res.poison);
   std::printf("flow %s: %s-wise poison %s of %lld images written to %s\n", cfg.flow->name().c_str(),
-              res.poison.kind.c_str(), res.poison.delta.describe().c_str(), (long long)train.size(), out.c_str());
+              poison::noise_kind_name(res.poison.kind), res.poison.delta.describe().c_str(), (long long)train.size(),
+              out.c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "custom_flow: %s\n", e.what());

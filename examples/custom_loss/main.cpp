@@ -75,7 +75,7 @@ int main(int argc, char** argv) try {
   poison::PoisonConfig cfg = poison::PoisonConfig::recipe("cpu-small-cp-c", algorithms::Algo::simclr);
   cfg.model_options.width = 4;
   cfg.model_options.in_channels = train.channels();
-  cfg.augment = algorithms::make_augment("cpu-small", train);
+  cfg.augment = algorithms::make_augment(augment::Recipe::cpu_small, train);
   cfg.batch_size = 16;
   cfg.rounds = 2, cfg.model_steps = 2, cfg.noise_batches = 2;
   cfg.diagnose_images = 0;
@@ -87,7 +87,7 @@ int main(int argc, char** argv) try {
   for (const poison::RoundStats& r : res.history)
     std::printf("round %lld: model loss %.4f, noise loss %.4f\n", (long long)r.round, r.model_loss, r.noise_loss);
   poison::save_poison(out, res.poison);
-  std::printf("alignment + uniformity: %s-wise poison %s written to %s\n", res.poison.kind.c_str(),
+  std::printf("alignment + uniformity: %s-wise poison %s written to %s\n", poison::noise_kind_name(res.poison.kind),
               res.poison.delta.describe().c_str(), out.c_str());
   return 0;
 } catch (const std::exception& e) {

@@ -114,7 +114,7 @@ TEST_CASE("linear_probe_sgd learns brightness from a frozen random encoder and l
   so.batch_size = 8;
   so.lr = 0.5;
   so.milestones = {4};
-  so.augment = make_augment("crop-flip", "cifar10", 1, 8, 8);
+  so.augment = make_augment(augment::Recipe::crop_flip, "cifar10", 1, 8, 8);
   int64_t calls = 0;
   so.on_epoch = [&](int64_t, double) { ++calls; };
   ProbeResult r = linear_probe_sgd(*encoder, train, test, so);
@@ -139,12 +139,13 @@ TEST_CASE("alignment: same draws on both sets; no augmentation means perfect ali
   auto learner = ContrastiveLearner::make(Algo::simclr, "resnet18", mo, ac);
   data::Dataset clean = bright_dark(12, 4), other = bright_dark(12, 5);
   Generator g1(1, 0), g2(1, 0), g3(1, 0);
-  AugmentConfig aug = make_augment("simclr", "cifar10", 1, 8, 8);
+  augment::AugmentConfig aug = make_augment(augment::Recipe::simclr, "cifar10", 1, 8, 8);
   Alignment same = alignment(*learner, clean.images, clean.images, aug, g1, 0, 5);
   CHECK(same.images == 12);
   CHECK(same.poisoned == doctest::Approx(same.clean).epsilon(1e-12));
   CHECK(same.clean > 0);
-  Alignment none = alignment(*learner, other.images, clean.images, make_augment("none", "cifar10", 1, 8, 8), g2, 10);
+  Alignment none =
+      alignment(*learner, other.images, clean.images, make_augment(augment::Recipe::none, "cifar10", 1, 8, 8), g2, 10);
   CHECK(none.images == 10);
   CHECK(none.poisoned == doctest::Approx(0.0).scale(1.0));
   CHECK(none.clean == doctest::Approx(0.0).scale(1.0));

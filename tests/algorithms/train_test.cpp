@@ -49,7 +49,7 @@ TrainConfig tiny_config(Algo algo, const std::string& path) {
   cfg.algo_config = AlgoConfig::defaults(algo);
   cfg.algo_config.proj_dim = 8;
   cfg.algo_config.queue_size = 16;
-  cfg.augment = make_augment("simclr", "cifar10", 1, 8, 8);
+  cfg.augment = make_augment(augment::Recipe::simclr, "cifar10", 1, 8, 8);
   cfg.epochs = 3;
   cfg.batch_size = 8;
   cfg.warmup_epochs = 1;
@@ -174,7 +174,7 @@ TEST_CASE("train rejects bad configs and mismatched checkpoints") {
   other.resume = true;
   CHECK_THROWS_WITH_AS(train(ds, other), doctest::Contains("checkpoint holds a simclr"), Error);
   std::filesystem::remove(path);
-  CHECK_THROWS_AS(make_augment("autoaugment", "cifar10", 3, 32, 32), Error);
+  CHECK_THROWS_AS(make_augment(augment::parse_recipe("autoaugment"), "cifar10", 3, 32, 32), Error);
 }
 
 TEST_CASE("step_loss: train calls the hook once per step in place of learner.loss") {
@@ -233,7 +233,7 @@ TEST_CASE("a short SimCLR run on Fashion-MNIST lowers its loss and beats a rando
   cfg.model_options.width = 4;
   cfg.model_options.in_channels = 1;
   cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
-  cfg.augment = make_augment("cpu-small", "fashion-mnist", 1, 28, 28);
+  cfg.augment = make_augment(augment::Recipe::cpu_small, "fashion-mnist", 1, 28, 28);
   cfg.epochs = 8;
   cfg.batch_size = 100;
   cfg.lr = 0.3;
@@ -270,7 +270,7 @@ TEST_CASE("dataset_normalization: a poisoned or defended set keeps its source's 
   CHECK(s0 == std::vector<double>{0.3530});
   CHECK(m1 == m0);
   CHECK(s1 == s0);
-  AugmentConfig a = make_augment("none", "fashion-mnist+random", 1, 28, 28);
+  augment::AugmentConfig a = make_augment(augment::Recipe::none, "fashion-mnist+random", 1, 28, 28);
   CHECK(a.mean == m0);
   CHECK(a.std == s0);
   dataset_normalization("cifar100+cp-s", 3, m2, s2);
@@ -300,7 +300,7 @@ TEST_CASE("TrainingState: a step is SGD on the online weights, then the EMA of t
 }
 
 TEST_CASE("TrainingState: views are the augmentation draws in order; labels only for a one-view learner") {
-  const AugmentConfig augment = AugmentConfig::cpu_small();
+  const augment::AugmentConfig aug = augment::AugmentConfig::cpu_small();
   Generator images(7, 0);
   const Tensor x = uniform({4, 1, 8, 8}, 0.0, 1.0, images);
   const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 0}, {4});
@@ -309,14 +309,14 @@ TEST_CASE("TrainingState: views are the augmentation draws in order; labels only
     auto learner = tiny_learner(algo, 1);
     TrainingState state(learner, sgd_options());
     Generator gen(11, 0xA06), ref(11, 0xA06);
-    Batch views = state.views(x, labels, augment, gen);
-    Tensor first = apply(x, sample_params(augment, 4, 8, 8, ref), augment);
+    Batch views = state.views(x, labels, aug, gen);
+    Tensor first = augment::apply(x, augment::sample_params(aug, 4, 8, 8, ref), aug);
     CHECK(views.view1.to_vector<float>() == first.to_vector<float>());
     if (algo == Algo::supervised) {
       CHECK_FALSE(views.view2.defined());
       CHECK(views.labels.to_vector<int64_t>() == labels.to_vector<int64_t>());
     } else {
-      Tensor second = apply(x, sample_params(augment, 4, 8, 8, ref), augment);
+      Tensor second = augment::apply(x, augment::sample_params(aug, 4, 8, 8, ref), aug);
       CHECK(views.view2.to_vector<float>() == second.to_vector<float>());
       CHECK_FALSE(views.labels.defined());
     }

@@ -15,6 +15,7 @@
 #include "tests/support/skip.h"
 
 using namespace cpoison;
+using namespace cpoison::augment;
 using cpoison::testing::rand64;
 
 namespace {
@@ -27,6 +28,17 @@ void check_close(const std::vector<double>& got, const std::vector<double>& want
 // Inputs away from the clamp kinks and from max/min ties (almost surely).
 Tensor mid_images(const Shape& shape, uint64_t seed) { return rand64(shape, seed, true, 0.3, 0.7); }
 }  // namespace
+
+TEST_CASE("recipes: parse_recipe and recipe_name round-trip; a bad name's error lists them") {
+  for (Recipe r : {Recipe::simclr, Recipe::cpu_small, Recipe::crop_flip, Recipe::none})
+    CHECK(parse_recipe(recipe_name(r)) == r);
+  CHECK(std::string(recipe_name(Recipe::cpu_small)) == "cpu-small");
+  CHECK_THROWS_WITH_AS(parse_recipe("autoaugment"),
+                       "augment: unknown augmentation 'autoaugment' (choose simclr, cpu-small, crop-flip or none)",
+                       Error);
+  // translate-flip is cpoison train's and the experiment settings' (none + flip + a batch hook), not a recipe.
+  CHECK_THROWS_AS(parse_recipe("translate-flip"), Error);
+}
 
 TEST_CASE("rgb_to_grayscale uses 0.299, 0.587, 0.114") {
   check_close(rgb_to_grayscale(pixel(0.2, 0.4, 0.6)).to_vector<double>(), {0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6});
@@ -207,13 +219,13 @@ TEST_CASE("sample_params: same seed, same parameters; an impossible crop falls b
   CHECK_THROWS_WITH_AS(sample_params(cfg, 2, 0, 32, g4), doctest::Contains("sample_params"), Error);
 }
 
-TEST_CASE("apply: identity parameters, augment() = sample_params() + apply(), output shapes") {
+TEST_CASE("apply: identity parameters, augment::augment() = sample_params() + apply(), output shapes") {
   AugmentConfig cfg = AugmentConfig::simclr_cifar(8);
   cfg.normalize = false;
   Tensor x = rand64({3, 3, 8, 8}, 12, false, 0, 1);
   CHECK(apply(x, AugmentParams::identity(3, 8, 8), cfg).to_vector<double>() == x.to_vector<double>());
   Generator g1(5), g2(5);
-  Tensor v1 = augment(x, cfg, g1);
+  Tensor v1 = augment::augment(x, cfg, g1);
   Tensor v2 = apply(x, sample_params(cfg, 3, 8, 8, g2), cfg);
   CHECK(v1.shape() == Shape{3, 3, 8, 8});
   CHECK(v1.to_vector<double>() == v2.to_vector<double>());
@@ -221,9 +233,9 @@ TEST_CASE("apply: identity parameters, augment() = sample_params() + apply(), ou
   AugmentConfig small = AugmentConfig::cpu_small();
   Tensor fm = rand64({2, 1, 28, 28}, 13, false, 0, 1);
   Generator g3(9);
-  CHECK(augment(fm, small, g3).shape() == Shape{2, 1, 28, 28});
+  CHECK(augment::augment(fm, small, g3).shape() == Shape{2, 1, 28, 28});
   small.out_h = small.out_w = 16;
-  CHECK(augment(fm, small, g3).shape() == Shape{2, 1, 16, 16});
+  CHECK(augment::augment(fm, small, g3).shape() == Shape{2, 1, 16, 16});
 }
 
 TEST_CASE("apply: f64 gradient check of the whole pipeline with fixed parameters") {

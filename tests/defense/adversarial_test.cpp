@@ -88,7 +88,7 @@ TrainConfig tiny_train_config() {
   cfg.model_options.in_channels = 1;
   cfg.algo_config = AlgoConfig::defaults(Algo::simclr);
   cfg.algo_config.proj_dim = 8;
-  cfg.augment = make_augment("crop-flip", "fashion-mnist", 1, 8, 8);
+  cfg.augment = make_augment(augment::Recipe::crop_flip, "fashion-mnist", 1, 8, 8);
   cfg.epochs = 1;
   cfg.batch_size = 8;
   cfg.warmup_epochs = 0;

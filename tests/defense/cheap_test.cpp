@@ -105,7 +105,7 @@ TEST_CASE("ueraser: supervised and SimCLR runs train through the hook and record
   cfg.model_options.in_channels = 1;
   cfg.model_options.num_classes = 4;
   cfg.algo_config = AlgoConfig::defaults(Algo::supervised);
-  cfg.augment = make_augment("crop-flip", "cifar10", 1, 8, 8);
+  cfg.augment = make_augment(augment::Recipe::crop_flip, "cifar10", 1, 8, 8);
   cfg.epochs = 1;
   cfg.batch_size = 8;
   cfg.warmup_epochs = 0;

@@ -217,7 +217,7 @@ TEST_CASE("bad input 1: model and learner sizes are bounded, in the config and i
   cfg.model_options.width = 2;
   cfg.model_options.in_channels = 1;
   cfg.algo_config.proj_dim = 8;
-  cfg.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
+  cfg.augment = algorithms::make_augment(augment::Recipe::none, "cifar10", 1, 8, 8);
   cfg.epochs = 1;
   cfg.batch_size = 8;
   cfg.progress_seconds = -1;
@@ -235,7 +235,7 @@ TEST_CASE("bad input 2: checkpoint loaders refuse NaN weights, NaN momentum and 
   cfg.model_options.width = 2;
   cfg.model_options.in_channels = 1;
   cfg.algo_config.proj_dim = 8;
-  cfg.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
+  cfg.augment = algorithms::make_augment(augment::Recipe::none, "cifar10", 1, 8, 8);
   cfg.epochs = 1;
   cfg.batch_size = 8;
   cfg.progress_seconds = -1;
@@ -351,9 +351,9 @@ TEST_CASE("bad input 3: a poison records the fingerprint of its images; other im
   // generate_poison records it.
   poison::PoisonConfig c = poison::PoisonConfig::recipe("cpu-small-cp-s", algorithms::Algo::simclr);
   c.attack = poison::Attack::random;
-  c.kind = "sample";
+  c.kind = poison::NoiseKind::sample_wise;
   c.model_options.in_channels = 1;
-  c.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
+  c.augment = algorithms::make_augment(augment::Recipe::none, "cifar10", 1, 8, 8);
   c.progress_seconds = -1;
   c.checkpoint_path = "";
   CHECK(poison::generate_poison(ds, c, "tiny", 0).poison.data_fingerprint == data::fingerprint(ds));
@@ -455,7 +455,7 @@ TEST_CASE("bad input 6: a resumed training run refuses other settings and fewer 
   cfg.model_options.width = 2;
   cfg.model_options.in_channels = 1;
   cfg.algo_config.proj_dim = 8;
-  cfg.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
+  cfg.augment = algorithms::make_augment(augment::Recipe::none, "cifar10", 1, 8, 8);
   cfg.epochs = 2;
   cfg.batch_size = 8;
   cfg.progress_seconds = -1;
@@ -515,7 +515,7 @@ TEST_CASE("bad input 6: a resumed poison run refuses other settings and fewer ro
   c.model_options.width = 2;
   c.model_options.in_channels = 1;
   c.algo_config.proj_dim = 8;
-  c.augment = algorithms::make_augment("none", "cifar10", 1, 8, 8);
+  c.augment = algorithms::make_augment(augment::Recipe::none, "cifar10", 1, 8, 8);
   c.batch_size = 8;
   c.model_steps = 1;
   c.noise_batches = 1;

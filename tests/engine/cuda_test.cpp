@@ -467,10 +467,10 @@ TEST_CASE("cuda: image ops (window resize, flips) and colour augmentations") {
     Tensor flags = Tensor::from_vector(std::vector<int64_t>{1, 0, 1}, {3});
     compare_op("flip_horizontal", [](auto& v) { return flip_horizontal(v[0], v[1]); }, {leaf({3, 2, 4, 5}, seed++, dt, 0, 1), flags}, tol, tol);
     Tensor img = leaf({3, 3, 5, 6}, seed++, dt, 0.0, 1.0);
-    compare_op("rgb_to_grayscale", [](auto& v) { return rgb_to_grayscale(v[0]); }, {img}, tol, tol);
-    compare_op("adjust_hue", [](auto& v) { return adjust_hue(v[0], {0.2, 0.0, -0.45}); }, {img}, dt == DType::f32 ? 1e-4 : 1e-10, 1e-4);
-    compare_op("adjust_saturation", [](auto& v) { return adjust_saturation(v[0], {0.3, 1.0, 1.7}); }, {img}, tol, tol);
-    compare_op("adjust_contrast", [](auto& v) { return adjust_contrast(v[0], {0.3, 1.0, 1.7}); }, {img}, tol, tol);
+    compare_op("rgb_to_grayscale", [](auto& v) { return augment::rgb_to_grayscale(v[0]); }, {img}, tol, tol);
+    compare_op("adjust_hue", [](auto& v) { return augment::adjust_hue(v[0], {0.2, 0.0, -0.45}); }, {img}, dt == DType::f32 ? 1e-4 : 1e-10, 1e-4);
+    compare_op("adjust_saturation", [](auto& v) { return augment::adjust_saturation(v[0], {0.3, 1.0, 1.7}); }, {img}, tol, tol);
+    compare_op("adjust_contrast", [](auto& v) { return augment::adjust_contrast(v[0], {0.3, 1.0, 1.7}); }, {img}, tol, tol);
   }
   // The bilinear backward gathers in the CPU's scatter order: equal to rounding (the host may
   // fuse multiply-adds), and bitwise the same from one run to the next.

@@ -32,11 +32,11 @@ data::Dataset ramp(const std::string& name, int64_t n = 12) {
 TEST_CASE("builtin_normalization repeats augment/augment.h's constants; other names have none") {
   std::vector<double> m, s;
   REQUIRE(data::builtin_normalization("cifar10+cp-c", m, s));
-  CHECK((m == kCifar10Mean && s == kCifar10Std));
+  CHECK((m == augment::kCifar10Mean && s == augment::kCifar10Std));
   REQUIRE(data::builtin_normalization("cifar100", m, s));
-  CHECK((m == kCifar100Mean && s == kCifar100Std));
+  CHECK((m == augment::kCifar100Mean && s == augment::kCifar100Std));
   REQUIRE(data::builtin_normalization("fashion-mnist", m, s));
-  CHECK((m == kFashionMnistMean && s == kFashionMnistStd));
+  CHECK((m == augment::kFashionMnistMean && s == augment::kFashionMnistStd));
   CHECK_FALSE(data::builtin_normalization("tiny", m, s));
   CHECK_THROWS_WITH_AS(algorithms::dataset_normalization("tiny", 1, m, s), doctest::Contains("--normalize"), Error);
 }

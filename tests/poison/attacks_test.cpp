@@ -44,14 +44,14 @@ data::Dataset quadrant_set(int64_t n = 32) {
   return ds;
 }
 
-AugmentConfig tiny_augment() {
-  AugmentConfig a = AugmentConfig::cpu_small();
+augment::AugmentConfig tiny_augment() {
+  augment::AugmentConfig a = augment::AugmentConfig::cpu_small();
   a.out_h = a.out_w = 8;
   return a;
 }
 
 // A recipe shrunk to tiny sizes (the structure, schedule and strength stay the recipe's).
-PoisonConfig tiny(const std::string& recipe, const std::string& kind = "sample") {
+PoisonConfig tiny(const std::string& recipe, NoiseKind kind = NoiseKind::sample_wise) {
   PoisonConfig c = PoisonConfig::recipe(recipe, Algo::simclr);
   c.kind = kind;
   c.model_options.width = 2;
@@ -61,7 +61,7 @@ PoisonConfig tiny(const std::string& recipe, const std::string& kind = "sample")
   c.progress_seconds = -1;
   c.seed = 5;
   if (c.attack == Attack::aue) {
-    c.rounds = 4, c.model_steps = 4, c.noise_batches = 0, c.pgd_steps = kind == "class" ? 1 : 3;
+    c.rounds = 4, c.model_steps = 4, c.noise_batches = 0, c.pgd_steps = kind == NoiseKind::class_wise ? 1 : 3;
   } else if (c.attack == Attack::aap) {
     // A smaller lr than the recipe's 0.5 (meant for batch 128): 80 steps of batch 8 then fit the
     // classes without making the width-2 classifier too robust for the noise to move.
@@ -87,23 +87,24 @@ Tensor rows_of(const Poison& p, const data::Dataset& ds) {
 }
 
 // Logits of the attacker's classifier, eval mode, on the normalised un-augmented images.
-Tensor classify(const PoisonResult& r, const Tensor& x, const AugmentConfig& aug) {
+Tensor classify(const PoisonResult& r, const Tensor& x, const augment::AugmentConfig& aug) {
   auto& sup = static_cast<algorithms::SupervisedLearner&>(*r.attacker);
   sup.eval();
   autograd::NoGradGuard ng;
-  return sup.encoder().logits(apply(x, AugmentParams::identity(x.size(0), 8, 8), aug));
+  return sup.encoder().logits(augment::apply(x, augment::AugmentParams::identity(x.size(0), 8, 8), aug));
 }
 
 // Mean cross-entropy of the attacker on augmented views of x (the same draws for every call).
-double attacker_ce(const PoisonResult& r, const Tensor& x, const Tensor& labels, const AugmentConfig& aug, uint64_t seed) {
+double attacker_ce(const PoisonResult& r, const Tensor& x, const Tensor& labels, const augment::AugmentConfig& aug,
+                   uint64_t seed) {
   auto& sup = static_cast<algorithms::SupervisedLearner&>(*r.attacker);
   sup.eval();
   autograd::NoGradGuard ng;
   Generator g(seed, 3);
   double total = 0;
   for (int k = 0; k < 4; ++k) {
-    AugmentParams p = sample_params(aug, x.size(0), 8, 8, g);
-    total += sup.loss({.view1 = apply(x, p, aug), .labels = labels}).item() / 4;
+    augment::AugmentParams p = augment::sample_params(aug, x.size(0), 8, 8, g);
+    total += sup.loss({.view1 = augment::apply(x, p, aug), .labels = labels}).item() / 4;
   }
   return total;
 }
@@ -136,7 +137,7 @@ TEST_CASE("aue and aap: names, supervised attackers and the recipes' numbers") {
   CHECK(aue.lr == doctest::Approx(0.1));
   CHECK(aue.cosine);
   CHECK(aue.final_lr_fraction == doctest::Approx(1e-5));
-  CHECK(aue.init == "zero");
+  CHECK(aue.init == NoiseInit::zero);
   CHECK(aue.augment_strength == doctest::Approx(0.6));
   PoisonConfig aap = PoisonConfig::recipe("aap", Algo::simclr);
   CHECK(aap.attack == Attack::aap);
@@ -157,8 +158,8 @@ TEST_CASE("aue and aap: names, supervised attackers and the recipes' numbers") {
 
 TEST_CASE("AUE lowers its classifier's cross-entropy on the poisoned views; delta stays in [-1, 1]") {
   data::Dataset ds = quadrant_set();
-  for (const std::string kind : {"sample", "class"}) {
-    CAPTURE(kind);
+  for (const NoiseKind kind : {NoiseKind::sample_wise, NoiseKind::class_wise}) {
+    CAPTURE(noise_kind_name(kind));
     PoisonConfig c = tiny("cpu-small-aue", kind);
     c.eps = 32.0 / 255.0;
     PoisonResult r = generate_poison(ds, c, "quadrants", 32);
@@ -166,12 +167,12 @@ TEST_CASE("AUE lowers its classifier's cross-entropy on the poisoned views; delt
     REQUIRE(r.attacker);
     CHECK(r.poison.attack == "aue");
     CHECK(r.poison.algorithm == "supervised");
-    CHECK(r.poison.delta.size(0) == (kind == "class" ? 4 : 32));
+    CHECK(r.poison.delta.size(0) == (kind == NoiseKind::class_wise ? 4 : 32));
     CHECK(max_abs(r.poison.delta) <= 1.0);
     CHECK(max_abs(r.poison.delta) > 0.5);  // from zero, after several sign steps of 0.1
     // The noise is error-minimising: the attacker's loss on its (augmented) poisoned views is
     // below its loss on the same views of the clean images, i.e. with the initial (zero) noise.
-    AugmentConfig aug = with_strength(c.augment, c.augment_strength);
+    augment::AugmentConfig aug = augment::with_strength(c.augment, c.augment_strength);
     Tensor x = images(ds);
     double clean = attacker_ce(r, x, ds.labels, aug, 1);
     double poisoned = attacker_ce(r, perturb(x, rows_of(r.poison, ds), c.eps), ds.labels, aug, 1);
@@ -193,11 +194,11 @@ TEST_CASE("class-wise AUE: a class's pattern receives the summed cross-entropy g
   Tensor x = images(ds);
   Generator g0(1);
   Tensor cls = uniform({4, 1, 8, 8}, -1, 1, g0);
-  AugmentConfig aug = with_strength(tiny_augment(), 0.6);
+  augment::AugmentConfig aug = augment::with_strength(tiny_augment(), 0.6);
   Generator ga(9);
-  AugmentParams p = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p = augment::sample_params(aug, 8, 8, 8, ga);
   // The mean CE over the batch: the class gradient is the sum of the per-image gradients of that mean.
-  auto loss_of = [&](const Tensor& rows) { return learner->loss({.view1 = apply(perturb(x, rows, 8.0 / 255.0), p, aug), .labels = ds.labels}); };
+  auto loss_of = [&](const Tensor& rows) { return learner->loss({.view1 = augment::apply(perturb(x, rows, 8.0 / 255.0), p, aug), .labels = ds.labels}); };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
   Tensor rows = index_select0(cls, ds.labels).detach().set_requires_grad(true);
@@ -214,9 +215,9 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
   PoisonResult r = generate_poison(ds, c, "quadrants", 32);
   REQUIRE(r.finished);
   CHECK(r.poison.attack == "aap");
-  CHECK(r.poison.kind == "sample");
+  CHECK(r.poison.kind == NoiseKind::sample_wise);
   CHECK(max_abs(r.poison.delta) <= 1.0);
-  AugmentConfig aug = with_strength(c.augment, c.augment_strength);
+  augment::AugmentConfig aug = augment::with_strength(c.augment, c.augment_strength);
   Tensor x = images(ds);
   Tensor clean = softmax(classify(r, x, aug), 1);
   Tensor poisoned = softmax(classify(r, perturb(x, r.poison.delta, c.eps), aug), 1);
@@ -253,7 +254,7 @@ TEST_CASE("AAP pushes the reference classifier towards class y + 1 and away from
     CHECK(m > 0);
   }
   // Class-wise AAP: one targeted pattern per class.
-  o.kind = "class";
+  o.kind = NoiseKind::class_wise;
   Poison qc = generate_poison(odd, o, "quadrants", 30).poison;
   CHECK(qc.delta.shape() == Shape{4, 1, 8, 8});
   CHECK(max_abs(qc.delta) > 0);
@@ -290,12 +291,12 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
   auto dir = cpoison::test::temp_path("cpoison_attacks_init_test");
   std::filesystem::create_directories(dir);
   // Sources: a class-wise AUE and a sample-wise AAP poison at 8/255.
-  PoisonConfig aue = tiny("cpu-small-aue", "class");
+  PoisonConfig aue = tiny("cpu-small-aue", NoiseKind::class_wise);
   aue.rounds = 1;
-  aue.init = "uniform";  // so that every entry is non-zero and the copy is visible
+  aue.init = NoiseInit::uniform;  // so that every entry is non-zero and the copy is visible
   PoisonConfig aap = tiny("cpu-small-aap");
   aap.pretrain_epochs = 1, aap.pgd_steps = 2;
-  aap.init = "uniform";
+  aap.init = NoiseInit::uniform;
   const std::string aue_file = (dir / "aue.h5").string(), aap_file = (dir / "aap.h5").string();
   save_poison(aue_file, generate_poison(ds, aue, "quadrants", 32).poison);
   save_poison(aap_file, generate_poison(ds, aap, "quadrants", 32).poison);
@@ -304,10 +305,10 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
       CAPTURE(file);
       CAPTURE(eps);
       Poison src = load_poison(file);
-      PoisonConfig c = tiny("cpu-small-cp-s", "sample");
+      PoisonConfig c = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
       c.rounds = 1, c.model_steps = 1, c.noise_batches = 0, c.pgd_steps = 1;  // each image moves once by 0.1
       c.eps = eps;
-      c.init = "file";
+      c.init = NoiseInit::file;
       c.init_file = file;
       PoisonResult r = generate_poison(ds, c, "quadrants", 32);
       // The start: the source's rows (by label for class-wise), its pixel perturbation kept.
@@ -318,15 +319,15 @@ TEST_CASE("CP-S starts from any poison file: class-wise by label, sample-wise as
     }
   }
   // CP-C from the class-wise file copies it; from the sample-wise one it refuses, naming the file.
-  PoisonConfig cpc = tiny("cpu-small-cp-c", "class");
-  cpc.init = "file";
+  PoisonConfig cpc = tiny("cpu-small-cp-c", NoiseKind::class_wise);
+  cpc.init = NoiseInit::file;
   cpc.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(ds, cpc, "quadrants", 32), doctest::Contains("holds sample-wise noise"), Error);
   cpc.init_file = aue_file;
   CHECK_NOTHROW(generate_poison(ds, cpc, "quadrants", 32));
   // A sample-wise file of other images is refused.
-  PoisonConfig cps = tiny("cpu-small-cp-s", "sample");
-  cps.init = "file";
+  PoisonConfig cps = tiny("cpu-small-cp-s", NoiseKind::sample_wise);
+  cps.init = NoiseInit::file;
   cps.init_file = aap_file;
   CHECK_THROWS_WITH_AS(generate_poison(quadrant_set(16), cps, "quadrants", 16), doctest::Contains("same images"), Error);
   std::filesystem::remove_all(dir);
@@ -336,7 +337,7 @@ TEST_CASE("the separability term makes the noise more class-separable; both spac
   data::Dataset ds = quadrant_set();
   // Sample-wise unlearnable examples from uniform noise, with and without TUE's term on the noise.
   PoisonConfig c = tiny("cpu-small-aue");
-  c.init = "uniform";
+  c.init = NoiseInit::uniform;
   c.augment_strength = 0;
   PoisonResult plain = generate_poison(ds, c, "quadrants", 32);
   c.separability = 5.0;
@@ -350,9 +351,9 @@ TEST_CASE("the separability term makes the noise more class-separable; both spac
   // On a contrastive attacker's embeddings (CP-C), and on a classifier's (AUE).
   for (const std::string recipe : {"cpu-small-cp-c", "cpu-small-aue"}) {
     CAPTURE(recipe);
-    PoisonConfig e = tiny(recipe, recipe == "cpu-small-cp-c" ? "class" : "sample");
+    PoisonConfig e = tiny(recipe, recipe == "cpu-small-cp-c" ? NoiseKind::class_wise : NoiseKind::sample_wise);
     e.separability = 1.0;
-    e.separability_space = "embedding";
+    e.separability_space = SeparabilitySpace::embedding;
     PoisonResult r = generate_poison(ds, e, "quadrants", 32);
     CHECK(r.finished);
     CHECK(std::isfinite(r.history.back().noise_loss));
@@ -377,11 +378,15 @@ TEST_CASE("bad AUE / AAP / separability settings are rejected by name") {
   c = tiny("cpu-small-aue");
   c.separability = -1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("separability must be a weight >= 0"), Error);
-  c.separability = 1;
-  c.separability_space = "pixels";
-  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("separability_space"), Error);
-  c = tiny("cpu-small-cp-c", "class");
-  c.attack = Attack::adversarial, c.kind = "sample";
+  // The space is named where it is read (flags, settings): parse and name round-trip.
+  for (SeparabilitySpace s : {SeparabilitySpace::noise, SeparabilitySpace::embedding, SeparabilitySpace::features})
+    CHECK(parse_separability_space(separability_space_name(s)) == s);
+  CHECK_THROWS_WITH_AS(parse_separability_space("pixels", "--separability-space"),
+                       "--separability-space: separability_space must be 'noise', 'embedding' or 'features', got "
+                       "'pixels'",
+                       Error);
+  c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
+  c.attack = Attack::adversarial, c.kind = NoiseKind::sample_wise;
   c.separability = 1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("not adversarial"), Error);
   CHECK_THROWS_WITH_AS(PoisonConfig::recipe("cpu-small-aux", Algo::simclr), doctest::Contains("cpu-small-aue"), Error);
@@ -421,7 +426,7 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
   data::Dataset ds = quadrant_set();
   PoisonConfig c;
   c.attack = Attack::pattern;
-  c.kind = "class";
+  c.kind = NoiseKind::class_wise;
   c.pattern_period = 4;
   c.seed = 3;
   c.progress_seconds = -1;
@@ -450,9 +455,9 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
   c.pattern_blank = -2;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_blank"), Error);
   c.pattern_blank = 0;
-  c.kind = "sample";
+  c.kind = NoiseKind::sample_wise;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern noise is class-wise"), Error);
-  c.kind = "class";
+  c.kind = NoiseKind::class_wise;
   c.pattern_period = 1;
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("pattern_period"), Error);
   c.pattern_period = 8;
@@ -466,9 +471,9 @@ TEST_CASE("pattern attack: class-wise, no attacker, no rounds; the victim's data
 
 TEST_CASE("separability on the backbone features, with or without the attack's own loss") {
   data::Dataset ds = quadrant_set();
-  PoisonConfig c = tiny("cpu-small-cp-c", "class");
+  PoisonConfig c = tiny("cpu-small-cp-c", NoiseKind::class_wise);
   c.separability = 1.0;
-  c.separability_space = "features";
+  c.separability_space = SeparabilitySpace::features;
   PoisonResult with_own = generate_poison(ds, c, "quadrants", 32);
   CHECK(with_own.finished);
   CHECK(max_abs(with_own.poison.delta) <= 1.0);

@@ -60,7 +60,7 @@ PoisonConfig flow_tiny_config(Algo algo, bool dual) {
   c.algo_config.dual_branch = dual;
   c.model_options.width = 2;
   c.model_options.in_channels = 1;
-  c.augment = AugmentConfig::cpu_small();
+  c.augment = augment::AugmentConfig::cpu_small();
   c.augment.out_h = c.augment.out_w = 8;
   c.batch_size = 8;
   c.rounds = 2;
@@ -238,13 +238,13 @@ struct Steps {
 Steps run_steps(ContrastiveLearner& l, const std::function<Tensor(const Tensor&, const Tensor&)>& loss_fn) {
   data::Dataset ds = take_first(flow_tiny_set(), 8);
   Tensor x = data::to_float_nchw(ds.images, Device::cpu);
-  AugmentConfig aug = flow_tiny_config(Algo::simclr, false).augment;
+  augment::AugmentConfig aug = flow_tiny_config(Algo::simclr, false).augment;
   Generator ga(21), g0(22);
   Steps out;
   l.train();
   {
-    AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
-    Tensor loss = loss_fn(apply(x, p1, aug), apply(x, p2, aug));
+    augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
+    Tensor loss = loss_fn(augment::apply(x, p1, aug), augment::apply(x, p2, aug));
     autograd::backward(loss);
     out.losses.push_back(loss.item());
     for (auto& [name, p] : l.named_online_parameters()) out.weight_grads.push_back(p.grad().clone());
@@ -257,8 +257,8 @@ Steps run_steps(ContrastiveLearner& l, const std::function<Tensor(const Tensor&,
   for (int s = 0; s < 3; ++s) {
     Tensor leaf = delta.detach().set_requires_grad(true);
     Tensor xp = perturb(x, index_select0(leaf, ds.labels), 8.0 / 255.0);
-    AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
-    Tensor loss = loss_fn(apply(xp, p1, aug), apply(xp, p2, aug));
+    augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
+    Tensor loss = loss_fn(augment::apply(xp, p1, aug), augment::apply(xp, p2, aug));
     Tensor g = autograd::grad(loss, {leaf})[0];
     out.losses.push_back(loss.item());
     autograd::NoGradGuard ng;

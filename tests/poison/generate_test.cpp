@@ -32,8 +32,8 @@ data::Dataset tiny_set(int64_t n = 32) {
   return ds;
 }
 
-AugmentConfig tiny_augment() {
-  AugmentConfig a = AugmentConfig::cpu_small();
+augment::AugmentConfig tiny_augment() {
+  augment::AugmentConfig a = augment::AugmentConfig::cpu_small();
   a.out_h = a.out_w = 8;
   return a;
 }
@@ -41,7 +41,8 @@ AugmentConfig tiny_augment() {
 PoisonConfig tiny_config(Attack attack, Algo algo = Algo::simclr) {
   PoisonConfig c = PoisonConfig::recipe(attack == Attack::cp_sample ? "cpu-small-cp-s" : "cpu-small-cp-c", algo == Algo::supervised ? Algo::simclr : algo);
   c.attack = attack;
-  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? "sample" : "class";
+  c.kind = attack == Attack::cp_sample || attack == Attack::adversarial ? NoiseKind::sample_wise
+                                                                        : NoiseKind::class_wise;
   c.algo = algo;
   c.algo_config = algorithms::AlgoConfig::defaults(algo);
   c.algo_config.queue_size = 16;
@@ -80,13 +81,21 @@ double max_abs(const Tensor& t) {
 }
 }  // namespace
 
+TEST_CASE("noise inits: parse_noise_init and noise_init_name round-trip; a bad name's error lists them") {
+  for (NoiseInit i : {NoiseInit::uniform, NoiseInit::zero, NoiseInit::file})
+    CHECK(parse_noise_init(noise_init_name(i)) == i);
+  CHECK(std::string(noise_init_name(NoiseInit::zero)) == "zero");
+  CHECK_THROWS_WITH_AS(parse_noise_init("gaussian", "--init"),
+                       "--init: init must be uniform, zero or file, got 'gaussian'", Error);
+}
+
 TEST_CASE("cp-c generation keeps delta in [-1, 1] and records its settings") {
   data::Dataset ds = tiny_set();
   PoisonResult r = generate_poison(ds, tiny_config(Attack::cp_class), "tiny", 32);
   REQUIRE(r.finished);
   CHECK(r.poison.delta.shape() == Shape{4, 1, 8, 8});
   CHECK(max_abs(r.poison.delta) <= 1.0);
-  CHECK(r.poison.kind == "class");
+  CHECK(r.poison.kind == NoiseKind::class_wise);
   CHECK(r.poison.attack == "cp-c");
   CHECK(r.poison.algorithm == "simclr");
   CHECK(r.poison.rounds_done == 2);
@@ -105,12 +114,12 @@ TEST_CASE("a class-wise delta receives the summed gradient of its class's images
   Tensor x = data::to_float_nchw(ds.images, Device::cpu);
   Generator g0(1);
   Tensor cls = uniform({4, 1, 8, 8}, -1, 1, g0);
-  AugmentConfig aug = tiny_augment();
+  augment::AugmentConfig aug = tiny_augment();
   Generator ga(9);
-  AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
   auto loss_of = [&](const Tensor& rows) {
     Tensor xp = perturb(x, rows, 8.0 / 255.0);
-    return learner->loss({apply(xp, p1, aug), apply(xp, p2, aug)});
+    return learner->loss({augment::apply(xp, p1, aug), augment::apply(xp, p2, aug)});
   };
   Tensor leaf = cls.detach().set_requires_grad(true);
   Tensor g_class = autograd::grad(loss_of(index_select0(leaf, ds.labels)), {leaf})[0];
@@ -134,14 +143,14 @@ TEST_CASE("dual branch: the delta gradient is the online-branch plus the momentu
     Tensor x = data::to_float_nchw(ds.images, Device::cpu).to(DType::f64);
     Generator g0(2);
     Tensor delta = uniform({8, 1, 8, 8}, -0.5, 0.5, g0, DType::f64);
-    AugmentConfig aug = tiny_augment();
+    augment::AugmentConfig aug = tiny_augment();
     Generator ga(4);
-    AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+    augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
     // Both views depend on delta; detaching one of them isolates one branch.
     auto grad_with = [&](bool keep1, bool keep2) {
       Tensor leaf = delta.detach().set_requires_grad(true);
       Tensor xp = perturb(x, leaf, 8.0 / 255.0);
-      Tensor v1 = apply(xp, p1, aug), v2 = apply(xp, p2, aug);
+      Tensor v1 = augment::apply(xp, p1, aug), v2 = augment::apply(xp, p2, aug);
       return autograd::grad(learner->loss({keep1 ? v1 : v1.detach(), keep2 ? v2 : v2.detach()}), {leaf})[0];
     };
     Tensor both = grad_with(true, true);
@@ -167,11 +176,11 @@ TEST_CASE("PGD sign steps lower the contrastive loss on a fixed batch") {
   learner->set_requires_grad(false);
   data::Dataset ds = tiny_set(8);
   Tensor x = data::to_float_nchw(ds.images, Device::cpu);
-  AugmentConfig aug = tiny_augment();
+  augment::AugmentConfig aug = tiny_augment();
   Generator ga(11);
-  AugmentParams p1 = sample_params(aug, 8, 8, 8, ga), p2 = sample_params(aug, 8, 8, 8, ga);
+  augment::AugmentParams p1 = augment::sample_params(aug, 8, 8, 8, ga), p2 = augment::sample_params(aug, 8, 8, 8, ga);
   Tensor delta = Tensor::zeros({8, 1, 8, 8});
-  auto loss_at = [&](const Tensor& d) { return learner->loss({apply(perturb(x, d, 16.0 / 255.0), p1, aug), apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
+  auto loss_at = [&](const Tensor& d) { return learner->loss({augment::apply(perturb(x, d, 16.0 / 255.0), p1, aug), augment::apply(perturb(x, d, 16.0 / 255.0), p2, aug)}); };
   double before;
   {
     autograd::NoGradGuard ng;
@@ -232,7 +241,7 @@ TEST_CASE("poison ratio: only the chosen rows carry or learn noise") {
   data::Dataset ds = tiny_set();
   PoisonConfig c = tiny_config(Attack::cp_sample);
   c.ratio = 0.25;
-  c.init = "zero";
+  c.init = NoiseInit::zero;
   PoisonResult r = generate_poison(ds, c, "tiny", 32);
   auto idx = r.poison.indices.to_vector<int64_t>();
   CHECK(idx.size() == 8);
@@ -257,7 +266,7 @@ TEST_CASE("poison ratio: only the chosen rows carry or learn noise") {
 TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning") {
   data::Dataset ds = tiny_set();
   PoisonConfig rc = tiny_config(Attack::random);
-  rc.kind = "sample";
+  rc.kind = NoiseKind::sample_wise;
   PoisonResult rnd = generate_poison(ds, rc, "tiny", 32);
   CHECK(rnd.poison.algorithm == "none");
   auto v = rnd.poison.delta.to_vector<double>();
@@ -267,7 +276,7 @@ TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning"
   CHECK(max_abs(rnd.poison.delta) <= 1.0);
 
   PoisonConfig ue = tiny_config(Attack::unlearnable, Algo::supervised);
-  ue.kind = "class";
+  ue.kind = NoiseKind::class_wise;
   PoisonResult u = generate_poison(ds, ue, "tiny", 32);
   CHECK(u.poison.algorithm == "supervised");
   CHECK(u.history.size() == 2);
@@ -276,7 +285,7 @@ TEST_CASE("baselines: random noise, unlearnable examples, adversarial poisoning"
   adv.pretrain_epochs = 1;
   adv.rounds = 1;
   PoisonResult a = generate_poison(ds, adv, "tiny", 32);
-  CHECK(a.poison.kind == "sample");
+  CHECK(a.poison.kind == NoiseKind::sample_wise);
   CHECK(max_abs(a.poison.delta) <= 1.0);
   CHECK(max_abs(a.poison.delta) > 0);
 }

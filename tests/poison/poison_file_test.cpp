@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "engine/io/hdf5.h"
 #include "engine/ops/ops.h"
 #include "poison/apply.h"
 #include "tests/support/gradcheck.h"
@@ -91,7 +92,7 @@ TEST_CASE("apply_poison perturbs only the chosen rows, sample-wise and class-wis
   }
   // class-wise: class 0 gets +1, class 1 gets -1 (in eps units)
   Poison c = sample_poison(4, std::vector<float>(16, 0.0f));
-  c.kind = "class";
+  c.kind = NoiseKind::class_wise;
   c.delta = Tensor::from_vector(std::vector<float>{1, 1, 1, 1, -1, -1, -1, -1}, {2, 1, 2, 2});
   data::Dataset oc = apply_poison(ds, c);
   auto ac = oc.images.to_vector<int64_t>();
@@ -144,6 +145,36 @@ TEST_CASE("poison files round-trip with their attributes") {
   CHECK(q.eps == doctest::Approx(8.0 / 255.0));
   std::filesystem::remove(path);
   CHECK_THROWS_WITH_AS(load_poison(path), doctest::Contains(path.c_str()), Error);
+}
+
+TEST_CASE("noise kinds: parse_noise_kind and noise_kind_name round-trip; a bad name or file attribute lists both") {
+  for (NoiseKind k : {NoiseKind::sample_wise, NoiseKind::class_wise}) CHECK(parse_noise_kind(noise_kind_name(k)) == k);
+  CHECK(std::string(noise_kind_name(NoiseKind::class_wise)) == "class");
+  CHECK_THROWS_WITH_AS(parse_noise_kind("pixel", "--kind"), "--kind: kind must be 'sample' or 'class', got 'pixel'",
+                       Error);
+
+  // The file attribute is parsed where the file is read; the error names the file.
+  auto path = cpoison::test::temp_path("cpoison_poison_kind_test.h5").string();
+  Poison p = sample_poison(1, {0.1f, -0.2f, 0.3f, -0.4f});
+  p.kind = NoiseKind::class_wise;
+  p.delta = Tensor::from_vector(std::vector<float>{0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f}, {2, 1, 2, 2});
+  save_poison(path, p);
+  CHECK(load_poison(path).kind == NoiseKind::class_wise);
+  {
+    io::H5Writer w(path);
+    w.write("delta", p.delta);
+    w.write("indices", p.indices);
+    for (auto& [k, a] : io::Attrs{{"eps", 8.0 / 255.0}, {"kind", std::string("row")}, {"attack", std::string("random")},
+                                  {"algorithm", std::string("none")}, {"dual_branch", int64_t(0)},
+                                  {"dataset", std::string("tiny")}, {"subset", int64_t(0)}, {"seed", int64_t(0)},
+                                  {"rounds_done", int64_t(0)}, {"rounds_total", int64_t(0)}, {"ratio", 1.0},
+                                  {"classes", int64_t(2)}, {"image_count", int64_t(1)}})
+      w.set_file_attr(k, a);
+    w.commit();
+  }
+  CHECK_THROWS_WITH_AS(load_poison(path), doctest::Contains("kind must be 'sample' or 'class', got 'row'"), Error);
+  CHECK_THROWS_WITH_AS(load_poison(path), doctest::Contains(path.c_str()), Error);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("poisoned indices: the ratio's count, ascending, seeded") {

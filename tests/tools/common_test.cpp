@@ -132,7 +132,7 @@ TEST_CASE("tools save_poison_with_attrs keeps the poison layout and adds attribu
   poison::Poison p;
   p.delta = Tensor::from_vector(std::vector<float>{0.5f, -1.f, 0.f, 1.f, 0.25f, -0.25f, 0.75f, -0.75f}, {2, 1, 2, 2});
   p.indices = Tensor::from_vector(std::vector<int64_t>{0, 2}, {2});
-  p.kind = "class";
+  p.kind = poison::NoiseKind::class_wise;
   p.classes = 2;
   p.image_count = 3;
   p.ratio = 2.0 / 3.0;
@@ -144,7 +144,7 @@ TEST_CASE("tools save_poison_with_attrs keeps the poison layout and adds attribu
   poison::Poison q = poison::load_poison(path);
   CHECK(q.delta.to_vector<float>() == p.delta.to_vector<float>());
   CHECK(q.indices.to_vector<int64_t>() == std::vector<int64_t>{0, 2});
-  CHECK(q.kind == "class");
+  CHECK(q.kind == poison::NoiseKind::class_wise);
   CHECK(q.dataset == "small");
   io::Attrs a = io::H5Reader(path).file_attrs();
   CHECK(std::get<int64_t>(a.at("pad_to")) == 4);

@@ -100,7 +100,7 @@ std::string tiny_poison(const TempDir& d, const std::string& data_path, const st
   std::vector<int64_t> rows(clean.size());
   for (int64_t i = 0; i < clean.size(); ++i) rows[i] = i;
   p.indices = Tensor::from_vector(rows, {clean.size()});
-  p.kind = "class";
+  p.kind = poison::NoiseKind::class_wise;
   p.classes = 4;
   p.image_count = clean.size();
   p.attack = "random";

@@ -710,7 +710,7 @@ poison.separability = 0.5
     REQUIRE(fs::exists(r.root + "/" + id + "/poison.h5"));
     poison::Poison ps = poison::load_poison(r.root + "/" + id + "/poison.h5");
     CHECK(ps.algorithm == "supervised");
-    CHECK(ps.kind == "sample");
+    CHECK(ps.kind == poison::NoiseKind::sample_wise);
   }
 }
 

@@ -158,7 +158,7 @@ TEST_CASE("import of a float delta: the scale flag is required and its range che
   INFO(good.output);
   REQUIRE(good.code == 0);
   const poison::Poison p = poison::load_poison(dir / "c.h5");
-  CHECK(p.kind == "class");
+  CHECK(p.kind == poison::NoiseKind::class_wise);
   CHECK(p.delta.shape() == Shape{4, 1, 8, 8});
   CHECK(std::fabs(p.delta.to_vector<float>()[1] - 0.5f) < 1e-6f);  // 4/255 of eps 8/255
 

@@ -64,7 +64,7 @@ TEST_CASE("cpoison poison --attack random writes a loadable sample-wise poison a
   CHECK(r.output.find(" s; poison") != std::string::npos);  // the summary line carries the seconds
   poison::Poison p = poison::load_poison(dir / "rand.h5");
   CHECK(p.attack == "random");
-  CHECK(p.kind == "sample");
+  CHECK(p.kind == poison::NoiseKind::sample_wise);
   CHECK(p.algorithm == "none");
   CHECK(p.eps == doctest::Approx(8.0 / 255.0).epsilon(1e-12));
   CHECK(p.dataset == data);
@@ -92,7 +92,7 @@ TEST_CASE("cpoison poison --attack cp-c --recipe cpu-small runs one tiny round a
   CHECK(r.output.find("rounds 1/1") != std::string::npos);
   poison::Poison p = poison::load_poison(dir / "cpc.h5");
   CHECK(p.attack == "cp-c");
-  CHECK(p.kind == "class");
+  CHECK(p.kind == poison::NoiseKind::class_wise);
   CHECK(p.algorithm == "simclr");
   CHECK_FALSE(p.dual_branch);
   CHECK(p.rounds_done == 1);
@@ -283,7 +283,7 @@ TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new
   REQUIRE(aue.code == 0);
   poison::Poison p = poison::load_poison(dir / "aue.h5");
   CHECK(p.attack == "aue");
-  CHECK(p.kind == "class");
+  CHECK(p.kind == poison::NoiseKind::class_wise);
   CHECK(p.algorithm == "supervised");
   CHECK(all_within_unit(p.delta));
   io::Attrs a = io::H5Reader(dir / "aue.h5").file_attrs();
@@ -301,7 +301,7 @@ TEST_CASE("cpoison poison --attack aue / aap with the cpu-small recipes, the new
   REQUIRE(aap.code == 0);
   p = poison::load_poison(dir / "aap.h5");
   CHECK(p.attack == "aap");
-  CHECK(p.kind == "sample");
+  CHECK(p.kind == poison::NoiseKind::sample_wise);
   CHECK(p.delta.shape() == Shape{40, 1, 8, 8});
   settings = nlohmann::json::parse(std::get<std::string>(io::H5Reader(dir / "aap.h5").file_attrs().at("settings")));
   CHECK(settings["target_shift"].get<int64_t>() == 3);

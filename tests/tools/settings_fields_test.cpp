@@ -266,7 +266,7 @@ TEST_CASE("settings field lists: every knob PoisonConfig lists is a flag of cpoi
   poison::PoisonConfig cfg = recipe;
   tools::copy_given(cfg, given, f);
   CHECK(cfg.rounds == 3);
-  CHECK(cfg.separability_space == "features");
+  CHECK(cfg.separability_space == poison::SeparabilitySpace::features);
   CHECK(cfg.separability_detach_spread);
   CHECK(cfg.model_steps == recipe.model_steps);
   CHECK(cfg.batch_size == recipe.batch_size);

@@ -239,7 +239,7 @@ PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data
   PoisonJob j;
   j.attack = "file";
   j.attacker = "none";
-  j.kind = p.kind;
+  j.kind = poison::noise_kind_name(p.kind);
   j.eps = p.eps;
   j.ratio = p.ratio;
   j.model = s.model;
@@ -248,7 +248,7 @@ PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data
   j.id = "poison-file-" + digest.substr(0, 12);
   DataSettings d = data;
   j.config = {{"job", "poison"},       {"attack", "file"},   {"digest", digest},
-              {"kind", p.kind},        {"eps", p.eps},       {"ratio", p.ratio},
+              {"kind", j.kind},        {"eps", p.eps},       {"ratio", p.ratio},
               {"made_by", p.attack},   {"data_fingerprint", p.data_fingerprint},
               {"data", to_json_fields(d)}};
   return j;
@@ -582,12 +582,12 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   } else if (attack == Attack::aue || attack == Attack::aap) {
     // Supervised attackers under the victims' contrastive augmentations at the attack's strength.
     c = poison::PoisonConfig::recipe((ps.recipe == "paper" ? "" : "cpu-small-") + job.attack, Algo::supervised);
-    c.kind = job.kind;
+    c.kind = poison::parse_noise_kind(job.kind);
     c.augment = training_augment(s.victim, train);
     if (attack == Attack::aue) {
       if (ps.aue_rounds > 0) c.rounds = ps.aue_rounds;
       if (ps.aue_model_steps > 0) c.model_steps = ps.aue_model_steps;
-      if (job.kind == "class") c.pgd_steps = 1;  // aue.py's class-wise rule
+      if (c.kind == poison::NoiseKind::class_wise) c.pgd_steps = 1;  // aue.py's class-wise rule
       if (ps.aue_pgd_steps > 0) c.pgd_steps = ps.aue_pgd_steps;
       if (ps.aue_strength > 0) c.augment_strength = ps.aue_strength;
     } else {
@@ -600,10 +600,10 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     }
   } else {
     c.attack = attack;
-    c.kind = job.kind;
+    c.kind = poison::parse_noise_kind(job.kind);
     c.algo = Algo::supervised;
     c.algo_config = algorithms::AlgoConfig::defaults(Algo::supervised);
-    c.augment = algorithms::make_augment("crop-flip", train);
+    c.augment = algorithms::make_augment(augment::Recipe::crop_flip, train);
     c.lr = 0.1;
     c.batch_size = s.supervised.batch_size;
     if (attack == Attack::unlearnable) {
@@ -635,7 +635,7 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
   c.checkpoint_every = ps.checkpoint_every;
   if (!poison::synthetic_attack(attack) && attack != Attack::adversarial) {
     c.separability = ps.separability;
-    c.separability_space = ps.separability_space;
+    c.separability_space = poison::parse_separability_space(ps.separability_space);
   }
   return c;
 }
@@ -653,7 +653,7 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
     CP_CHECK(it != poisons.end(), job.id, "needs poison ", job.init_from, " first");
     std::string init = poison_path(job.init_from);
     CP_CHECK(fs::exists(init), job.id, "starts from ", init, ", which has not been made");
-    cfg.init = "file";
+    cfg.init = poison::NoiseInit::file;
     cfg.init_file = init;
   }
   std::string d = prepare(job.id, job.config);
@@ -742,7 +742,7 @@ nlohmann::json Runner::run_file_poison(const PoisonJob& job) {
                         {"attack", "file"},
                         {"made_by", p.attack},
                         {"attacker", p.algorithm},
-                        {"kind", p.kind},
+                        {"kind", poison::noise_kind_name(p.kind)},
                         {"eps", p.eps},
                         {"ratio", p.ratio},
                         {"source", fs::absolute(job.file).string()},
@@ -907,7 +907,7 @@ double probe_sgd(models::Encoder& enc, const VictimData& v, bool same, const Eva
   so.lr = ev.sgd_lr;
   so.seed = seed;
   so.device = device;
-  so.augment = algorithms::make_augment("crop-flip", v.clean);
+  so.augment = algorithms::make_augment(augment::Recipe::crop_flip, v.clean);
   auto r = algorithms::linear_probe_sgd(enc, v.seen, v.test, so);
   probe["poisoned"] = r.final_accuracy;
   probe["poisoned_best"] = r.best_accuracy;
@@ -928,7 +928,8 @@ double probe_sgd(models::Encoder& enc, const VictimData& v, bool same, const Eva
 // alignment of the same augmentation draws applied to the poisoned and the clean version of each
 // image. Fills result["probe"] and result["alignment"]; returns the images forwarded.
 double evaluate_contrastive(algorithms::Learner& learner, const VictimJob& job, const VictimData& v,
-                            const AugmentConfig& augment, const Settings& s, Device device, nlohmann::json& result) {
+                            const augment::AugmentConfig& augment, const Settings& s, Device device,
+                            nlohmann::json& result) {
   const EvalSettings& ev = s.eval;
   nlohmann::json probe{{"mode", ev.probe}};
   const bool same = job.poison.empty() && !job.clean_only;  // the victim saw the clean images
@@ -1063,7 +1064,7 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
     so.lr = settings_.eval.sgd_lr;
     so.seed = settings_.seed;
     so.device = options_.device;
-    so.augment = algorithms::make_augment("crop-flip", train);
+    so.augment = algorithms::make_augment(augment::Recipe::crop_flip, train);
     probe["poisoned"] = probe["clean"] = algorithms::linear_probe_sgd(*enc, train, test, so).final_accuracy;
   }
   nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},

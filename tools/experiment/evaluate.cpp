@@ -174,8 +174,8 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
   const std::string stem = fs::path(o.file).stem().string();
   std::string poison_label;
   if (input == Input::poison) {
-    poison_label = "Poison " + stem + " (" + (made.attack.empty() ? std::string("?") : made.attack) + ", " + made.kind +
-                   "-wise, eps " + format_pixels(made.eps) + ")";
+    poison_label = "Poison " + stem + " (" + (made.attack.empty() ? std::string("?") : made.attack) + ", " +
+                   poison::noise_kind_name(made.kind) + "-wise, eps " + format_pixels(made.eps) + ")";
     preset.rows.push_back(axis("Clean data (reference)"));
     preset.rows.push_back(axis(poison_label));
   } else {
@@ -340,8 +340,12 @@ EvaluateReport run_evaluate(const EvaluateOptions& o) {
     d["lowest"] = stat_json(drop[V]);
     d["mean"] = stat_json(drop[V + 1]);
     rep.json["drop"] = d;
-    rep.json["poison"] = {{"attack", made.attack}, {"kind", made.kind}, {"eps", made.eps}, {"ratio", made.ratio},
-                          {"algorithm", made.algorithm}, {"digest", poison::poison_digest(made)}};
+    rep.json["poison"] = {{"attack", made.attack},
+                          {"kind", poison::noise_kind_name(made.kind)},
+                          {"eps", made.eps},
+                          {"ratio", made.ratio},
+                          {"algorithm", made.algorithm},
+                          {"digest", poison::poison_digest(made)}};
   }
   if (!o.dry_run) {
     rep.out = o.out.empty() ? (fs::path("results/evaluate") / folder_name(stem)).string() : o.out;

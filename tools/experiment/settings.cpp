@@ -171,9 +171,10 @@ std::vector<std::vector<std::string>> settings_reference() {
   return rows;
 }
 
-AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds) {
+augment::AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds) {
   const bool translate_flip = t.augment == "translate-flip";
-  AugmentConfig a = algorithms::make_augment(translate_flip ? "none" : t.augment, ds);
+  augment::AugmentConfig a =
+      algorithms::make_augment(translate_flip ? augment::Recipe::none : augment::parse_recipe(t.augment), ds);
   if (translate_flip) a.flip = true;
   return a;
 }
@@ -183,7 +184,9 @@ void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms:
   cfg.augment = training_augment(t, ds);
   if (t.augment == "translate-flip" && t.translate > 0) {
     const int64_t shift = t.translate;
-    cfg.batch_hook = [shift](const Tensor& x, const data::Batch&, Generator& gen) { return random_translate(x, shift, gen); };
+    cfg.batch_hook = [shift](const Tensor& x, const data::Batch&, Generator& gen) {
+      return augment::random_translate(x, shift, gen);
+    };
   }
   cfg.epochs = t.epochs;
   cfg.batch_size = t.batch_size;

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace cpoison {
+namespace cpoison::augment {
 struct AugmentConfig;
 }
 namespace cpoison::data {
@@ -394,7 +394,7 @@ std::vector<std::vector<std::string>> settings_reference();
 // defence's hook may wrap). The algorithm, model, seed and paths are the caller's.
 void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms::TrainConfig& cfg);
 // The augmentation apply_training sets (translate-flip: flip + normalisation only).
-AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds);
+augment::AugmentConfig training_augment(const TrainSettings& t, const data::Dataset& ds);
 // The one mapping of an algorithm's overrides onto its AlgoConfig (each applied when it is not
 // at its "default" sentinel); lr is the caller's (it is a learning rate, not a learner setting).
 void apply_algo(const AlgoSettings& a, algorithms::AlgoConfig& c);
