@@ -288,6 +288,15 @@ BatchHook defense_batch_hook(const Defense& d) {
   return [d](const Tensor& x, const data::Batch&, Generator& gen) { return apply_defense(d, x, gen); };
 }
 
+void chain_batch_hook(algorithms::TrainConfig& cfg, const Defense& d) {
+  if (auto defend = defense_batch_hook(d)) {
+    auto before = cfg.batch_hook;
+    cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
+      return defend(before ? before(x, b, gen) : x, b, gen);
+    };
+  }
+}
+
 algorithms::TrainResult train_with_defense(const data::Dataset& train_set, const algorithms::TrainConfig& cfg_in,
                                            const Defense& d) {
   if (d.kind == DefenseKind::adversarial) return train_adversarial(train_set, cfg_in, d.adversarial);
@@ -296,11 +305,8 @@ algorithms::TrainResult train_with_defense(const data::Dataset& train_set, const
   if (d.kind == DefenseKind::ueraser) {
     CP_CHECK(!cfg.step_loss, "defense '" + d.spec() + "'", "sets the loss hook itself; leave cfg.step_loss empty");
     cfg.step_loss = ueraser_loss_hook(cfg, d.ueraser);
-  } else if (auto defend = defense_batch_hook(d)) {
-    auto before = cfg.batch_hook;
-    cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
-      return defend(before ? before(x, b, gen) : x, b, gen);
-    };
+  } else {
+    chain_batch_hook(cfg, d);
   }
   return algorithms::train(train_set, cfg);
 }

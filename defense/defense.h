@@ -67,6 +67,9 @@ Tensor apply_defense(const Defense& d, const Tensor& x, Generator& gen);
 // train_adversarial).
 using BatchHook = std::function<Tensor(const Tensor& x, const data::Batch& batch, Generator& gen)>;
 BatchHook defense_batch_hook(const Defense& d);
+// cfg.batch_hook becomes the hook already there (if any), then the batch-transform defence d;
+// none leaves cfg unchanged. Error for a training mode (adv, ueraser).
+void chain_batch_hook(algorithms::TrainConfig& cfg, const Defense& d);
 
 // algorithms::train with the defence in place: a batch transform as cfg.batch_hook (after any
 // hook already set), adv through train_adversarial, ueraser through its loss hook (recording

@@ -229,12 +229,7 @@ TrainConfig train_config(const Options& o, Algo algo, const data::Dataset& ds, c
 // training are step-loss hooks.
 void add_defense(TrainConfig& cfg, const defense::Defense& def) {
   if (def.is_batch_transform()) {
-    if (auto defend = defense::defense_batch_hook(def)) {
-      auto before = cfg.batch_hook;
-      cfg.batch_hook = [before, defend](const Tensor& x, const data::Batch& b, Generator& gen) {
-        return defend(before ? before(x, b, gen) : x, b, gen);
-      };
-    }
+    defense::chain_batch_hook(cfg, def);
   } else if (def.kind == defense::DefenseKind::ueraser) {
     cfg.step_loss = defense::ueraser_loss_hook(cfg, def.ueraser);
   } else {

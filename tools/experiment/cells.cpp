@@ -813,14 +813,7 @@ algorithms::TrainConfig victim_train_config(const VictimJob& job, const Settings
                     {"pad_to", job.data.pad_to},    {"channels", job.data.channels},
                     {"experiment_cell", job.id},    {"augment", ts.augment},
                     {"software", std::string("cpoison ") + CPOISON_VERSION}};
-  if (def.kind != defense::DefenseKind::none && def.is_batch_transform()) {
-    auto defend = defense::defense_batch_hook(def);
-    auto before = tc.batch_hook;
-    tc.batch_hook = [defend, before](const Tensor& x, const data::Batch& b, Generator& gen) {
-      Tensor y = before ? before(x, b, gen) : x;
-      return defend(y, b, gen);
-    };
-  }
+  if (def.is_batch_transform()) defense::chain_batch_hook(tc, def);
   return tc;
 }
 
@@ -1046,27 +1039,14 @@ nlohmann::json Runner::run_random_encoder(const DataSettings& data, const std::s
   mo.in_channels = train.channels();
   models::EncoderPtr enc = models::make_encoder(model, mo);
   enc->to(options_.device);
-  std::vector<double> mean, stddev;
-  algorithms::dataset_normalization(train, mean, stddev);
+  // The victims' probes, fitted on the clean training images (the poisoned and the clean probe
+  // are the same fit).
+  VictimData v{train, train, test, {}, {}, {}};
+  algorithms::dataset_normalization(train, v.mean, v.stddev);
   nlohmann::json probe{{"mode", settings_.eval.probe}};
-  if (settings_.eval.probe == "features") {
-    algorithms::FeatureProbeOptions fo;
-    fo.max_iterations = settings_.eval.iterations;
-    fo.l2 = settings_.eval.l2;
-    Tensor ftr = algorithms::extract_features(*enc, train, mean, stddev, settings_.eval.batch_size, options_.device).to(Device::cpu);
-    Tensor fte = algorithms::extract_features(*enc, test, mean, stddev, settings_.eval.batch_size, options_.device).to(Device::cpu);
-    probe["poisoned"] = probe["clean"] =
-        algorithms::linear_probe_features(ftr, train.labels, fte, test.labels, train.classes, fo).final_accuracy;
-  } else {
-    algorithms::SgdProbeOptions so;
-    so.epochs = settings_.eval.sgd_epochs;
-    so.batch_size = settings_.eval.sgd_batch_size;
-    so.lr = settings_.eval.sgd_lr;
-    so.seed = settings_.seed;
-    so.device = options_.device;
-    so.augment = algorithms::make_augment(augment::Recipe::crop_flip, train);
-    probe["poisoned"] = probe["clean"] = algorithms::linear_probe_sgd(*enc, train, test, so).final_accuracy;
-  }
+  if (settings_.eval.probe == "features") probe_features(*enc, v, true, settings_.eval, options_.device, probe);
+  else probe_sgd(*enc, v, true, settings_.eval, settings_.seed, options_.device, probe);
+  probe["clean"] = probe["poisoned"];
   nlohmann::json result{{"id", id}, {"job", "random-encoder"}, {"model", model}, {"probe", probe},
                         {"seconds", seconds_since(t0)}, {"measured", nlohmann::json::object()}};
   if (writes_files()) write_json((fs::path(d) / "result.json").string(), result);
