@@ -8,7 +8,9 @@
 namespace cpoison::algorithms {
 
 TrainingState::TrainingState(std::shared_ptr<Learner> learner, const optim::SGDOptions& options)
-    : learner_(std::move(learner)), sgd_(learner_->named_online_parameters(), options) {}
+    : learner_(std::move(learner)),
+      sgd_(learner_->named_online_parameters(), options),
+      params_(parameter_list(sgd_.named_parameters())) {}
 
 Batch TrainingState::views(const Tensor& x, const Tensor& labels, const augment::AugmentConfig& aug, Generator& gen) const {
   const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
@@ -23,7 +25,7 @@ void TrainingState::step(const Tensor& loss, bool average_over_ranks) {
   // Cleared first, so that this loss's gradient alone reaches the step.
   sgd_.zero_grad();
   autograd::backward(loss);
-  if (average_over_ranks) distributed::all_reduce_gradients(parameter_list(sgd_.named_parameters()));
+  if (average_over_ranks) distributed::all_reduce_gradients(params_);
   sgd_.step();
   learner_->momentum_update();
 }

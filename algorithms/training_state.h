@@ -9,6 +9,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "algorithms/learner.h"
 #include "augment/augment.h"
@@ -46,6 +47,7 @@ public:
 private:
   std::shared_ptr<Learner> learner_;
   optim::SGD sgd_;
+  std::vector<Tensor> params_;  // sgd_'s parameters, listed once for the gradient all-reduce
 };
 
 // issue #15: this rank's rows of the views and the labels (distributed::local_rows, whose errors
