@@ -725,6 +725,12 @@ private:
             {"separability", c.separability}, {"separability_space", separability_space_name(c.separability_space)},
             {"attack_loss_weight", c.attack_loss_weight},
             {"data_fingerprint", data::fingerprint(train_)}};
+    // The rest of the field list (a knob added to it joins the check; rounds may change), each
+    // only when off PoisonConfig's default, so that checkpoints written before it joined resume.
+    static const nlohmann::ordered_json defaults = knob_values(PoisonConfig{});
+    const nlohmann::ordered_json knobs = knob_values(c);
+    for (const auto& [key, value] : knobs.items())
+      if (key != "rounds" && !j.contains(key) && value != defaults[key]) j[key] = value;
     // Only when set, so that checkpoints written before the hooks existed still resume.
     if (c.flow) j["flow"] = c.flow->name();
     if (c.loss) j["loss"] = "custom";

@@ -24,6 +24,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "algorithms/learner.h"
 #include "augment/augment.h"
 #include "engine/data/dataset.h"
@@ -205,6 +207,15 @@ struct PoisonConfig {
   static PoisonConfig recipe(const std::string& name, algorithms::Algo algo);
   void validate() const;  // Error naming the field
 };
+
+// PoisonConfig's field list (visit()) as JSON: {key: value}, an enum by its name. `cpoison poison`
+// records it in the poison file, a resume compares it, the experiment writes it into a poison
+// cell's result.json; a knob added to the list is then in all of them.
+nlohmann::ordered_json knob_values(const PoisonConfig& c);
+// Sets the knobs named in `values` (an object {key: value} of keys from the field list, an
+// integer for an integer knob, a number for a real one, true / false, an enum's name). Error
+// naming `where`.key for an unknown key or a value of the wrong type; the others are unchanged.
+void set_knobs(PoisonConfig& c, const nlohmann::json& values, const std::string& where);
 
 struct RoundStats {
   int64_t round = 0;

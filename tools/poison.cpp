@@ -290,47 +290,32 @@ PoisonConfig poison_config(const Options& o, const Given& given, const Resolved&
   return cfg;
 }
 
-// The settings recorded in the poison file (its `settings` attribute).
+// The settings recorded in the poison file (its `settings` attribute): the run's identity, the
+// values the knobs' field list does not hold, then every knob of the list (poison::knob_values).
 nlohmann::json recorded_settings(const Options& o, const Resolved& r, const PoisonConfig& cfg) {
-  return {{"attack", attack_name(r.attack)},
-          {"kind", noise_kind_name(cfg.kind)},
-          {"algorithm", algorithms::algo_name(r.algo)},
-          {"dual_branch", cfg.algo_config.dual_branch},
-          {"recipe", r.recipe},
-          {"eps", cfg.eps},
-          {"step", cfg.step},
-          {"rounds", cfg.rounds},
-          {"model_steps", cfg.model_steps},
-          {"noise_batches", cfg.noise_batches},
-          {"pgd_steps", cfg.pgd_steps},
-          {"batch_size", cfg.batch_size},
-          {"lr", cfg.lr},
-          {"momentum", cfg.momentum},
-          {"weight_decay", cfg.weight_decay},
-          {"schedule", cfg.cosine ? "cosine" : "constant"},
-          {"final_lr_fraction", cfg.final_lr_fraction},
-          {"init", noise_init_name(cfg.init)},
-          {"init_file", cfg.init_file},
-          {"ratio", cfg.ratio},
-          {"pretrain_epochs", cfg.pretrain_epochs},
-          {"pretrain_warmup_epochs", cfg.pretrain_warmup_epochs},
-          {"target_shift", cfg.target_shift},
-          {"augment_strength", cfg.augment_strength},
-          {"separability", cfg.separability},
-          {"separability_space", separability_space_name(cfg.separability_space)},
-          {"separability_detach_spread", cfg.separability_detach_spread},
-          {"attack_loss_weight", cfg.attack_loss_weight},
-          {"pattern_period", cfg.pattern_period},
-          {"pattern_blank", cfg.pattern_blank},
-          {"model", cfg.model},
-          {"width", cfg.model_options.width},
-          {"augment", augment::recipe_name(r.augment)},
-          {"seed", cfg.seed},
-          {"data", o.data.data},
-          {"subset", o.data.subset},
-          {"subset_seed", o.data.subset_seed},
-          {"pad_to", o.data.pad_to},
-          {"channels", o.data.channels}};
+  nlohmann::json j = {{"attack", attack_name(r.attack)},
+                      {"kind", noise_kind_name(cfg.kind)},
+                      {"algorithm", algorithms::algo_name(r.algo)},
+                      {"dual_branch", cfg.algo_config.dual_branch},
+                      {"recipe", r.recipe},
+                      {"eps", cfg.eps},
+                      {"step", cfg.step},
+                      {"lr", cfg.lr},
+                      {"schedule", cfg.cosine ? "cosine" : "constant"},
+                      {"init", noise_init_name(cfg.init)},
+                      {"init_file", cfg.init_file},
+                      {"model", cfg.model},
+                      {"width", cfg.model_options.width},
+                      {"augment", augment::recipe_name(r.augment)},
+                      {"seed", cfg.seed},
+                      {"data", o.data.data},
+                      {"subset", o.data.subset},
+                      {"subset_seed", o.data.subset_seed},
+                      {"pad_to", o.data.pad_to},
+                      {"channels", o.data.channels}};
+  const nlohmann::ordered_json knobs = poison::knob_values(cfg);
+  for (const auto& [key, value] : knobs.items()) j[key] = value;
+  return j;
 }
 
 // The lines on stderr before the run: the attack and recipe, the noise's settings, the model's.

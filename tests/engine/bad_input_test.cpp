@@ -537,6 +537,11 @@ TEST_CASE("bad input 6: a resumed poison run refuses other settings and fewer ro
   check_names(error_of([&] { resumed([](auto& r) { r.weight_decay = 0.5; }); }), {c.checkpoint_path, "'weight_decay'"});
   check_names(error_of([&] { resumed([](auto& r) { r.lr = 0.01; }); }), {"'lr'"});
   check_names(error_of([&] { resumed([](auto& r) { r.rounds = 1; }); }), {"2 rounds done", "--rounds 1"});
+  // Every knob of PoisonConfig's field list is compared (these were not before it drove the check).
+  check_names(error_of([&] { resumed([](auto& r) { r.augment_strength = 0.5; }); }), {"'augment_strength'"});
+  check_names(error_of([&] { resumed([](auto& r) { r.separability_detach_spread = true; }); }),
+              {"'separability_detach_spread'"});
+  check_names(error_of([&] { resumed([](auto& r) { r.target_shift = 3; }); }), {"'target_shift'"});
   check_names(error_of([&] { poison::generate_poison(tiny_dataset(24, 9), [&] {
                 fs::copy_file(saved, c.checkpoint_path, fs::copy_options::overwrite_existing);
                 auto r = c;

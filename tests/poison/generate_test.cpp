@@ -89,6 +89,39 @@ TEST_CASE("noise inits: parse_noise_init and noise_init_name round-trip; a bad n
                        "--init: init must be uniform, zero or file, got 'gaussian'", Error);
 }
 
+TEST_CASE("poison knobs: knob_values lists the field list by key; set_knobs sets named knobs and refuses bad ones") {
+  PoisonConfig c = PoisonConfig::recipe("cpu-small-aap", algorithms::Algo::supervised);
+  const nlohmann::ordered_json v = knob_values(c);
+  CHECK(v.at("rounds") == c.rounds);
+  CHECK(v.at("target_shift") == c.target_shift);
+  CHECK(v.at("augment_strength").get<double>() == c.augment_strength);
+  CHECK(v.at("separability_space") == "noise");
+  CHECK(v.begin().key() == "rounds");  // the list's order
+  PoisonConfig d = c;
+  set_knobs(d, {{"rounds", 4}, {"separability", 1}, {"separability_space", "features"}, {"separability_detach_spread", true},
+                {"pattern_period", 2.5}},
+            "poison.aap");
+  CHECK(d.rounds == 4);
+  CHECK(d.separability == 1.0);
+  CHECK(d.separability_space == SeparabilitySpace::features);
+  CHECK(d.separability_detach_spread);
+  CHECK(d.pattern_period == 2.5);
+  CHECK(d.pgd_steps == c.pgd_steps);  // the others as they were
+  CHECK(d.eps == c.eps);
+  // Round trip: the values of one config set onto another reproduce them.
+  PoisonConfig e;
+  set_knobs(e, nlohmann::json::parse(knob_values(d).dump()), "x");
+  CHECK(knob_values(e) == knob_values(d));
+  CHECK_THROWS_WITH_AS(set_knobs(d, {{"rounds", 2.5}}, "poison.aap"), "poison.aap.rounds: expected an integer, got 2.5",
+                       Error);
+  CHECK_THROWS_WITH_AS(set_knobs(d, {{"separability", "big"}}, "p"), "p.separability: expected a number, got \"big\"",
+                       Error);
+  CHECK_THROWS_WITH_AS(set_knobs(d, {{"separability_space", "pixels"}}, "p"),
+                       doctest::Contains("p.separability_space"), Error);
+  CHECK_THROWS_WITH_AS(set_knobs(d, {{"roundz", 2}}, "poison.cp_c"),
+                       doctest::Contains("poison.cp_c: unknown knob 'roundz' (the knobs: rounds, model_steps"), Error);
+}
+
 TEST_CASE("cp-c generation keeps delta in [-1, 1] and records its settings") {
   data::Dataset ds = tiny_set();
   PoisonResult r = generate_poison(ds, tiny_config(Attack::cp_class), "tiny", 32);

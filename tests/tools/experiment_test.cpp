@@ -637,6 +637,19 @@ TEST_CASE("experiment poison jobs: the settings each attack records (PoisonSetti
   CHECK(keys("adversarial", sep) == keys("adversarial", s));
   CHECK(keys("pattern", sep) == keys("pattern", s));
 
+  // An attack's knob table is recorded when it is not empty (so cells cached before the tables
+  // existed keep their key), by the attack it belongs to (and CP-S's start, for CP-C's).
+  for (auto* k : {&sep.poison.cp_c, &sep.poison.cp_s, &sep.poison.unlearnable, &sep.poison.adversarial, &sep.poison.aue,
+                  &sep.poison.aap, &sep.poison.pattern})
+    k->values = {{"rounds", 3}};
+  CHECK(keys("cp-c", sep) ==
+        with({"cp_c", "cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "separability", "separability_space"}));
+  CHECK(keys("pattern", sep) == Keys{"pattern", "pattern_blank", "pattern_period"});
+  CHECK(keys("random", sep).empty());
+  sep.poison.cp_s_init = "cp-c";
+  CHECK(keys("cp-s", sep) == with({"cp_c", "cp_c_model_steps", "cp_c_noise_batches", "cp_c_rounds", "cp_s", "cp_s_init",
+                                   "cp_s_pgd_steps", "cp_s_rounds", "separability", "separability_space"}));
+
   // Every field but the checkpoint interval has readers: a new field that names none would
   // change no cell's key, and a cached poison would be taken for one made with it.
   std::set<std::string> read{"checkpoint_every"};
@@ -644,6 +657,66 @@ TEST_CASE("experiment poison jobs: the settings each attack records (PoisonSetti
     for (const auto& k : keys(attack, sep)) read.insert(k);
   const Keys all = tools::field_keys(PoisonSettings{});
   CHECK(std::set<std::string>(all.begin(), all.end()) == read);
+}
+
+TEST_CASE("experiment: an attack's knob table (poison.cp_c = { ... }) sets any poison knob for that attack only") {
+  TempDir d("knobs");
+  write_scales(d, "fashion-mnist");
+  const std::string axes = "columns = [ { label = \"A\" } ]\nrows = [ { label = \"r\" } ]\n";
+  write(d.file("k.toml"), axes + R"([scale.tiny]
+poison.cp_c = { rounds = 4, separability = 1, separability_space = "features" }
+poison.aap.target_shift = 3
+)");
+  const Settings s = load_preset(d.file("k.toml"), "tiny", d.path.string()).settings;
+  data::Dataset shape;
+  shape.images = Tensor::zeros({1, 8, 8, 1}, DType::u8);
+  shape.labels = Tensor::zeros({1}, DType::i64);
+  shape.classes = 4;
+  shape.name = "fashion-mnist";
+  shape.mean = {0.5}, shape.std = {0.25};
+  auto config = [&](const std::string& attack, const std::string& attacker, const std::string& kind, const Settings& st) {
+    return poison_config(make_poison_job(attack, attacker, kind, true, st.poison.eps, 1.0, st.model, st.data, st), st, shape);
+  };
+  const poison::PoisonConfig cpc = config("cp-c", "simclr", "class", s);
+  CHECK(cpc.rounds == 4);  // the table wins over cp_c_rounds = 1 (scales.toml)
+  CHECK(cpc.model_steps == 1);
+  CHECK(cpc.separability == 1.0);
+  CHECK(cpc.separability_space == poison::SeparabilitySpace::features);
+  const poison::PoisonConfig cps = config("cp-s", "simclr", "sample", s);
+  CHECK(cps.rounds == 1);  // another attack's table does not reach it
+  CHECK(cps.separability == 0.0);
+  CHECK(config("aap", "supervised", "sample", s).target_shift == 3);
+  CHECK(config("aue", "supervised", "sample", s).target_shift == 1);
+
+  // The cache key: a table changes its own attack's poison only; an empty one changes none.
+  Settings plain = s;
+  plain.poison.cp_c = plain.poison.aap = AttackKnobs{};
+  auto key = [&](const std::string& attack, const std::string& attacker, const std::string& kind, const Settings& st) {
+    return make_poison_job(attack, attacker, kind, true, st.poison.eps, 1.0, st.model, st.data, st).config;
+  };
+  CHECK(key("cp-c", "simclr", "class", s) != key("cp-c", "simclr", "class", plain));
+  CHECK(key("cp-c", "simclr", "class", s)["poison"]["cp_c"]["rounds"] == 4);
+  CHECK(key("cp-s", "simclr", "sample", s) == key("cp-s", "simclr", "sample", plain));
+  CHECK(key("aue", "supervised", "sample", s) == key("aue", "supervised", "sample", plain));
+  CHECK(!key("cp-c", "simclr", "class", plain)["poison"].contains("cp_c"));
+
+  // Bad tables: an error naming the file and the dotted knob.
+  auto error_of = [&](const std::string& text) -> std::string {
+    write(d.file("bad.toml"), axes + "[scale.tiny]\n" + text);
+    try {
+      load_preset(d.file("bad.toml"), "tiny", d.path.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::string wrong_type = error_of("poison.cp_c = { rounds = 2.5 }\n");
+  CHECK(wrong_type.find("bad.toml") != std::string::npos);
+  CHECK(wrong_type.find("scale.tiny.poison.cp_c.rounds: expected an integer") != std::string::npos);
+  CHECK(error_of("poison.aue = { roundz = 2 }\n").find("unknown knob 'roundz'") != std::string::npos);
+  CHECK(error_of("poison.aue = 3\n").find("'scale.tiny.poison.aue'") != std::string::npos);
+  CHECK(error_of("poison.aue = { rounds = [1, 2] }\n").find("'scale.tiny.poison.aue.rounds'") != std::string::npos);
+  CHECK(error_of("poison.cp_c = { separability_space = \"pixels\" }\n").find("separability_space") != std::string::npos);
 }
 
 TEST_CASE("experiment: aue and aap cells take supervised attackers; their settings reach only their poisons") {

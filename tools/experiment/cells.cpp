@@ -559,6 +559,8 @@ double poison_round_views(const poison::PoisonConfig& c, int64_t n, bool contras
   return model + (double)(noise_batches * c.pgd_steps * bs) * views;
 }
 
+}  // namespace
+
 poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, const data::Dataset& train) {
   using poison::Attack;
   Attack attack = poison::parse_attack(job.attack);
@@ -637,10 +639,13 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
     c.separability = ps.separability;
     c.separability_space = poison::parse_separability_space(ps.separability_space);
   }
+  // The attack's own knobs (poison.cp_c = { ... }) last: they override the recipe and the above.
+  std::string section = "poison." + job.attack;
+  std::replace(section.begin(), section.end(), '-', '_');
+  poison::set_knobs(c, ps.knobs_of(job.attack).values, section);
   return c;
 }
 
-}  // namespace
 
 nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
   nlohmann::json done = cached(job.id, job.config);
@@ -703,6 +708,7 @@ nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::stri
                         {"seconds", seconds},
                         {"poison_file", poison_path(job.id)},
                         {"device", options_.device == Device::cuda ? "cuda" : "cpu"},
+                        {"knobs", nlohmann::json::parse(poison::knob_values(cfg).dump())},  // what ran, resolved
                         {"measured", nlohmann::json::object()}};
   if (distributed::size() > 1) result["ranks"] = distributed::size();
   if (views > 0 && round_seconds > 0.5)

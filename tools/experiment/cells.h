@@ -24,6 +24,7 @@
 #include "engine/data/dataset.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "poison/generate.h"
 #include "tools/experiment/preset.h"
 #include "tools/experiment/settings.h"
 
@@ -94,6 +95,10 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
 // folder, where victims find it as they find a generated poison. Error naming the file when
 // it is not a readable poison file.
 PoisonJob make_file_poison_job(const std::string& path, const DataSettings& data, const Settings& s);
+// The poison generator's configuration of a poison job: the attack's recipe (cpu-small or paper),
+// then PoisonSettings' fields the attack reads, then its knob table (poison.cp_c = { ... }).
+// `train` gives the image shape and normalisation; seed, eps and ratio are the job's.
+poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, const data::Dataset& train);
 VictimJob make_victim_job(const std::string& algo, const std::string& model, const DataSettings& data,
                                                   const PoisonJob* poison, bool clean_only, double ratio, const std::string& defense,
                           const Settings& s, const std::string& init = "");

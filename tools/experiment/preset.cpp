@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "defense/defense.h"
+#include "poison/generate.h"
 #include "engine/error.h"
 #include "tools/common.h"
 
@@ -115,6 +116,31 @@ public:
       CP_CHECK(s.has_value(), file_, "key '", prefix_ + key, "'", line_of(*n), ": expected a string, got ", type_name(*n));
       v = *s;
     }
+  }
+  // One attack's knobs: a table of PoisonConfig field-list keys, checked against that list here.
+  void operator()(const char* key, AttackKnobs& v, const char*) {
+    const toml::node* n = take(key);
+    if (!n) return;
+    const std::string name = prefix_ + key;
+    const toml::table* sub = n->as_table();
+    CP_CHECK(sub, file_, "key '", name, "'", line_of(*n), ": expected a table of poison knobs such as { rounds = 30 }, got ",
+             type_name(*n));
+    nlohmann::json values = nlohmann::json::object();
+    for (auto&& [k, node] : *sub) {
+      const std::string knob(k.str());
+      if (auto i = node.value_exact<int64_t>()) values[knob] = *i;
+      else if (auto d = node.value_exact<double>()) values[knob] = *d;
+      else if (auto b = node.value_exact<bool>()) values[knob] = *b;
+      else if (auto t = node.value_exact<std::string>()) values[knob] = *t;
+      else fail(file_, "key '", name, ".", knob, "'", line_of(node), ": expected a number, true / false or a name, got ", type_name(node));
+    }
+    poison::PoisonConfig trial;
+    try {
+      poison::set_knobs(trial, values, name);
+    } catch (const Error& e) {
+      fail(file_, e.what());
+    }
+    v.values = std::move(values);
   }
   template <class S>
   void section(const char* key, S& s) {

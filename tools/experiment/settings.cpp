@@ -201,6 +201,18 @@ void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms:
   cfg.checkpoint_every = t.checkpoint_every;
 }
 
+const AttackKnobs& PoisonSettings::knobs_of(const std::string& attack) const {
+  static const AttackKnobs none;
+  if (attack == "cp-c") return cp_c;
+  if (attack == "cp-s") return cp_s;
+  if (attack == "unlearnable") return unlearnable;
+  if (attack == "adversarial") return adversarial;
+  if (attack == "aue") return aue;
+  if (attack == "aap") return aap;
+  if (attack == "pattern") return pattern;
+  return none;
+}
+
 void apply_algo(const AlgoSettings& a, algorithms::AlgoConfig& c) {
   if (a.temperature > 0) c.temperature = a.temperature;
   if (a.ema_momentum >= 0) c.momentum = a.ema_momentum;

@@ -130,6 +130,16 @@ struct AlgosSettings {
   }
 };
 
+// Any knob of `cpoison poison` (poison::PoisonConfig's field list, poison/generate.h: rounds,
+// model_steps, pgd_steps, separability, target_shift, ...) for one attack, as {key: value}: a
+// preset's `[scale.NAME.poison.cp_c] rounds = 30`. Applied after the recipe and the fields of
+// PoisonSettings; a poison cell's cache key holds it when it is not empty. A knob added to
+// PoisonConfig's list is thereby a preset key too.
+struct AttackKnobs {
+  nlohmann::json values = nlohmann::json::object();
+};
+inline void to_json(nlohmann::json& j, const AttackKnobs& k) { j = k.values; }
+
 // Poison generation (poison::PoisonConfig). recipe "cpu-small" starts from
 // PoisonConfig::recipe("cpu-small-cp-c" / "cpu-small-cp-s"), "paper" from "cp-c" / "cp-s";
 // the fields below then override it (0 keeps the recipe's value).
@@ -162,6 +172,10 @@ struct PoisonSettings {
   double pattern_period = 8;  // the pattern attack's grating period in pixels
   int64_t pattern_blank = 0;  // the pattern attack's class without a grating (-1: none)
   int64_t checkpoint_every = 1;                       // rounds between resumable checkpoints
+  // Per-attack knobs (AttackKnobs), applied last.
+  AttackKnobs cp_c, cp_s, unlearnable, adversarial, aue, aap, pattern;
+  // The knobs of one attack ("cp-c", ...; empty for random).
+  const AttackKnobs& knobs_of(const std::string& attack) const;
 
   template <class V>
   void visit(V& v) {
@@ -169,15 +183,15 @@ struct PoisonSettings {
     // only those, so that e.g. a CP-C poison stays cached when CP-S's rounds change).
     const char* optimised = "cp-s cp-c unlearnable adversarial aue aap";
     // A CP-S poison that starts from CP-C keeps CP-C's fields: they shape its start.
-    const char* cp_c = cp_s_init == "cp-c" ? "cp-c cp-s" : "cp-c";
+    const char* cp_c_readers = cp_s_init == "cp-c" ? "cp-c cp-s" : "cp-c";
     readers(v, optimised);
     v("recipe", recipe, "cpu-small | paper: the PoisonConfig recipe the other fields override");
     v("eps", eps, "L-infinity radius in pixel units (a number or a fraction such as \"8/255\")");
-    readers(v, cp_c);
+    readers(v, cp_c_readers);
     v("cp_c_rounds", cp_c_rounds, "CP-C rounds (0: the recipe's)");
     readers(v, "cp-s");
     v("cp_s_rounds", cp_s_rounds, "CP-S rounds (0: the recipe's)");
-    readers(v, cp_c);
+    readers(v, cp_c_readers);
     v("cp_c_model_steps", cp_c_model_steps, "CP-C model steps per round (0: the recipe's)");
     v("cp_c_noise_batches", cp_c_noise_batches, "CP-C noise batches per round (0: the recipe's)");
     readers(v, "cp-s");
@@ -213,6 +227,21 @@ struct PoisonSettings {
     v("pattern_blank", pattern_blank, "pattern attack: the class left without a grating (-1: every class gets one)");
     readers(v, "");  // resuming is exact: the checkpoint interval does not change the result
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
+    const char* knobs = "any `cpoison poison` knob (PoisonConfig's field list), applied last, e.g. { rounds = 30 }";
+    readers(v, cp_c_readers);
+    v("cp_c", cp_c, knobs);
+    readers(v, "cp-s");
+    v("cp_s", cp_s, knobs);
+    readers(v, "unlearnable");
+    v("unlearnable", unlearnable, knobs);
+    readers(v, "adversarial");
+    v("adversarial", adversarial, knobs);
+    readers(v, "aue");
+    v("aue", aue, knobs);
+    readers(v, "aap");
+    v("aap", aap, knobs);
+    readers(v, "pattern");
+    v("pattern", pattern, knobs);
   }
 };
 
@@ -366,6 +395,9 @@ public:
   template <class T>
   void operator()(const char* key, T& value, const char*) {
     if (read_) out_[key] = value;
+  }
+  void operator()(const char* key, AttackKnobs& value, const char*) {
+    if (read_ && !value.values.empty()) out_[key] = value.values;  // absent when empty: older cells keep their key
   }
   template <class S>
   void section(const char*, S&) {}
