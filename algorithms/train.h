@@ -20,6 +20,7 @@
 #include "engine/io/checkpoint.h"
 #include "engine/rng.h"
 #include "models/encoder.h"
+#include "algorithms/train_knobs.h"
 
 namespace cpoison::algorithms {
 
@@ -48,27 +49,15 @@ augment::AugmentConfig make_augment(augment::Recipe recipe, const std::string& d
 // The same for a loaded dataset (its size, channels and dataset_normalization(ds)).
 augment::AugmentConfig make_augment(augment::Recipe recipe, const data::Dataset& ds);
 
-struct TrainConfig {
+// The optimiser and schedule knobs (epochs, batch size, SGD, warm-up and cosine, checkpoint
+// interval) are TrainKnobs' (algorithms/train_knobs.h), listed once there.
+struct TrainConfig : TrainKnobs {
   Algo algo = Algo::simclr;
   std::string model = "resnet18";
   models::ModelOptions model_options;  // in_channels must match the dataset's channels
   AlgoConfig algo_config = AlgoConfig::defaults(Algo::simclr);
   augment::AugmentConfig augment;  // for both views (supervised: the one view)
-
-  int64_t epochs = 1000;
-  int64_t batch_size = 512;
   bool drop_last = true;
-  // SGD (docs/reference-implementation.md §6). lr <= 0 picks the algorithm's default.
-  double lr = 0;
-  double momentum = 0.9;
-  double weight_decay = 1e-4;
-  bool nesterov = false;
-  // Schedule in optimiser steps: linear warm-up from warmup_start_lr over warmup_epochs
-  // (or warmup_steps when >= 0), then cosine down to final_lr_fraction * lr at the last step.
-  double warmup_epochs = 10;
-  int64_t warmup_steps = -1;
-  double warmup_start_lr = 0.01;
-  double final_lr_fraction = 0.001;
 
   uint64_t seed = 0;  // weights (nn::manual_seed), batch order, augmentations, MoCo queue
   Device device = Device::cpu;
@@ -77,7 +66,6 @@ struct TrainConfig {
   // and at the end. With resume, training continues from the checkpoint at resume_from
   // (default: checkpoint_path) when that file exists.
   std::string checkpoint_path;
-  int64_t checkpoint_every = 0;
   bool resume = false;
   std::string resume_from;
   // JSON lines, one per epoch ("" = none). A resumed run keeps the lines of the epochs its

@@ -29,10 +29,13 @@ using namespace cpoison::algorithms;
 namespace ex = cpoison::tools::experiment;
 
 // docs/reference-implementation.md §6: the training settings of --preset spec (the flags'
-// defaults); augment "" picks simclr, or crop-flip for a supervised learner.
+// defaults) are the library's (algorithms::TrainKnobs); augment "" picks simclr, or crop-flip
+// for a supervised learner.
 ex::TrainSettings spec_training() {
-  return {.epochs = 1000, .batch_size = 512, .lr = 0, .warmup_epochs = 10, .warmup_steps = -1, .warmup_start_lr = 0.01,
-          .final_lr_fraction = 0.001, .augment = "", .checkpoint_every = 0};
+  ex::TrainSettings t;
+  static_cast<algorithms::TrainKnobs&>(t) = algorithms::TrainKnobs{};
+  t.augment = "";
+  return t;
 }
 
 // The training settings --preset cpu-small takes from the experiment's cpu-small victim

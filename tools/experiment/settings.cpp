@@ -188,17 +188,7 @@ void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms:
       return augment::random_translate(x, shift, gen);
     };
   }
-  cfg.epochs = t.epochs;
-  cfg.batch_size = t.batch_size;
-  cfg.lr = t.lr;
-  cfg.momentum = t.momentum;
-  cfg.nesterov = t.nesterov;
-  cfg.weight_decay = t.weight_decay;
-  cfg.warmup_epochs = t.warmup_epochs;
-  cfg.warmup_steps = t.warmup_steps;
-  cfg.warmup_start_lr = t.warmup_start_lr;
-  cfg.final_lr_fraction = t.final_lr_fraction;
-  cfg.checkpoint_every = t.checkpoint_every;
+  static_cast<algorithms::TrainKnobs&>(cfg) = t;  // every knob of the one list
 }
 
 const AttackKnobs& PoisonSettings::knobs_of(const std::string& attack) const {

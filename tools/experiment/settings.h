@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/train_knobs.h"
+
 namespace cpoison::augment {
 struct AugmentConfig;
 }
@@ -58,18 +60,20 @@ struct DataSettings {
   }
 };
 
-// SGD training of a victim (contrastive or supervised).
-struct TrainSettings {
-  int64_t epochs = 30;
-  int64_t batch_size = 256;
-  double lr = 0.3;                // <= 0: the algorithm's default (SimCLR 0.5, MoCo 0.3, BYOL 1.0)
-  double momentum = 0.9;
-  bool nesterov = false;
-  double weight_decay = 1e-4;
-  double warmup_epochs = 0;
-  int64_t warmup_steps = 20;      // >= 0 overrides warmup_epochs
-  double warmup_start_lr = 0;
-  double final_lr_fraction = 0;
+// SGD training of a victim (contrastive or supervised): the library's training knobs
+// (algorithms::TrainKnobs: epochs, batch size, SGD, warm-up and cosine, checkpoint interval; its
+// one field list) at the cpu-small values, and the augmentation and convolution init.
+struct TrainSettings : algorithms::TrainKnobs {
+  TrainSettings() {
+    epochs = 30;
+    batch_size = 256;
+    lr = 0.3;  // <= 0: the algorithm's default (SimCLR 0.5, MoCo 0.3, BYOL 1.0)
+    warmup_epochs = 0;
+    warmup_steps = 20;
+    warmup_start_lr = 0;
+    final_lr_fraction = 0;
+    checkpoint_every = 5;
+  }
   // simclr | cpu-small | crop-flip | none (algorithms::make_augment), or translate-flip
   // (±translate pixels with zero fill, then a horizontal flip: the supervised reference's).
   std::string augment = "cpu-small";
@@ -77,24 +81,13 @@ struct TrainSettings {
   // Convolution weights of the victim: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's
   // default). A stated choice: it decides whether a random class-wise pattern is a shortcut.
   std::string init = "kaiming-fan-out";
-  int64_t checkpoint_every = 5;   // epochs between resumable checkpoints
 
   template <class V>
   void visit(V& v) {
-    v("epochs", epochs, "training epochs");
-    v("batch_size", batch_size, "images per step (two views each for a contrastive learner); drop_last");
-    v("lr", lr, "base learning rate (0: the algorithm's default, SimCLR 0.5, MoCo 0.3, BYOL 1.0, supervised 0.1)");
-    v("momentum", momentum, "SGD momentum");
-    v("nesterov", nesterov, "Nesterov momentum");
-    v("weight_decay", weight_decay, "SGD weight decay");
-    v("warmup_epochs", warmup_epochs, "linear warm-up length in epochs (when warmup_steps < 0)");
-    v("warmup_steps", warmup_steps, "linear warm-up length in steps (>= 0 overrides warmup_epochs)");
-    v("warmup_start_lr", warmup_start_lr, "learning rate at the start of the warm-up");
-    v("final_lr_fraction", final_lr_fraction, "the cosine ends at this fraction of lr");
+    algorithms::TrainKnobs::visit(v);
     v("augment", augment, "simclr (spec §5) | cpu-small | crop-flip | none | translate-flip (±translate pixels with zero fill, then a horizontal flip)");
     v("translate", translate, "translate-flip: largest shift in pixels");
     v("init", init, "convolution init: kaiming-fan-out (the release's) | pytorch (nn.Conv2d's default)");
-    v("checkpoint_every", checkpoint_every, "epochs between resumable checkpoints (0: only at the end)");
   }
 };
 
