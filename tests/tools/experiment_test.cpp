@@ -757,6 +757,90 @@ TEST_CASE("experiment: aue and aap cells take supervised attackers; their settin
   CHECK_THROWS_WITH_AS(sep.validate("test"), doctest::Contains("aue_strength"), Error);
 }
 
+TEST_CASE("experiment: a cell's start chains its poison from another attack's (AUE -> CP-S), cached apart") {
+  TempDir d("start");
+  write_scales(d, "fashion-mnist");
+  write(d.file("p.toml"), R"toml(columns = [ { label = "SimCLR", victim = "simclr" } ]
+rows = [
+  { label = "CP-S (scale: from CP-C)", attack = "cp-s", attacker = "simclr" },
+  { label = "CP-S from uniform", attack = "cp-s", attacker = "simclr", start = "uniform" },
+  { label = "AUE -> CP-S", attack = "cp-s", attacker = "simclr", start = "aue" },
+  { label = "AUE class -> CP-C", attack = "cp-c", attacker = "simclr", start = "aue:class" },
+  { label = "CP-C", attack = "cp-c", attacker = "simclr", start = "uniform" },
+]
+[scale.tiny]
+poison.cp_s_init = "cp-c"
+)toml");
+  Preset p = load_preset(d.file("p.toml"), "tiny", d.path.string());
+  Plan plan = make_plan(p);
+  std::vector<std::string> ids;
+  for (const auto& j : plan.poisons) ids.push_back(j.id);
+  CHECK(ids == std::vector<std::string>{"poison-cp-c-simclr", "poison-cp-s-simclr", "poison-cp-s-simclr-from-uniform",
+                                        "poison-aue-supervised", "poison-cp-s-simclr-from-aue-supervised",
+                                        "poison-aue-supervised-class", "poison-cp-c-simclr-from-aue-supervised-class"});
+  const auto& by_scale = plan.poisons[1];
+  CHECK(by_scale.init_from == "poison-cp-c-simclr");
+  CHECK(!by_scale.config.contains("start"));  // the scale's chaining: the cached cells' format
+  const auto& uniform = plan.poisons[2];
+  CHECK(uniform.init_from.empty());
+  CHECK(uniform.config["start"] == "uniform");
+  CHECK(uniform.config["poison"]["cp_s_init"] == "uniform");
+  CHECK(!uniform.config["poison"].contains("cp_c_rounds"));  // CP-C's settings do not shape it
+  const auto& from_aue = plan.poisons[4];
+  CHECK(from_aue.init_from == "poison-aue-supervised");
+  CHECK(from_aue.config["start"] == "aue:sample");
+  CHECK(from_aue.config["start_config"] == plan.poisons[3].config);  // an AUE setting changes it too
+  CHECK(plan.poisons[6].init_from == "poison-aue-supervised-class");
+  CHECK(plan.victims[plan.grid[4][0]].id == "victim-simclr-cp-c-simclr");  // start = uniform is CP-C's own
+
+  auto error_of = [&](const std::string& row) -> std::string {
+    write(d.file("bad.toml"), "columns = [ { label = \"S\", victim = \"simclr\" } ]\nrows = [ " + row + " ]\n[scale.tiny]\n");
+    try {
+      make_plan(load_preset(d.file("bad.toml"), "tiny", d.path.string()));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  CHECK(error_of("{ label = \"r\", attack = \"cp-s\", start = \"cp-x\" }").find("'rows[0].start'") != std::string::npos);
+  CHECK(error_of("{ label = \"r\", attack = \"cp-s\", start = \"aue:row\" }").find("'rows[0].start'") != std::string::npos);
+  CHECK(error_of("{ label = \"r\", attack = \"aue\", start = \"cp-c\" }").find("for cp-s and cp-c cells") !=
+        std::string::npos);
+}
+
+TEST_CASE("experiment: AUE -> CP-S runs: the CP-S noise starts from the AUE poison") {
+  TempDir d("start-run");
+  write_scales(d, tiny_dataset(d));
+  write(d.file("p.toml"), R"toml(title = "chained"
+columns = [ { label = "Supervised", victim = "supervised" } ]
+rows = [ { label = "AUE -> CP-S", attack = "cp-s", attacker = "simclr", start = "aue" } ]
+[scale.tiny]
+poison.aue_rounds = 1
+poison.aue_model_steps = 1
+poison.aue_pgd_steps = 1
+poison.cp_s = { noise_batches = 1 }
+)toml");
+  Preset p = load_preset(d.file("p.toml"), "tiny", d.path.string());
+  ExperimentReport r = run_experiment(p, quiet_options(d));
+  CHECK(r.cells == 3);  // the AUE poison, the CP-S poison, the victim
+  CHECK(r.ran == r.cells);
+  const poison::Poison aue = poison::load_poison(r.root + "/poison-aue-supervised/poison.h5");
+  const poison::Poison cps = poison::load_poison(r.root + "/poison-cp-s-simclr-from-aue-supervised/poison.h5");
+  REQUIRE(aue.delta.shape() == cps.delta.shape());
+  // One noise batch of 16 of the 32 images in CP-S's one round: the other 16 keep AUE's noise.
+  const int64_t n = aue.delta.shape()[0], per = aue.delta.numel() / n;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    bool same = true;
+    for (int64_t k = 0; k < per; ++k) same = same && aue.delta.data<float>()[i * per + k] == cps.delta.data<float>()[i * per + k];
+    kept += same;
+  }
+  CHECK(kept == 16);
+  const nlohmann::json res = nlohmann::json::parse(read_text(r.root + "/poison-cp-s-simclr-from-aue-supervised/result.json"));
+  CHECK(res["init_from"] == "poison-aue-supervised");
+  CHECK(res["knobs"]["noise_batches"] == 1);
+}
+
 TEST_CASE("experiment: AUE and AAP poisons run through the runner on a tiny set") {
   TempDir d("aue-aap");
   write_scales(d, tiny_dataset(d));

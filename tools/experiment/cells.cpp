@@ -143,6 +143,7 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
     if (k.defense) c.defense = *k.defense;
     if (k.dataset) c.dataset = *k.dataset;
     if (k.init) c.init = *k.init;
+    if (k.start) c.start = *k.start;
   };
   apply(column);
   apply(row);
@@ -171,6 +172,8 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
     CP_CHECK(c.kind.empty() || c.kind == natural, where, "attack ", a, " is ", natural, "-wise, not ", c.kind);
     c.kind = natural;
   }
+  CP_CHECK(c.start.empty() || a == "cp-s" || a == "cp-c", where, "start = \"", c.start,
+           "\" is for cp-s and cp-c cells (their noise can start from another poison), not ", a);
   if (c.defense != "none") {
     defense::Defense d = defense::parse_defense(c.defense);
     // Adversarial training runs for every victim; only ACL's both-views variant needs two views.
@@ -187,7 +190,7 @@ static bool synthetic(const std::string& attack) { return poison::synthetic_atta
 
 PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
                           bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
-                          const Settings& s) {
+                          const Settings& s, const std::string& start) {
   PoisonJob j;
   j.attack = attack;
   j.attacker = attacker;
@@ -207,14 +210,32 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   if (std::fabs(eps - s.poison.eps) > 1e-12) id += "-eps" + id_number(eps, true);
   if (model != s.model && attack != "random") id += "-" + model;
   if (data.dataset != s.data.dataset) id += "-" + dataset_slug(data);
-  j.id = id;
-  if (attack == "cp-s" && s.poison.cp_s_init == "cp-c") {
-    PoisonJob init = make_poison_job("cp-c", attacker, "class", dual_branch, eps, ratio, model, data, s);
-    j.init_from = init.id;
+
+  // Where the noise starts: the scale's choice (CP-S from CP-C when poison.cp_s_init = "cp-c"),
+  // or a cell's `start`: another attack's poison of the same images ("aue", "aue:class"; its
+  // natural attacker: this one for cp-s / cp-c, supervised, or none for drawn noise).
+  PoisonSettings ps = s.poison;
+  const std::string scale_start = attack == "cp-s" && ps.cp_s_init == "cp-c" ? "cp-c:class" : "uniform";
+  std::string from = start.empty() ? scale_start : start;
+  if (from != "uniform" && from.find(':') == std::string::npos)
+    from += (from == "cp-c" || from == "pattern") ? ":class" : ":sample";
+  if (from != "uniform") {
+    const std::string from_attack = from.substr(0, from.find(':')), from_kind = from.substr(from.find(':') + 1);
+    const std::string from_attacker = from_attack == "cp-c" || from_attack == "cp-s" ? attacker
+                                      : synthetic(from_attack)                      ? "none"
+                                                                                    : "supervised";
+    j.init = std::make_shared<const PoisonJob>(
+        make_poison_job(from_attack, from_attacker, from_kind, dual_branch, eps, ratio, model, data, s));
+    j.init_from = j.init->id;
   }
+  const bool own_start = from != scale_start;  // the cell's, not the scale's
+  if (own_start) {
+    ps.cp_s_init = "uniform";  // the scale's chaining does not apply (nor do CP-C's fields)
+    id += "-from-" + (j.init ? j.init->id.substr(std::string("poison-").size()) : std::string("uniform"));
+  }
+  j.id = id;
 
   // The poison settings this attack reads (PoisonSettings' readers() in its field list).
-  PoisonSettings ps = s.poison;
   nlohmann::json poison = fields_read_by(ps, attack);
   DataSettings d = data;
   j.config = {{"job", "poison"},  {"attack", attack}, {"attacker", attacker}, {"kind", kind},
@@ -224,6 +245,10 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
                                                                                         : s.victim.augment},
               {"algo", algo_json(attacker, s)}, {"init_from", j.init_from}};
   if (poison.empty()) j.config.erase("poison");  // (random noise reads none)
+  if (own_start) {  // the start and everything that made it (cells chained by the scale record CP-C's fields instead)
+    j.config["start"] = from;
+    if (j.init) j.config["start_config"] = j.init->config;
+  }
   if (synthetic(attack)) {  // only eps, kind, ratio, seed and the data matter (and the pattern's fields)
     j.config.erase("augment");
     j.config.erase("algo");
@@ -309,11 +334,7 @@ Plan make_plan(const Preset& p) {
   std::set<std::string> poison_ids;
   auto add_poison = [&](const PoisonJob& job, auto& self) -> void {
     if (poison_ids.count(job.id)) return;
-    if (!job.init_from.empty()) {
-      PoisonJob init = make_poison_job("cp-c", job.attacker, "class", job.dual_branch, job.eps, job.ratio, job.model,
-                                       job.data, s);
-      self(init, self);
-    }
+    if (job.init) self(*job.init, self);
     poison_ids.insert(job.id);
     plan.poisons.push_back(job);
   };
@@ -331,7 +352,7 @@ Plan make_plan(const Preset& p) {
       PoisonJob pj;
       if (cell.attack != "none" && cell.attack != "clean-only") {
         pj = make_poison_job(cell.attack, cell.attacker, cell.kind, cell.dual_branch, cell.eps, cell.ratio,
-                             cell.attacker_model, data, s);
+                             cell.attacker_model, data, s, cell.start);
         add_poison(pj, add_poison);
         poison = &pj;
       }

@@ -42,6 +42,7 @@ struct PoisonJob {
   std::string model;     // the attacker's backbone
   DataSettings data;
   std::string init_from;  // id of the poison job whose noise initialises this one ("" = none)
+  std::shared_ptr<const PoisonJob> init;  // that job (null = none)
   std::string file;       // attack "file": the poison file given (`cpoison evaluate`)
   nlohmann::json config;  // everything that decides the result (set by make_poison_job)
 };
@@ -64,6 +65,7 @@ struct VictimJob {
 struct CellSpec {
   std::string victim = "simclr", attack = "none", attacker, kind, model, attacker_model, defense = "none", dataset;
   std::string init;  // "" = the settings' (victim.init / supervised.init)
+  std::string start;  // "" = the settings' start of the poison's noise (CellKeys::start)
   bool dual_branch = true;
   double ratio = 1.0, eps = 0;
 };
@@ -84,9 +86,12 @@ Plan make_plan(const Preset& p);
 
 // Job construction (also used by the demo). The id encodes what differs between jobs of a
 // preset; config records everything that decides the result.
+// `start` (CellKeys::start; "" = the scale's) names where the noise starts; a start other than
+// the scale's adds "-from-<its poison id>" (or "-from-uniform") to the id and the starting
+// poison's config to this one's.
 PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
                           bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
-                          const Settings& s);
+                          const Settings& s, const std::string& start = "");
 // A poison given as a file instead of generated (`cpoison evaluate`): attack "file", id
 // "poison-file-<digest>" (poison::poison_digest, the first 12 digits), so the same noise is the
 // same cell wherever the file lies. Its config records the digest, eps, kind, the data

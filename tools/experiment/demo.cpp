@@ -138,7 +138,7 @@ SeedRun run_seed(const DemoOptions& o, Settings s, uint64_t seed, const std::str
   // A chained poison's start (CP-S from CP-C) is a job of its own.
   std::vector<PoisonJob> starts;
   for (const PoisonJob* j : {&class_job, &con_job})
-    if (!j->init_from.empty()) starts.push_back(make_poison_job("cp-c", j->attacker, "class", true, o.eps, 1.0, s.model, s.data, s));
+    if (j->init) starts.push_back(*j->init);
   std::map<std::string, const PoisonJob*> poisons{{class_job.id, &class_job}, {con_job.id, &con_job}, {noise.id, &noise}};
   for (const auto& j : starts) poisons[j.id] = &j;
   auto victim = [&](const std::string& algo, const PoisonJob* p) {

@@ -239,6 +239,15 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
   c.attacker_model = member("attacker_model", kModels);
   c.dataset = str("dataset");
   c.init = member("init", {"kaiming-fan-out", "pytorch"});
+  c.start = str("start");
+  if (c.start && *c.start != "uniform") {
+    const std::string from = c.start->substr(0, c.start->find(':'));
+    const std::string kind = c.start->find(':') == std::string::npos ? "" : c.start->substr(c.start->find(':') + 1);
+    CP_CHECK(kAttacks.count(from) && from != "none" && from != "clean-only" && (kind.empty() || kind == "sample" || kind == "class"),
+             file, "key '", key, ".start'", line_of(*t->get("start")), ": '", *c.start,
+             "' is not uniform or ATTACK[:sample|class] with ATTACK one of cp-s, cp-c, unlearnable, adversarial, aue, aap, "
+             "random, pattern");
+  }
   c.defense = str("defense");
   if (c.defense) {
     try {
@@ -302,7 +311,7 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
     if (!used.count(name))
       fail(file, "unknown key '", key, ".", name, "'", line_of(n),
            " (a row or column takes label, victim, attack, attacker, kind, dual_branch, ratio, eps, model, "
-           "attacker_model, defense, dataset, init, mean_of, max_of, poison_seconds",
+           "attacker_model, defense, dataset, init, start, mean_of, max_of, poison_seconds",
            is_row ? ", paper)" : ")");
   }
   return a;

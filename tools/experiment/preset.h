@@ -40,6 +40,10 @@ struct CellKeys {
   std::optional<std::string> defense;         // a defense::parse_defense specification
   std::optional<std::string> dataset;         // overrides data.dataset
   std::optional<std::string> init;            // the victim's convolution init (kaiming-fan-out | pytorch)
+  // Where a cp-s / cp-c poison's noise starts: "uniform", or the poison of another attack of
+  // the same images, "ATTACK" or "ATTACK:sample|class" ("aue": AUE -> CP-S). Unset: the
+  // scale's (poison.cp_s_init for CP-S, uniform otherwise).
+  std::optional<std::string> start;
 };
 
 // One row or column of the table.
