@@ -839,6 +839,27 @@ poison.cp_s = { noise_batches = 1 }
   const nlohmann::json res = nlohmann::json::parse(read_text(r.root + "/poison-cp-s-simclr-from-aue-supervised/result.json"));
   CHECK(res["init_from"] == "poison-aue-supervised");
   CHECK(res["knobs"]["noise_batches"] == 1);
+
+  // A finished cell records the knobs its settings resolved to: were a recipe's value to change
+  // in the code (simulated here by editing the record), the cell is not taken for a new one.
+  const std::string aue_result = r.root + "/poison-aue-supervised/result.json";
+  nlohmann::json edited = nlohmann::json::parse(read_text(aue_result));
+  REQUIRE(edited["knobs"]["rounds"] == 1);
+  edited["knobs"]["rounds"] = 7;
+  write(aue_result, edited.dump());
+  ExperimentOptions o = quiet_options(d);
+  o.dry_run = true;
+  const ExperimentReport listed = run_experiment(p, o);
+  bool shown_changed = false;
+  for (const auto& line : listed.listing)
+    shown_changed = shown_changed || (line.rfind("changed", 0) == 0 && line.find("poison-aue-supervised ") != std::string::npos);
+  CHECK(shown_changed);
+  o.dry_run = false;
+  CHECK_THROWS_WITH_AS(run_experiment(p, o), doctest::Contains("knobs.rounds (7 before, 1 now)"), Error);
+  o.redo_changed = true;
+  ExperimentReport again = run_experiment(p, o);
+  CHECK(again.ran == 1);  // the AUE poison only: CP-S's key holds AUE's settings, which did not change
+  CHECK(nlohmann::json::parse(read_text(aue_result))["knobs"]["rounds"] == 1);
 }
 
 TEST_CASE("experiment: AUE and AAP poisons run through the runner on a tiny set") {

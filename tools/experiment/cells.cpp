@@ -668,8 +668,48 @@ poison::PoisonConfig poison_config(const PoisonJob& job, const Settings& s, cons
 }
 
 
+namespace {
+
+// A 1-image stand-in of a dataset for poison_config where the images do not matter (the cost
+// estimate, the resolved knobs): it needs only a shape and a name.
+data::Dataset shape_stand_in(const DataSettings& d) {
+  data::Dataset ds;
+  ds.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);
+  ds.labels = Tensor::zeros({1}, DType::i64);
+  ds.classes = 10;
+  ds.name = d.dataset;
+  ds.mean = {0.5}, ds.std = {0.25};  // any constants: neither use needs them
+  return ds;
+}
+
+}  // namespace
+
+// The cache key is the settings an attack reads; the knobs they resolved to are recorded beside
+// it, so that a cell made before a recipe's values changed in the code is not taken for one made
+// with the new values.
+std::string Runner::knobs_change(const PoisonJob& job, const nlohmann::json& done) const {
+  if (job.attack == "file" || !done.is_object() || !done.contains("knobs")) return "";
+  const nlohmann::json now =
+      nlohmann::json::parse(poison::knob_values(poison_config(job, settings_, shape_stand_in(job.data))).dump());
+  return now == done["knobs"] ? "" : first_difference(done["knobs"], now, "knobs");
+}
+
+std::string Runner::status(const PoisonJob& job) const {
+  std::string st = status(job.id, job.config);
+  if (st == "done" && !knobs_change(job, read_json((fs::path(dir(job.id)) / "result.json").string())).empty()) st = "changed";
+  return st;
+}
+
 nlohmann::json Runner::run_poison(const PoisonJob& job, const std::map<std::string, const PoisonJob*>& poisons) {
   nlohmann::json done = cached(job.id, job.config);
+  if (const std::string diff = done.is_null() ? "" : knobs_change(job, done); !diff.empty()) {
+    CP_CHECK(options_.redo_changed, dir(job.id), "was made with other poison knobs than its settings resolve to now (", diff,
+             "): a recipe changed since; pass --redo-changed to make it again");
+    std::fprintf(stderr, "[experiment] %s: its recorded knobs differ (%s); making it again\n", job.id.c_str(), diff.c_str());
+    if (writes_files()) fs::remove(fs::path(dir(job.id)) / "result.json");
+    sync_ranks();
+    done = nullptr;
+  }
   if (!done.is_null()) return done;
   if (job.attack == "file") return run_file_poison(job);
   const data::Dataset& train = train_set(job.data);
@@ -1128,13 +1168,7 @@ double rate(const Rates& r, const std::string& key) {
 double Runner::estimate(const PoisonJob& job, const Rates& r) {
   if (job.attack == "file" || synthetic(job.attack)) return 1.0;
   const int64_t n = train_size(job.data);
-  data::Dataset shape_only;  // poison_config needs the image shape and name: a 1-image stand-in suffices
-  shape_only.images = Tensor::zeros({1, 28, 28, 1}, DType::u8);
-  shape_only.labels = Tensor::zeros({1}, DType::i64);
-  shape_only.classes = 10;
-  shape_only.name = job.data.dataset;
-  shape_only.mean = {0.5}, shape_only.std = {0.25};  // any constants: the estimate needs none
-  poison::PoisonConfig c = poison_config(job, settings_, shape_only);
+  poison::PoisonConfig c = poison_config(job, settings_, shape_stand_in(job.data));
   double views = poison_round_views(c, n, is_contrastive(job.attacker)) * (double)c.rounds;
   if (c.attack == poison::Attack::adversarial) views += (double)(c.pretrain_epochs * n);
   return views / rate(r, "poison_views_per_s") * settings_.cost.model_factor.of(job.model);

@@ -137,6 +137,13 @@ public:
   // "done", "partial" (checkpoints of an interrupted run), "pending", or "changed" (the folder
   // holds results of other settings). Never throws for a changed cell.
   std::string status(const std::string& id, const nlohmann::json& config) const;
+  // A poison job's: also "changed" when its finished result records other knobs than its
+  // settings resolve to now (knobs_change).
+  std::string status(const PoisonJob& job) const;
+  // "" when a finished poison's recorded knobs ("knobs" in result.json; cells made before the
+  // record existed have none and are not checked) are those its settings resolve to now, else
+  // the first difference ("knobs.rounds (7 before, 10 now)"): a recipe changed in the code.
+  std::string knobs_change(const PoisonJob& job, const nlohmann::json& done) const;
 
   // Run (or load) a job; returns its result.json content. `poisons` resolves init_from / the
   // victim's poison by id.

@@ -394,7 +394,7 @@ ExperimentReport run_experiment(const Preset& preset, const ExperimentOptions& o
     PerSeed& ps = seeds[k];
     Rates rates = ps.runner->rates();
     for (size_t i = 0; i < ps.plan.poisons.size(); ++i)
-      items.push_back({k, true, i, ps.plan.poisons[i].id, ps.runner->status(ps.plan.poisons[i].id, ps.plan.poisons[i].config),
+      items.push_back({k, true, i, ps.plan.poisons[i].id, ps.runner->status(ps.plan.poisons[i]),
                        ps.runner->estimate(ps.plan.poisons[i], rates)});
     for (size_t i = 0; i < ps.plan.victims.size(); ++i)
       items.push_back({k, false, i, ps.plan.victims[i].id, ps.runner->status(ps.plan.victims[i].id, ps.plan.victims[i].config),
