@@ -193,14 +193,11 @@ void apply_training(const TrainSettings& t, const data::Dataset& ds, algorithms:
 
 const AttackKnobs& PoisonSettings::knobs_of(const std::string& attack) const {
   static const AttackKnobs none;
-  if (attack == "cp-c") return cp_c;
-  if (attack == "cp-s") return cp_s;
-  if (attack == "unlearnable") return unlearnable;
-  if (attack == "adversarial") return adversarial;
-  if (attack == "aue") return aue;
-  if (attack == "aap") return aap;
-  if (attack == "pattern") return pattern;
-  return none;
+  const AttackKnobs* found = &none;
+  each_knob_table(*this, [&](const char*, const char* name, const AttackKnobs& table) {
+    if (attack == name) found = &table;
+  });
+  return *found;
 }
 
 void apply_algo(const AlgoSettings& a, algorithms::AlgoConfig& c) {

@@ -169,6 +169,20 @@ struct PoisonSettings {
   AttackKnobs cp_c, cp_s, unlearnable, adversarial, aue, aap, pattern;
   // The knobs of one attack ("cp-c", ...; empty for random).
   const AttackKnobs& knobs_of(const std::string& attack) const;
+  // The knob tables as (TOML key, attack, member), listed once.
+  template <class Self, class F>
+  static void each_knob_table(Self& self, F f) {
+    f("cp_c", "cp-c", self.cp_c);
+    f("cp_s", "cp-s", self.cp_s);
+    f("unlearnable", "unlearnable", self.unlearnable);
+    f("adversarial", "adversarial", self.adversarial);
+    f("aue", "aue", self.aue);
+    f("aap", "aap", self.aap);
+    f("pattern", "pattern", self.pattern);
+  }
+  static const char* table_readers(const char* attack, const char* cp_c_readers) {
+    return std::string(attack) == "cp-c" ? cp_c_readers : attack;
+  }
 
   template <class V>
   void visit(V& v) {
@@ -220,21 +234,11 @@ struct PoisonSettings {
     v("pattern_blank", pattern_blank, "pattern attack: the class left without a grating (-1: every class gets one)");
     readers(v, "");  // resuming is exact: the checkpoint interval does not change the result
     v("checkpoint_every", checkpoint_every, "rounds between resumable checkpoints");
-    const char* knobs = "any `cpoison poison` knob (PoisonConfig's field list), applied last, e.g. { rounds = 30 }";
-    readers(v, cp_c_readers);
-    v("cp_c", cp_c, knobs);
-    readers(v, "cp-s");
-    v("cp_s", cp_s, knobs);
-    readers(v, "unlearnable");
-    v("unlearnable", unlearnable, knobs);
-    readers(v, "adversarial");
-    v("adversarial", adversarial, knobs);
-    readers(v, "aue");
-    v("aue", aue, knobs);
-    readers(v, "aap");
-    v("aap", aap, knobs);
-    readers(v, "pattern");
-    v("pattern", pattern, knobs);
+    each_knob_table(*this, [&](const char* key, const char* attack, AttackKnobs& table) {
+      // CP-C's table shapes a CP-S poison that starts from CP-C, as CP-C's fields above do.
+      readers(v, table_readers(attack, cp_c_readers));
+      v(key, table, "any `cpoison poison` knob (PoisonConfig's field list), applied last, e.g. { rounds = 30 }");
+    });
   }
 };
 
