@@ -187,6 +187,10 @@ CellSpec merge_cell(const CellKeys& column, const CellKeys& row, const Settings&
 
 // Attacks whose noise is drawn, not optimised (poison::synthetic_attack by name).
 static bool synthetic(const std::string& attack) { return poison::synthetic_attack(poison::parse_attack(attack)); }
+// The kind an attack's poison has unless a cell says otherwise: CP-C and the gratings are class-wise.
+static std::string natural_kind(const std::string& attack) {
+  return attack == "cp-c" || attack == "pattern" ? "class" : "sample";
+}
 
 PoisonJob make_poison_job(const std::string& attack, const std::string& attacker, const std::string& kind,
                           bool dual_branch, double eps, double ratio, const std::string& model, const DataSettings& data,
@@ -203,8 +207,7 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   j.data = data;
   std::string id = "poison-" + attack;
   if (attacker != "none") id += "-" + attacker;
-  bool natural_kind = (attack == "cp-c" || attack == "pattern") == (kind == "class");
-  if (attack == "random" || attack == "unlearnable" || !natural_kind) id += "-" + kind;
+  if (attack == "random" || attack == "unlearnable" || kind != natural_kind(attack)) id += "-" + kind;
   if (!j.dual_branch) id += "-single";
   if (ratio != 1.0) id += "-r" + id_number(ratio);
   if (std::fabs(eps - s.poison.eps) > 1e-12) id += "-eps" + id_number(eps, true);
@@ -216,11 +219,11 @@ PoisonJob make_poison_job(const std::string& attack, const std::string& attacker
   // natural attacker: this one for cp-s / cp-c, supervised, or none for drawn noise).
   PoisonSettings ps = s.poison;
   const std::string scale_start = attack == "cp-s" && ps.cp_s_init == "cp-c" ? "cp-c:class" : "uniform";
-  std::string from = start.empty() ? scale_start : start;
-  if (from != "uniform" && from.find(':') == std::string::npos)
-    from += (from == "cp-c" || from == "pattern") ? ":class" : ":sample";
+  PoisonStart given = parse_start(start.empty() ? scale_start : start, "start");
+  if (given.attack != "uniform" && given.kind.empty()) given.kind = natural_kind(given.attack);
+  const std::string from = given.attack == "uniform" ? "uniform" : given.attack + ":" + given.kind;
   if (from != "uniform") {
-    const std::string from_attack = from.substr(0, from.find(':')), from_kind = from.substr(from.find(':') + 1);
+    const std::string &from_attack = given.attack, &from_kind = given.kind;
     const std::string from_attacker = from_attack == "cp-c" || from_attack == "cp-s" ? attacker
                                       : synthetic(from_attack)                      ? "none"
                                                                                     : "supervised";

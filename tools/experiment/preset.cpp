@@ -200,6 +200,22 @@ std::string one_of(const std::set<std::string>& s) {
   return join(std::vector<std::string>(s.begin(), s.end()));
 }
 
+}  // namespace
+
+PoisonStart parse_start(const std::string& text, const std::string& where) {
+  const size_t colon = text.find(':');
+  PoisonStart s{text.substr(0, colon), colon == std::string::npos ? "" : text.substr(colon + 1)};
+  if (s.attack == "uniform" && colon == std::string::npos) return s;
+  CP_CHECK(kAttacks.count(s.attack) && s.attack != "none" && s.attack != "clean-only" &&
+               (colon == std::string::npos || s.kind == "sample" || s.kind == "class"),
+           where, "'", text,
+           "' is not uniform or ATTACK[:sample|class] with ATTACK one of cp-s, cp-c, unlearnable, adversarial, aue, aap, "
+           "random, pattern");
+  return s;
+}
+
+namespace {
+
 // Reads one row or column (an inline table or a [[rows]] table).
 Axis read_axis(const toml::node& node, const std::string& file, const std::string& key, bool is_row) {
   const toml::table* t = node.as_table();
@@ -240,14 +256,7 @@ Axis read_axis(const toml::node& node, const std::string& file, const std::strin
   c.dataset = str("dataset");
   c.init = member("init", {"kaiming-fan-out", "pytorch"});
   c.start = str("start");
-  if (c.start && *c.start != "uniform") {
-    const std::string from = c.start->substr(0, c.start->find(':'));
-    const std::string kind = c.start->find(':') == std::string::npos ? "" : c.start->substr(c.start->find(':') + 1);
-    CP_CHECK(kAttacks.count(from) && from != "none" && from != "clean-only" && (kind.empty() || kind == "sample" || kind == "class"),
-             file, "key '", key, ".start'", line_of(*t->get("start")), ": '", *c.start,
-             "' is not uniform or ATTACK[:sample|class] with ATTACK one of cp-s, cp-c, unlearnable, adversarial, aue, aap, "
-             "random, pattern");
-  }
+  if (c.start) (void)parse_start(*c.start, file + ": key '" + key + ".start'" + line_of(*t->get("start")));
   c.defense = str("defense");
   if (c.defense) {
     try {

@@ -46,6 +46,14 @@ struct CellKeys {
   std::optional<std::string> start;
 };
 
+// A cell's start (CellKeys::start) split into the attack whose poison it starts from and that
+// poison's kind ("" when not given); {"uniform", ""} for "uniform". Error(where, ...) for a text
+// that is not uniform or ATTACK[:sample|class] with an attack that makes a poison.
+struct PoisonStart {
+  std::string attack, kind;
+};
+PoisonStart parse_start(const std::string& text, const std::string& where);
+
 // One row or column of the table.
 struct Axis {
   std::string label;
